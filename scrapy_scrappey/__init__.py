@@ -2,4 +2,42 @@
 
 from __future__ import annotations
 
+from .addon import Addon
+from .config import Config
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAuthError,
+    ScrappeyConfigError,
+    ScrappeyError,
+    ScrappeyTransportError,
+    SessionsUnavailable,
+    SessionWaitTimeout,
+)
+from .middleware import ScrappeyMiddleware
+from .responses import (
+    ScrappeyHtmlResponse,
+    ScrappeyJsonResponse,
+    ScrappeyResponse,
+    ScrappeyTextResponse,
+    ScrappeyXmlResponse,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Addon",
+    "Config",
+    "ScrappeyAPIError",
+    "ScrappeyAuthError",
+    "ScrappeyConfigError",
+    "ScrappeyError",
+    "ScrappeyHtmlResponse",
+    "ScrappeyJsonResponse",
+    "ScrappeyMiddleware",
+    "ScrappeyResponse",
+    "ScrappeyTextResponse",
+    "ScrappeyTransportError",
+    "ScrappeyXmlResponse",
+    "SessionWaitTimeout",
+    "SessionsUnavailable",
+]

@@ -1,0 +1,26 @@
+"""``ADDONS = {"scrapy_scrappey.Addon": 0}``: enable the plugin in one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+#: After HttpCacheMiddleware (900), so cached pages cost no API call, and after
+#: the cookie (700), proxy (750) and stats (850) middlewares, so their work is
+#: in the request we translate.
+MIDDLEWARE_PRIORITY = 950
+
+
+class Addon:
+    """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950."""
+
+    def update_settings(self, settings: BaseSettings) -> None:
+        from .middleware import ScrappeyMiddleware  # an import cycle at module level
+
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES",
+            ScrappeyMiddleware,
+            MIDDLEWARE_PRIORITY,
+        )

@@ -1,0 +1,54 @@
+"""Exceptions raised by the plugin.
+
+Transport failures subclass :class:`OSError` so that Scrapy's stock
+``RetryMiddleware`` retries them (``OSError`` is in ``RETRY_EXCEPTIONS``).
+"""
+
+from __future__ import annotations
+
+from .codes import ERROR_CODES, ErrorKind, describe
+
+
+class ScrappeyError(Exception):
+    """Base class of every error this plugin raises."""
+
+
+class ScrappeyConfigError(ScrappeyError, ValueError):
+    """A setting, spider attribute or meta key has an invalid value."""
+
+
+class ScrappeyTransportError(ScrappeyError, OSError):
+    """The API could not be reached or answered garbage (5xx page, cut JSON, timeout).
+
+    Retried by Scrapy's ``RetryMiddleware`` like any other network error.
+    """
+
+
+class ScrappeyAuthError(ScrappeyError):
+    """The API rejected the key (HTTP 401)."""
+
+
+class ScrappeyAPIError(ScrappeyError):
+    """The API answered ``{"data": "error"}``.
+
+    :attr:`code` is the ``CODE-nnnn`` found in the reply (``None`` if none) and
+    :attr:`kind` says what to do about it.
+    """
+
+    def __init__(self, message: str, *, code: str | None, kind: ErrorKind) -> None:
+        self.code = code
+        self.kind = kind
+        self.api_message = message
+        prefix = describe(code) if code else "Scrappey API error"
+        if code and code in ERROR_CODES and ERROR_CODES[code].message in message:
+            super().__init__(f"{code}: {message}")
+        else:
+            super().__init__(f"{prefix}: {message}")
+
+
+class SessionsUnavailable(ScrappeyError):
+    """No session could be created for a pool within the configured budget."""
+
+
+class SessionWaitTimeout(ScrappeyError):
+    """A request waited longer than ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` for a session."""

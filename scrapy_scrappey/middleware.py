@@ -1,0 +1,450 @@
+"""ScrappeyMiddleware: send a crawl's requests through the Scrappey API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy import signals
+from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
+from scrapy.utils.httpobj import urlparse_cached
+
+from ._redact import key_hint, redact_url
+from .client import ApiReply, ScrappeyClient
+from .codes import ErrorKind
+from .config import Config
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAuthError,
+    ScrappeyConfigError,
+    ScrappeyError,
+    ScrappeyTransportError,
+    SessionsUnavailable,
+    SessionWaitTimeout,
+)
+from .ledger import SessionLedger
+from .payload import build_payload, merge_params
+from .responses import from_api_response, raw_response
+from .sessions import Session, SessionManager, SpiderClosing
+from .throttle import TargetThrottle
+
+if TYPE_CHECKING:
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+    # typing.Self requires Python 3.11
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+_RETRYABLE = (ErrorKind.TRANSIENT, ErrorKind.SESSION, ErrorKind.SESSION_LIMIT)
+_CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How one request goes through Scrappey."""
+
+    params: dict[str, Any]
+    pool: str | None  # None: no plugin-managed session
+    target: str  # the page URL (for raw mode, the URL inside the command)
+    raw: bool = False
+
+
+class ScrappeyMiddleware:
+    """Downloader middleware that routes requests through Scrappey.
+
+    Enable it with ``DOWNLOADER_MIDDLEWARES = {"scrapy_scrappey.ScrappeyMiddleware": 950}``
+    and ``SCRAPPEY_API_KEY``; see the README for every setting and meta key.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        if not crawler.settings.getbool("SCRAPPEY_ENABLED", True):
+            raise NotConfigured(
+                "SCRAPPEY_ENABLED is False: requests are not sent through Scrappey"
+            )
+        self.crawler = crawler
+        spider = _spider_of(crawler)
+        self.config = Config.from_settings(crawler.settings).for_spider(spider)
+        self._client = ScrappeyClient(self.config.api_url, self.config.api_key)
+        self._ledger = self._make_ledger()
+        self._sessions = SessionManager(
+            self.config,
+            self._client,
+            crawler.stats,
+            ledger=self._ledger,
+            on_fatal=self._on_fatal,
+            extra={"spider": spider},
+        )
+        self._throttle = TargetThrottle(crawler.settings, spider)
+        self._api_root = _url_root(self.config.api_url)
+        self._fatal: str | None = None
+        self._opened = False
+        self._closing = False
+        self._warned: set[str] = set()
+        self._inflight: set[asyncio.Future[ApiReply]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    # -- signals -------------------------------------------------------------
+
+    async def spider_opened(self, spider: Spider) -> None:
+        logger.info(
+            "Scrappey: routing %(what)s requests through %(url)s with the key %(key)r, "
+            "session scope %(scope)r",
+            {
+                "what": "all" if self.config.transparent else "opted-in",
+                "url": self.config.api_url,
+                "key": key_hint(self.config.api_key),
+                "scope": self.config.session_scope,
+            },
+            extra={"spider": spider},
+        )
+        self._spawn(self._watch_closing())
+        await self._destroy_orphans()
+        try:
+            await self._sessions.start(self._initial_pools(spider))
+        except ScrappeyAuthError as ex:
+            raise CloseSpider("scrappey_bad_api_key") from ex
+        except SessionsUnavailable as ex:
+            raise CloseSpider("scrappey_sessions_unavailable") from ex
+        self._opened = True
+
+    async def spider_closed(self, spider: Spider, reason: str) -> None:
+        self._on_closing()
+        for task in list(self._background):
+            task.cancel()
+        await self._sessions.close()
+        if self._ledger is not None:
+            self._ledger.close()
+        await self._client.close()
+        self._log_summary(spider)
+
+    # -- requests ------------------------------------------------------------
+
+    async def process_request(
+        self, request: Request, spider: Spider | None = None
+    ) -> Request | Response | None:
+        route = self._route(request)
+        if route is None:
+            return None
+        if self._fatal is not None:
+            raise IgnoreRequest(
+                f"Scrappey is unusable in this crawl ({self._fatal}); not sending {request}"
+            )
+        try:
+            return await self._send(request, route)
+        except ScrappeyAuthError as ex:
+            self._on_fatal("scrappey_bad_api_key", str(ex))
+            raise IgnoreRequest(f"{ex}; {request} dropped") from None
+        except (SpiderClosing, SessionsUnavailable) as ex:
+            raise IgnoreRequest(f"{request} not sent through Scrappey: {ex}") from None
+        except SessionWaitTimeout as ex:
+            return self._retry(request, "scrappey/session_wait_timeout", ex)
+        except ScrappeyTransportError:
+            self._inc("scrappey/errors/transport")
+            raise  # an OSError: RetryMiddleware retries it
+
+    async def _send(self, request: Request, route: _Route) -> Request | Response:
+        async with self._throttle.slot(self._slot_key(request, route)):
+            session = await self._sessions.lease(route.pool) if route.pool else None
+            try:
+                reply = await self._call(
+                    self._payload(request, route, session), request
+                )
+            finally:
+                if session is not None:
+                    self._sessions.release(session)
+        if route.raw:
+            return self._raw_reply(request, session, reply)
+        try:
+            reply.raise_for_error()
+        except ScrappeyAPIError as ex:
+            return self._on_api_error(request, session, ex)
+        response = from_api_response(reply.data, request=request)
+        if session is not None:
+            request.meta["scrappey_session"] = session.id
+        self._inc(f"scrappey/responses/status/{response.status}")
+        return response
+
+    def _payload(
+        self, request: Request, route: _Route, session: Session | None
+    ) -> dict[str, Any]:
+        payload = (
+            dict(route.params) if route.raw else build_payload(request, route.params)
+        )
+        if session is not None:
+            payload["session"] = session.id
+        return payload
+
+    async def _call(self, payload: dict[str, Any], request: Request) -> ApiReply:
+        timeout = float(
+            request.meta.get("download_timeout", self.config.request_timeout)
+        )
+        call = asyncio.ensure_future(self._client.call(payload, timeout=timeout))
+        self._inflight.add(call)
+        call.add_done_callback(self._inflight.discard)
+        self._inc("scrappey/requests")
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if self._closing:
+                raise SpiderClosing("the spider is closing") from None
+            raise
+
+    def _on_api_error(
+        self, request: Request, session: Session | None, error: ScrappeyAPIError
+    ) -> Request:
+        self._inc(f"scrappey/errors/{error.code or error.kind.value}")
+        if error.kind is ErrorKind.SESSION and session is not None:
+            self._sessions.report_dead(session, str(error))
+        if error.kind in _RETRYABLE and not request.meta.get("dont_retry", False):
+            reason = f"scrappey/{error.code or error.kind.value}"
+            return self._retry(request, reason, error)
+        raise error
+
+    def _retry(self, request: Request, reason: str, error: ScrappeyError) -> Request:
+        spider = _spider_of(self.crawler)
+        assert spider is not None  # requests only flow while the spider is open
+        retry = get_retry_request(request, spider=spider, reason=reason)
+        if retry is None:
+            raise error
+        return retry
+
+    def _raw_reply(
+        self, request: Request, session: Session | None, reply: ApiReply
+    ) -> Request | Response:
+        """Raw mode hands the API's JSON back, except for what only we can fix."""
+        try:
+            reply.raise_for_error()
+        except ScrappeyAPIError as ex:
+            self._inc(f"scrappey/errors/{ex.code or ex.kind.value}")
+            if ex.kind is ErrorKind.SESSION and session is not None:
+                self._sessions.report_dead(session, str(ex))
+                return self._retry(request, "scrappey/session_gone", ex)
+        if session is not None:
+            request.meta["scrappey_session"] = session.id
+        self._inc(f"scrappey/responses/status/{reply.status}")
+        return raw_response(
+            reply.body,
+            status=reply.status,
+            request=request,
+            url=redact_url(request.url),
+        )
+
+    # -- routing -------------------------------------------------------------
+
+    def _route(self, request: Request) -> _Route | None:
+        choice = request.meta.get("scrappey", _UNSET)
+        if choice is False:
+            return None
+        if self._is_raw(request):
+            return self._raw_route(request)
+        if urlparse_cached(request).scheme not in ("http", "https"):
+            return None  # data:, file:, s3:… cannot be fetched remotely
+        if choice is _UNSET or choice is None:
+            if not self.config.transparent:
+                return None
+            choice = True
+        params = merge_params(self.config.default_params or {}, choice, request)
+        pool = None if "session" in params else self._pool_for(request, request.url)
+        return _Route(params=params, pool=pool, target=request.url)
+
+    def _is_raw(self, request: Request) -> bool:
+        return request.method == "POST" and _url_root(request.url) == self._api_root
+
+    def _raw_route(self, request: Request) -> _Route:
+        try:
+            command = json.loads(request.body)
+        except ValueError:
+            command = None
+        if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
+            raise ScrappeyConfigError(
+                f"{redact_url(str(request))} is addressed to SCRAPPEY_API_URL but its body is "
+                f"not a JSON object with a 'cmd'; raw-mode requests must carry a Scrappey command."
+            )
+        if "key=" in request.url:
+            self._warn_once(
+                "raw-key",
+                "A raw Scrappey request URL carries the API key; "
+                "the middleware adds the key itself, set SCRAPPEY_API_KEY and drop it from the URL.",
+            )
+        self._inc("scrappey/raw/requests")
+        url = command.get("url")
+        target = url if isinstance(url, str) else request.url
+        managed = command["cmd"].startswith("request.") and "session" not in command
+        return _Route(
+            params=command,
+            pool=self._pool_for(request, target) if managed else None,
+            target=target,
+            raw=True,
+        )
+
+    def _pool_for(self, request: Request, url: str) -> str | None:
+        value = request.meta.get("scrappey_session", _UNSET)
+        if value is _UNSET or value is True or value is None:
+            return self._scope_pool(url)
+        if value is False:
+            return None
+        if isinstance(value, str) and value:
+            return self._sessions.pool_of(value) or f"name:{value}"
+        raise ScrappeyConfigError(
+            f"The 'scrappey_session' meta key of {request} must be a pool name, True or False, got {value!r}."
+        )
+
+    def _scope_pool(self, url: str) -> str | None:
+        scope = self.config.session_scope
+        if scope == "spider":
+            return "spider"
+        if scope == "none":
+            return None
+        return "domain:" + self._domain_of(urlsplit(url).hostname or "")
+
+    def _domain_of(self, host: str) -> str:
+        host = host.lower()
+        for domain in _allowed_domains(_spider_of(self.crawler)):
+            if host == domain or host.endswith("." + domain):
+                return domain
+        return host
+
+    def _initial_pools(self, spider: Spider) -> list[str]:
+        scope = self.config.session_scope
+        if scope == "spider":
+            return ["spider"]
+        if scope == "domain":
+            return [f"domain:{d}" for d in _allowed_domains(spider)]
+        return []
+
+    def _slot_key(self, request: Request, route: _Route) -> str:
+        slot = request.meta.get("download_slot")
+        if isinstance(slot, str):
+            return slot
+        return urlsplit(route.target).hostname or ""
+
+    # -- lifecycle helpers ---------------------------------------------------
+
+    def _make_ledger(self) -> SessionLedger | None:
+        if not self.crawler.settings.getbool("SCRAPPEY_LEDGER_ENABLED", True):
+            return None
+        directory = self.config.ledger_dir or SessionLedger.default_directory()
+        ledger = SessionLedger(
+            directory, api_url=self.config.api_url, api_key=self.config.api_key
+        )
+        ledger.open()
+        return ledger
+
+    async def _destroy_orphans(self) -> None:
+        if self._ledger is None:
+            return
+        orphans = self._ledger.orphans()
+        if not orphans:
+            return
+        destroyed = set(
+            await self._sessions.destroy_ids([e.session_id for e in orphans])
+        )
+        for entry in orphans:
+            if entry.session_id in destroyed:
+                self._ledger.forget_orphan(entry)
+        self._inc("scrappey/sessions/orphans_destroyed", len(destroyed))
+        logger.warning(
+            "Destroyed %(n)d Scrappey session(s) left open by an earlier crawl that did not shut down cleanly",
+            {"n": len(destroyed)},
+            extra={"spider": _spider_of(self.crawler)},
+        )
+
+    def _on_fatal(self, reason: str, message: str) -> None:
+        if self._fatal is not None:
+            return
+        self._fatal = reason
+        logger.error(
+            "Closing the spider (%(reason)s): %(message)s",
+            {"reason": reason, "message": message},
+            extra={"spider": _spider_of(self.crawler)},
+        )
+        self._sessions.abort_waiters()
+        if self._opened and not self._closing:
+            self._spawn(self.crawler.engine.close_spider_async(reason=reason))
+
+    async def _watch_closing(self) -> None:
+        # spider_closed only fires once every in-flight request has finished,
+        # so requests parked waiting for a session would hold the close up
+        # (scrapy-zyte-api #328). Watch the engine instead.
+        while not self._closing:
+            await asyncio.sleep(_CLOSE_POLL)
+            if _engine_closing(self.crawler):
+                self._on_closing()
+
+    def _on_closing(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._sessions.abort_waiters()
+        self._throttle.abort()
+        for call in list(self._inflight):
+            call.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message, extra={"spider": _spider_of(self.crawler)})
+
+    def _inc(self, key: str, count: int = 1) -> None:
+        self.crawler.stats.inc_value(key, count)
+
+    def _log_summary(self, spider: Spider) -> None:
+        stats = self.crawler.stats
+        logger.info(
+            "Scrappey: %(requests)d API request(s); sessions created %(created)d, destroyed "
+            "%(destroyed)d, replaced %(recreated)d, leaked %(leaked)d",
+            {
+                "requests": stats.get_value("scrappey/requests", 0),
+                "created": stats.get_value("scrappey/sessions/created", 0),
+                "destroyed": stats.get_value("scrappey/sessions/destroyed", 0),
+                "recreated": stats.get_value("scrappey/sessions/recreated", 0),
+                "leaked": stats.get_value("scrappey/sessions/leaked", 0),
+            },
+            extra={"spider": spider},
+        )
+
+
+def _spider_of(crawler: Crawler) -> Spider | None:
+    try:
+        return crawler.spider
+    except (AttributeError, RuntimeError):  # not created yet (unit tests)
+        return None
+
+
+def _allowed_domains(spider: Spider | None) -> list[str]:
+    domains = getattr(spider, "allowed_domains", None) or []
+    return [d.lower().lstrip(".") for d in domains if isinstance(d, str) and d]
+
+
+def _url_root(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
+def _engine_closing(crawler: Crawler) -> bool:
+    # Private engine state: the only sign of a close that has begun but not
+    # yet sent spider_closed. Guarded so that a Scrapy refactor degrades to
+    # "notice the close at spider_closed" rather than an error.
+    engine = getattr(crawler, "engine", None)
+    slot = getattr(engine, "_slot", None)
+    return slot is not None and getattr(slot, "closing", None) is not None

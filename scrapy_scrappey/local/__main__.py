@@ -1,0 +1,244 @@
+"""Command line: ``python -m scrapy_scrappey.local`` / ``scrappey-local``.
+
+Prints the API URL (``http://127.0.0.1:PORT/api/v1``) as the first line on
+stdout, logs to stderr, and stops cleanly on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from scrapy_scrappey.codes import TRANSIENT_CODES
+from scrapy_scrappey.local.faults import Faults
+from scrapy_scrappey.local.server import LocalScrappey
+
+logger = logging.getLogger(__name__)
+
+_EPILOG = """\
+session rules: ids come from the client (sessions.create "session") or are
+generated (uuid4); creating an open id again succeeds with the same id. A
+session idle for --session-ttl seconds expires. Past --max-sessions open
+sessions, sessions.create gets CODE-0029. A request naming a session that is
+not open gets "Session not found: <id>" (--unknown-session error) or creates
+it (--unknown-session create). Faults apply to request.* commands unless
+their flag says otherwise. The API key may also come from the
+SCRAPPEY_LOCAL_API_KEY environment variable.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="scrappey-local",
+        description="A local Scrappey-compatible API server.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_server_args(parser)
+    _add_fault_args(parser.add_argument_group("fault injection"))
+    return parser
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    add(
+        "--port", type=int, default=0, help="port to bind; 0 picks a free one (default)"
+    )
+    add(
+        "--api-key",
+        default=os.environ.get("SCRAPPEY_LOCAL_API_KEY"),
+        help="the only key accepted (HTTP 401 otherwise); default: any key",
+    )
+    add(
+        "--session-ttl",
+        type=float,
+        default=240.0,
+        help="idle seconds before a session expires; 0 = never (default 240)",
+    )
+    add(
+        "--max-sessions",
+        type=int,
+        default=100,
+        help="cap on open sessions, then CODE-0029 (default 100)",
+    )
+    add(
+        "--unknown-session",
+        choices=("error", "create"),
+        default="error",
+        help="request naming a session that is not open: error (default) or create it",
+    )
+    add(
+        "--balance",
+        type=float,
+        default=1000.0,
+        help="starting balance; 1 per successful request.* (default 1000)",
+    )
+    static = parser.add_mutually_exclusive_group()
+    static.add_argument(
+        "--static-body",
+        metavar="TEXT",
+        help="answer every request.* with this HTML, fetch nothing",
+    )
+    static.add_argument(
+        "--static-file",
+        metavar="PATH",
+        type=Path,
+        help="like --static-body, with the content of PATH",
+    )
+    add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+
+
+def _add_fault_args(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add(
+        "--latency",
+        action="append",
+        default=[],
+        metavar="CMD=SECONDS",
+        help="delay before answering CMD (any command); repeatable",
+    )
+    add(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share (0..1) of request.* answered with an error code",
+    )
+    add(
+        "--error-codes",
+        default=",".join(TRANSIENT_CODES),
+        metavar="CODES",
+        help="comma-separated codes for --error-rate (default: the transient ones)",
+    )
+    add(
+        "--http-502-rate",
+        type=float,
+        default=0.0,
+        help="share of request.* answered with an HTTP 502 HTML page",
+    )
+    add(
+        "--truncated-rate",
+        type=float,
+        default=0.0,
+        help="share of request.* whose JSON reply is cut in half",
+    )
+    add(
+        "--slow-rate",
+        type=float,
+        default=0.0,
+        help="share of request.* delayed by --slow-seconds more",
+    )
+    add("--slow-seconds", type=float, default=2.0, help="extra delay of slow replies")
+    add(
+        "--expire-after-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a session expires after serving N request.* commands",
+    )
+    add(
+        "--fail-creates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N sessions.create fail with CODE-0029",
+    )
+    add(
+        "--fail-destroys",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N sessions.destroy fail with CODE-0031",
+    )
+    add("--seed", type=int, default=None, help="seed of the random fault draws")
+
+
+def faults_from_args(args: argparse.Namespace) -> Faults:
+    """The :class:`Faults` the fault flags describe (``ValueError`` if invalid)."""
+    return Faults(
+        latency=_parse_latency(args.latency),
+        error_rate=args.error_rate,
+        error_codes=tuple(c.strip() for c in args.error_codes.split(",") if c.strip()),
+        http_502_rate=args.http_502_rate,
+        truncated_rate=args.truncated_rate,
+        slow_rate=args.slow_rate,
+        slow_seconds=args.slow_seconds,
+        expire_after_requests=args.expire_after_requests,
+        fail_creates=args.fail_creates,
+        fail_destroys=args.fail_destroys,
+        seed=args.seed,
+    )
+
+
+def _parse_latency(items: list[str]) -> dict[str, float]:
+    latency: dict[str, float] = {}
+    for item in items:
+        cmd, sep, seconds = item.partition("=")
+        if not sep:
+            raise ValueError(f"--latency wants CMD=SECONDS, got {item!r}")
+        latency[cmd.strip()] = float(seconds)
+    return latency
+
+
+def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
+    static = args.static_body
+    if args.static_file is not None:
+        static = args.static_file.read_text(encoding="utf-8")
+    return LocalScrappey(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        session_ttl=args.session_ttl,
+        max_sessions=args.max_sessions,
+        unknown_session=args.unknown_session,
+        faults=faults_from_args(args),
+        static_body=static,
+        balance=args.balance,
+    )
+
+
+async def _serve(server: LocalScrappey) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available on Windows; Ctrl+C then ends asyncio.run instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
+    async with server:
+        print(server.url, flush=True)
+        await stopping.wait()
+        logger.info("Shutting down")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        server = _server_from_args(args)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(_serve(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        logger.error("Cannot serve on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The local Scrappey server: :class:`LocalScrappey` and its HTTP routes.
+
+Routes (all on ``base_url``):
+
+* ``POST /api/v1?key=KEY``: the API commands (see ``commands.py``).
+* ``GET /api/v1/balance?key=KEY``: ``{"balance": <number>}``.
+* ``GET /__local__/stats``, ``POST /__local__/reset``: introspection.
+* ``GET`` / ``POST /__local__/faults``: read or replace the injected faults
+  (the body is a JSON object of :class:`~scrapy_scrappey.local.faults.Faults`
+  fields; absent fields take their defaults).
+
+The ``/__local__`` routes need no key: they are for the test harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from scrapy_scrappey._redact import key_hint
+from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
+from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
+from scrapy_scrappey.local.faults import FaultInjector, Faults
+from scrapy_scrappey.local.protocol import API_PATH, BALANCE_PATH, INVALID_KEY_BODY
+from scrapy_scrappey.local.sessions import SessionRegistry
+from scrapy_scrappey.local.stats import Stats
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    # typing.Self needs Python 3.11.
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+# Request bodies carry postData; the aiohttp default of 1 MiB is too tight.
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class LocalScrappey:
+    """A Scrappey-compatible API server on this machine, for tests and benchmarks.
+
+    Use it inside a running event loop::
+
+        async with LocalScrappey() as server:
+            ...  # point the client at server.url
+
+    Arguments (all keyword-only):
+
+    * ``api_key``: the only key accepted (HTTP 401 otherwise); ``None``
+      accepts any key, or none.
+    * ``host`` / ``port``: where to listen; port 0 picks a free port.
+    * ``session_ttl``: idle seconds before a session expires (default 240);
+      ``None`` or 0 disables expiry.
+    * ``max_sessions``: cap on open sessions (default 100); one more
+      ``sessions.create`` gets CODE-0029.
+    * ``unknown_session``: what a ``request.*`` naming a session that is not
+      open gets: ``"error"`` (default) an error envelope
+      ``"Session not found: <id>"``; ``"create"`` the session is created on
+      the spot (the real API's behaviour is undocumented).
+    * ``faults``: a :class:`Faults` to inject; also ``server.faults``.
+    * ``static_body``: answer every ``request.*`` with this HTML page
+      (status 200, ``currentUrl`` = the requested URL) and fetch nothing.
+    * ``balance``: starting credits; each successful ``request.*`` costs 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        session_ttl: float | None = 240.0,
+        max_sessions: int = 100,
+        unknown_session: UnknownSession = "error",
+        faults: Faults | None = None,
+        static_body: str | None = None,
+        balance: float = 1000.0,
+    ) -> None:
+        _check_args(session_ttl, max_sessions, unknown_session)
+        self._api_key = api_key or None
+        self._host = host
+        self._requested_port = port
+        self._stats = Stats()
+        self._injector = FaultInjector(faults or Faults())
+        self._engine: Engine = (
+            StaticEngine(static_body) if static_body is not None else HttpEngine()
+        )
+        self._registry = SessionRegistry(
+            ttl=session_ttl or None,
+            max_sessions=max_sessions,
+            stats=self._stats,
+            closer=self._engine.release,
+        )
+        self._handler = CommandHandler(
+            registry=self._registry,
+            engine=self._engine,
+            stats=self._stats,
+            injector=lambda: self._injector,
+            unknown_session=unknown_session,
+            balance=balance,
+        )
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    @property
+    def faults(self) -> Faults:
+        """The live fault configuration; mutate it, or assign a new one."""
+        return self._injector.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        faults.validate()
+        self._injector = FaultInjector(faults)
+        logger.info("Faults set: %s", faults)
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on."""
+        if self._port is None:
+            raise RuntimeError("LocalScrappey is not running; call start() first")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The API URL, ``http://127.0.0.1:PORT/api/v1``."""
+        return self.base_url + API_PATH
+
+    @property
+    def balance(self) -> float:
+        """Credits left."""
+        return self._handler.balance
+
+    def stats(self) -> dict[str, Any]:
+        """What the server has seen; the ``/__local__/stats`` document."""
+        return self._stats.snapshot([s.id for s in self._registry.sessions()])
+
+    def reset(self) -> None:
+        """Zero the stats counters (sessions stay open, faults stay set)."""
+        self._stats.reset()
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application, for callers that run it themselves."""
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post(API_PATH, self._api)
+        app.router.add_get(BALANCE_PATH, self._balance)
+        app.router.add_get("/__local__/stats", self._get_stats)
+        app.router.add_post("/__local__/reset", self._reset)
+        app.router.add_get("/__local__/faults", self._get_faults)
+        app.router.add_post("/__local__/faults", self._set_faults)
+        return app
+
+    async def start(self) -> None:
+        """Start listening (inside the running event loop)."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._requested_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+        hint = key_hint(self._api_key) if self._api_key else "any key accepted"
+        logger.info("Local Scrappey listening on %s (key: %s)", self.url, hint)
+
+    async def stop(self) -> None:
+        """Stop listening and close every session and HTTP client."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self._registry.close_all()
+        await self._engine.close()
+        logger.info("Local Scrappey stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _sweep_forever(self) -> None:
+        ttl = self._registry.ttl
+        if ttl is None:
+            return
+        interval = min(max(ttl / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            await self._registry.sweep()
+
+    def _key_ok(self, request: web.Request) -> bool:
+        if self._api_key is None:
+            return True
+        given = request.query.get("key", "")
+        return hmac.compare_digest(given.encode(), self._api_key.encode())
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        if not self._key_ok(request):
+            logger.warning("Rejected a command with a wrong or missing API key")
+            return web.json_response(INVALID_KEY_BODY, status=401)
+        return _response(await self._handler.handle(await request.read()))
+
+    async def _balance(self, request: web.Request) -> web.StreamResponse:
+        if not self._key_ok(request):
+            return web.json_response(INVALID_KEY_BODY, status=401)
+        return web.json_response({"balance": self._handler.balance})
+
+    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats())
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _get_faults(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.faults.to_dict())
+
+    async def _set_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = json.loads(await request.read())
+            if not isinstance(data, dict):
+                raise TypeError("the body must be a JSON object of Faults fields")
+            self.faults = Faults.from_dict(data)
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.faults.to_dict())
+
+
+def _response(reply: Reply) -> web.StreamResponse:
+    if reply.payload is not None:
+        return web.json_response(reply.payload, status=reply.status)
+    return web.Response(
+        text=reply.text or "", status=reply.status, content_type=reply.content_type
+    )
+
+
+def _check_args(ttl: float | None, max_sessions: int, unknown: str) -> None:
+    if ttl is not None and ttl < 0:
+        raise ValueError(f"session_ttl must be >= 0 or None, got {ttl!r}")
+    if max_sessions < 0:
+        raise ValueError(f"max_sessions must be >= 0, got {max_sessions!r}")
+    if unknown not in ("error", "create"):
+        raise ValueError(
+            f"unknown_session must be 'error' or 'create', got {unknown!r}"
+        )

@@ -1,0 +1,81 @@
+"""Counters the local server keeps about what it was asked to do.
+
+Tests read them (``server.stats()`` or ``GET /__local__/stats``) to prove
+client behaviour: that every command named its session, that a session was
+created before it was used, how many requests ran at once on one session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from typing import Any
+
+#: How many commands the ``commands`` log keeps (oldest dropped first).
+COMMAND_LOG_SIZE = 10_000
+
+_FAULT_COUNTERS = (
+    "errors",
+    "http_502",
+    "truncated",
+    "slow",
+    "create_failures",
+    "destroy_failures",
+)
+
+
+class Stats:
+    """Mutable counters; :meth:`snapshot` renders the documented JSON shape."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter and clear the command log."""
+        self.sessions: Counter[str] = Counter()
+        self.by_command: Counter[str] = Counter()
+        self.total = 0
+        self.per_session: Counter[str] = Counter()
+        self.max_concurrent: dict[str, int] = {}
+        self.faults: Counter[str] = Counter(dict.fromkeys(_FAULT_COUNTERS, 0))
+        self.commands: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
+
+    def command(self, cmd: str, session: str | None, url: str | None) -> None:
+        """Record one received command (invalid ones under ``"invalid"``)."""
+        self.total += 1
+        self.by_command[cmd] += 1
+        self.commands.append(
+            {"cmd": cmd, "session": session, "url": url, "t": time.time()}
+        )
+
+    def session_event(self, event: str) -> None:
+        """Count ``created``, ``destroyed`` or ``expired``."""
+        self.sessions[event] += 1
+
+    def fault(self, name: str) -> None:
+        """Count one injected fault (a key of the ``faults`` object)."""
+        self.faults[name] += 1
+
+    def request_started(self, session: str, concurrent: int) -> None:
+        """Count a ``request.*`` on *session*, now running *concurrent* at once."""
+        self.per_session[session] += 1
+        if concurrent > self.max_concurrent.get(session, 0):
+            self.max_concurrent[session] = concurrent
+
+    def snapshot(self, open_sessions: list[str]) -> dict[str, Any]:
+        """The ``/__local__/stats`` document."""
+        return {
+            "sessions": {
+                "created": self.sessions["created"],
+                "destroyed": self.sessions["destroyed"],
+                "expired": self.sessions["expired"],
+                "open": len(open_sessions),
+            },
+            "open_sessions": open_sessions,
+            "requests": {"total": self.total, "by_command": dict(self.by_command)},
+            "requests_per_session": dict(self.per_session),
+            "max_concurrent_per_session": max(self.max_concurrent.values(), default=0),
+            "max_concurrent_by_session": dict(self.max_concurrent),
+            "faults": dict(self.faults),
+            "commands": list(self.commands),
+        }

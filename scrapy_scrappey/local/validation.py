@@ -1,0 +1,229 @@
+"""Checking API request bodies before anything is served.
+
+Every problem becomes an :class:`~scrapy_scrappey.local.protocol.ApiError`
+whose text names the offending field, so bad input never reaches a handler
+as an exception. A missing or unknown ``cmd`` uses CODE-0004 ("Invalid cmd
+command"); bad fields use ``"Invalid parameter '<field>': <why>"`` without a
+code, because the API documents none for them. Unknown fields are accepted
+and ignored, as a client written for the real API may send options the local
+server cannot honour (``browserActions``, ``screenshot``, captcha options, …).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarl import URL
+
+from scrapy_scrappey.codes import INVALID_CMD_CODE
+from scrapy_scrappey.local.protocol import (
+    ALL_COMMANDS,
+    BROWSER_NAME_CODE,
+    REQUEST_COMMANDS,
+    ApiError,
+)
+
+_BROWSER_NAMES = ("firefox", "chrome", "safari")
+
+
+@dataclass(frozen=True)
+class CookieSpec:
+    """One ``cookiejar`` entry (``key`` or ``name``, ``value``, ``domain``, ``path``)."""
+
+    name: str
+    value: str
+    domain: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """The validated fields of a ``request.*`` command."""
+
+    cmd: str
+    method: str
+    url: str
+    session: str | None = None
+    post_data: str | dict[str, Any] | None = None
+    custom_headers: dict[str, str] = field(default_factory=dict)
+    cookies: str | None = None
+    cookiejar: tuple[CookieSpec, ...] = ()
+    timeout: float | None = None
+    user_agent: str | None = None
+    referer: str | None = None
+    inner_text: bool = False
+    base64_response: bool = False
+    list_all_redirects: bool = False
+    close_after_use: bool = False
+
+
+def invalid(name: str, why: str) -> ApiError:
+    """The error for a bad field: ``Invalid parameter 'name': why``."""
+    return ApiError(None, f"Invalid parameter {name!r}: {why}")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode the POST body into a JSON object."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(None, f"Invalid request body: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        kind = type(body).__name__
+        raise ApiError(None, f"Invalid request body: must be a JSON object, not {kind}")
+    return body
+
+
+def command_name(body: dict[str, Any]) -> str:
+    """The ``cmd`` of *body*, which must be one of the supported commands."""
+    cmd = body.get("cmd")
+    if cmd is None:
+        raise ApiError(INVALID_CMD_CODE, "'cmd' is missing")
+    if not isinstance(cmd, str):
+        raise ApiError(INVALID_CMD_CODE, "'cmd' must be a string")
+    if cmd not in ALL_COMMANDS:
+        raise ApiError(
+            INVALID_CMD_CODE, f"{cmd!r} is not one of {', '.join(ALL_COMMANDS)}"
+        )
+    return cmd
+
+
+def optional_session(body: dict[str, Any]) -> str | None:
+    """The ``session`` field, ``None`` when absent or null."""
+    value = body.get("session")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise invalid("session", "must be a non-empty string")
+    return value
+
+
+def required_session(body: dict[str, Any], cmd: str) -> str:
+    """The ``session`` field of a command that cannot do without one."""
+    value = optional_session(body)
+    if value is None:
+        raise invalid("session", f"required for {cmd}")
+    return value
+
+
+def check_browser(body: dict[str, Any]) -> None:
+    """Reject browser specs the API rejects (CODE-0030 for an unknown name)."""
+    specs = body.get("browser")
+    if specs is None:
+        return
+    if not isinstance(specs, list):
+        raise invalid("browser", "must be a list of objects")
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise invalid("browser", "must be a list of objects")
+        if spec.get("name") not in _BROWSER_NAMES:
+            raise ApiError(BROWSER_NAME_CODE, f"got {spec.get('name')!r}")
+
+
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    """A field that must be a string when present."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    return value
+
+
+def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
+    """Validate the fields of a ``request.*`` command."""
+    check_browser(body)
+    return RequestParams(
+        cmd=cmd,
+        method=REQUEST_COMMANDS[cmd],
+        url=_url(body),
+        session=optional_session(body),
+        post_data=_post_data(body),
+        custom_headers=_custom_headers(body),
+        cookies=optional_string(body, "cookies"),
+        cookiejar=_cookiejar(body),
+        timeout=_timeout(body),
+        user_agent=optional_string(body, "userAgent"),
+        referer=optional_string(body, "referer"),
+        inner_text=body.get("innerText") is True,
+        base64_response=body.get("base64Response") is True,
+        list_all_redirects=body.get("listAllRedirects") is True,
+        close_after_use=body.get("closeAfterUse") is True,
+    )
+
+
+def _url(body: dict[str, Any]) -> str:
+    value = body.get("url")
+    if value is None:
+        raise invalid("url", "is required")
+    if not isinstance(value, str):
+        raise invalid("url", "must be a string")
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise invalid("url", f"cannot be parsed ({exc})") from exc
+    if url.scheme not in ("http", "https"):
+        raise invalid("url", "must be an http:// or https:// URL")
+    if not url.raw_host:
+        raise invalid("url", "has no host")
+    return value
+
+
+def _post_data(body: dict[str, Any]) -> str | dict[str, Any] | None:
+    value = body.get("postData")
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    raise invalid("postData", "must be a string or an object")
+
+
+def _custom_headers(body: dict[str, Any]) -> dict[str, str]:
+    value = body.get("customHeaders")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid("customHeaders", "must be an object")
+    headers: dict[str, str] = {}
+    for name, header in value.items():
+        # bool is an int subclass but "True" is never a meant header value.
+        if isinstance(header, bool) or not isinstance(header, (str, int, float)):
+            raise invalid("customHeaders", f"value of {name!r} must be a string")
+        headers[name] = str(header)
+    return headers
+
+
+def _cookiejar(body: dict[str, Any]) -> tuple[CookieSpec, ...]:
+    value = body.get("cookiejar")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise invalid("cookiejar", "must be a list of cookie objects")
+    return tuple(_cookie_spec(item) for item in value)
+
+
+def _cookie_spec(item: object) -> CookieSpec:
+    if not isinstance(item, dict):
+        raise invalid("cookiejar", "items must be objects")
+    # The docs disagree on the key name; both spellings are accepted.
+    name = item.get("name", item.get("key"))
+    value = item.get("value")
+    if not isinstance(name, str) or not name:
+        raise invalid("cookiejar", "items need a string 'key' or 'name'")
+    if not isinstance(value, str):
+        raise invalid("cookiejar", f"value of cookie {name!r} must be a string")
+    domain, path = item.get("domain"), item.get("path")
+    if not isinstance(domain, (str, type(None))) or not isinstance(
+        path, (str, type(None))
+    ):
+        raise invalid("cookiejar", f"domain and path of {name!r} must be strings")
+    return CookieSpec(name, value, domain or None, path or None)
+
+
+def _timeout(body: dict[str, Any]) -> float | None:
+    value = body.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid("timeout", "must be a number of milliseconds")
+    if value <= 0:
+        raise invalid("timeout", "must be positive")
+    return float(value) / 1000.0

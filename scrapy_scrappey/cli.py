@@ -1,0 +1,416 @@
+"""``python -m scrapy_scrappey sessions list|cleanup``: see and free remote sessions.
+
+Remote sessions are billed and capped per account. ``sessions list`` shows what
+the API reports as open next to what the local session ledger (see
+:mod:`scrapy_scrappey.ledger`) knows about; ``sessions cleanup`` destroys what
+crashed crawls left behind, or with ``--all --yes`` every open session.
+
+This is the only synchronous part of the package and the only user of
+``requests``; crawls talk to the API through aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import requests
+
+from scrapy_scrappey._redact import key_hint, redact_text, redact_url
+from scrapy_scrappey.ledger import SessionLedger
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from scrapy_scrappey.ledger import LedgerEntry
+
+DEFAULT_API_URL = "https://publisher.scrappey.com/api/v1"
+PROG = "python -m scrapy_scrappey"
+AUTH_MESSAGE = "the API rejected the key (HTTP 401); check SCRAPPEY_API_KEY"
+
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\][^'\")]*")
+
+
+class _CliError(Exception):
+    """A failure that ends the command: printed on stderr, then exit *exit_code*."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _ApiError(Exception):
+    """One API call failed, but the API is reachable and accepts the key."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    client: _ApiClient
+    ledger: SessionLedger
+    out: _Output
+
+
+class _Output:
+    """stdout/stderr writer that scrubs the key from everything it prints."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def line(self, text: str = "") -> None:
+        print(redact_text(text, self._key), file=sys.stdout, flush=True)
+
+    def error(self, text: str) -> None:
+        print(f"{PROG}: error: {redact_text(text, self._key)}", file=sys.stderr)
+
+
+class _ApiClient:
+    """Blocking client for the session commands of the Scrappey API."""
+
+    def __init__(self, api_url: str, key: str, timeout: float) -> None:
+        self.api_url = api_url
+        self._key = key
+        self._timeout = timeout
+        self._http = requests.Session()
+
+    def call(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST one command; _CliError if the API is unusable, _ApiError if it said no."""
+        try:
+            response = self._http.post(
+                self.api_url,
+                params={"key": self._key},
+                json=payload,
+                timeout=self._timeout,
+            )
+        except requests.exceptions.ReadTimeout:
+            # The command may still have run; only this call is in doubt.
+            raise _ApiError(f"no reply within {self._timeout:g} s") from None
+        except requests.RequestException as exc:
+            raise _CliError(self._unreachable(exc)) from None
+        if response.status_code == 401:
+            raise _CliError(AUTH_MESSAGE)
+        return self._body(response)
+
+    @property
+    def key_hint(self) -> str:
+        return key_hint(self._key)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _unreachable(self, exc: requests.RequestException) -> str:
+        text = redact_text(str(exc), self._key)
+        match = _ERRNO_RE.search(text)
+        reason = match.group(0).strip() if match else text
+        # The reason goes last, in brackets: text right after a redacted URL
+        # would be taken for part of the key when the message is redacted again.
+        return f"cannot reach the Scrappey API at {redact_url(self.api_url)} ({reason})"
+
+    def _body(self, response: requests.Response) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _ApiError(f"HTTP {status}, unexpected reply (not a JSON object)")
+        error = _error_text(body)
+        if error is not None:
+            raise _ApiError(redact_text(error, self._key))
+        if status >= 400:
+            raise _ApiError(f"HTTP {status}")
+        return body
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    """The error a reply carries, whichever of the known shapes it uses."""
+    error = body.get("error")
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("code") or str(error)
+    if error:
+        text = str(error)
+    elif body.get("data") == "error":
+        text = "unknown error"
+    else:
+        return None
+    code = body.get("code")
+    if isinstance(code, str) and code not in text:
+        text = f"{code}: {text}"
+    return text
+
+
+def _iso(epoch_ms: object) -> str:
+    if not isinstance(epoch_ms, (int, float)) or isinstance(epoch_ms, bool):
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _api_listing(client: _ApiClient) -> tuple[dict[str, str], str, str]:
+    """Open sessions as {id: last accessed}, plus the open count and the limit."""
+    try:
+        body = client.call({"cmd": "sessions.list"})
+    except _ApiError as exc:
+        raise _CliError(f"sessions.list failed: {exc}") from None
+    sessions: dict[str, str] = {}
+    for item in body.get("sessions") or []:
+        if isinstance(item, dict) and isinstance(item.get("session"), str):
+            sessions[item["session"]] = _iso(item.get("lastAccessed"))
+        elif isinstance(item, str):
+            sessions[item] = "-"
+    open_count = body.get("open", len(sessions))
+    return sessions, str(open_count), str(body.get("limit", "?"))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _session_rows(
+    api: dict[str, str], ledger: dict[str, bool]
+) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for session_id in [*api, *(sid for sid in ledger if sid not in api)]:
+        in_api, in_ledger = session_id in api, session_id in ledger
+        source = "+".join(
+            n for n, found in (("api", in_api), ("ledger", in_ledger)) if found
+        )
+        state = "-"
+        if in_ledger:
+            state = "live run" if ledger[session_id] else "orphan (run dead)"
+        rows.append((session_id, source, state, api.get(session_id, "-")))
+    return rows
+
+
+def _cmd_list(ctx: _Context) -> int:
+    api, open_count, limit = _api_listing(ctx.client)
+    ctx.out.line(
+        f"Scrappey API {redact_url(ctx.client.api_url)}, key {ctx.client.key_hint}"
+    )
+    known = {entry.session_id: live for entry, live in ctx.ledger.inspect()}
+    rows = _session_rows(api, known)
+    if rows:
+        for line in _table(("SESSION", "SOURCE", "STATE", "LAST ACCESSED"), rows):
+            ctx.out.line(line)
+    else:
+        ctx.out.line("No open sessions.")
+    ctx.out.line(f"open {open_count} of limit {limit}")
+    orphans = sum(1 for live in known.values() if not live)
+    if orphans:
+        ctx.out.line(
+            f"{orphans} orphaned session(s); `{PROG} sessions cleanup` destroys them"
+        )
+    return 0
+
+
+def _destroy(client: _ApiClient, session_id: str) -> tuple[str, str]:
+    """Destroy one session: (outcome, reason), outcome one of destroyed/already gone/failed."""
+    try:
+        client.call({"cmd": "sessions.destroy", "session": session_id})
+    except _ApiError as exc:
+        if "session not found" in str(exc).lower():
+            return "already gone", ""
+        return "failed", str(exc)
+    return "destroyed", ""
+
+
+def _cleanup_targets(
+    ctx: _Context, listed: dict[str, str], everything: bool
+) -> dict[str, list[LedgerEntry]]:
+    """Session ids to destroy, each with the ledger entries that name it."""
+    targets: dict[str, list[LedgerEntry]] = {}
+    for entry in ctx.ledger.orphans():
+        targets.setdefault(entry.session_id, []).append(entry)
+    if everything:
+        for session_id in listed:
+            targets.setdefault(session_id, [])
+    return targets
+
+
+def _destroy_targets(
+    ctx: _Context, targets: dict[str, list[LedgerEntry]]
+) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    for session_id, entries in targets.items():
+        outcome, reason = _destroy(ctx.client, session_id)
+        outcomes[outcome] += 1
+        if outcome != "failed":
+            for entry in entries:
+                ctx.ledger.forget_orphan(entry)
+        ctx.out.line(f"{outcome:<12}  {session_id}" + (f": {reason}" if reason else ""))
+    ctx.out.line(
+        f"{outcomes['destroyed']} destroyed, {outcomes['already gone']} already gone, "
+        f"{outcomes['failed']} failed (of {sum(outcomes.values())})"
+    )
+    return outcomes
+
+
+def _cmd_cleanup(ctx: _Context, everything: bool) -> int:
+    # Listing first checks the key and the connection before any ledger file
+    # is claimed, and shows what a plain cleanup leaves alone.
+    listed = _api_listing(ctx.client)[0]
+    targets = _cleanup_targets(ctx, listed, everything)
+    failed = 0
+    if targets:
+        failed = _destroy_targets(ctx, targets)["failed"]
+    else:
+        what = "open sessions" if everything else "sessions left by dead runs"
+        ctx.out.line(f"Nothing to clean up: no {what}.")
+    untouched = [sid for sid in listed if sid not in targets]
+    if untouched and not everything:
+        ctx.out.line(
+            f"{len(untouched)} other open session(s) left alone (running crawls, or "
+            f"not recorded in {ctx.ledger.directory}); "
+            f"`{PROG} sessions cleanup --all --yes` destroys them too"
+        )
+    return 1 if failed else 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # Usage errors echo arguments back, and a key may be among them.
+        super().error(redact_text(message, os.environ.get("SCRAPPEY_API_KEY", "")))
+
+
+@dataclass(frozen=True)
+class _Parsers:
+    main: _Parser
+    sessions: _Parser
+    actions: dict[str, _Parser]
+
+
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--api-url",
+        help=f"API endpoint (default: $SCRAPPEY_API_URL or {DEFAULT_API_URL})",
+    )
+    common.add_argument(
+        "--key",
+        help="API key (default: $SCRAPPEY_API_KEY, which is safer: command lines "
+        "are visible to other users of the machine)",
+    )
+    common.add_argument(
+        "--ledger-dir",
+        type=Path,
+        help="session ledger directory (default: .scrapy/scrappey-sessions of the "
+        "Scrapy project, or of the current directory)",
+    )
+    common.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to wait for each API reply (default: 30)",
+    )
+    return common
+
+
+def _build_parsers() -> _Parsers:
+    main = _Parser(prog=PROG, description="Tools for scrapy-scrappey.")
+    commands = main.add_subparsers(dest="command", metavar="COMMAND")
+    sessions = commands.add_parser(
+        "sessions",
+        help="list or destroy remote browser sessions",
+        description="List or destroy the Scrappey browser sessions of an API key.",
+    )
+    actions = sessions.add_subparsers(dest="action", metavar="ACTION")
+    common = _common_options()
+    listing = actions.add_parser(
+        "list",
+        parents=[common],
+        help="show open sessions (API and session ledger)",
+        description="Show the sessions the API reports as open and the sessions "
+        "recorded in the session ledger.",
+    )
+    cleanup = actions.add_parser(
+        "cleanup",
+        parents=[common],
+        help="destroy sessions left behind by crashed crawls",
+        description="Destroy the sessions recorded by crawls that are no longer "
+        "running (with --all --yes: every open session).",
+    )
+    cleanup.add_argument(
+        "--all",
+        action="store_true",
+        help="destroy every session the API lists, including those of running crawls",
+    )
+    cleanup.add_argument("--yes", action="store_true", help="confirm --all")
+    return _Parsers(main, sessions, {"list": listing, "cleanup": cleanup})
+
+
+def _check_args(parsers: _Parsers, args: argparse.Namespace) -> None:
+    """Exit with usage help (status 2) unless *args* make a runnable command."""
+    if args.command is None:
+        parsers.main.print_help(sys.stderr)
+        raise SystemExit(2)
+    if args.action is None:
+        parsers.sessions.print_help(sys.stderr)
+        raise SystemExit(2)
+    action = parsers.actions[args.action]
+    if args.action == "cleanup" and args.all and not args.yes:
+        action.error(
+            "--all destroys every open session of this key, including those of "
+            "running crawls; add --yes to confirm"
+        )
+    if not (args.key or os.environ.get("SCRAPPEY_API_KEY")):
+        action.error("no API key: set SCRAPPEY_API_KEY or pass --key")
+
+
+def _run(args: argparse.Namespace) -> int:
+    key = args.key or os.environ["SCRAPPEY_API_KEY"]
+    api_url = args.api_url or os.environ.get("SCRAPPEY_API_URL") or DEFAULT_API_URL
+    out = _Output(key)
+    client = _ApiClient(api_url, key, args.timeout)
+    try:
+        directory = args.ledger_dir or SessionLedger.default_directory()
+        ledger = SessionLedger(directory, api_url=api_url, api_key=key)
+        try:
+            ctx = _Context(client, ledger, out)
+            return (
+                _cmd_list(ctx) if args.action == "list" else _cmd_cleanup(ctx, args.all)
+            )
+        finally:
+            ledger.close()
+    except _CliError as exc:
+        out.error(str(exc))
+        return exc.exit_code
+    except OSError as exc:
+        # API failures never get here (_ApiClient turns them into _CliError),
+        # so this is the ledger directory: missing permissions, full disk.
+        out.error(f"cannot use the session ledger: {exc}")
+        return 1
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status instead of exiting."""
+    parsers = _build_parsers()
+    try:
+        args = parsers.main.parse_args(argv)
+        _check_args(parsers, args)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    return _run(args)

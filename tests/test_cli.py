@@ -1,0 +1,550 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from scrapy_scrappey.cli import AUTH_MESSAGE, main
+from scrapy_scrappey.ledger import SessionLedger
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+KEY = "MARKERKEY1234567890"
+
+
+# -- a stand-in Scrappey server ------------------------------------------------
+# TODO: replace with scrapy_scrappey.local once it is committed.
+
+
+class _StandInServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, key: str) -> None:
+        super().__init__(("127.0.0.1", 0), _StandInHandler)
+        self.key = key
+        self.sessions: dict[str, int] = {}
+        self.undestroyable: set[str] = set()
+        self.lock = threading.Lock()
+
+
+class _StandInHandler(BaseHTTPRequestHandler):
+    server: _StandInServer
+
+    def do_POST(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if query.get("key") != [self.server.key]:
+            self._send(401, {"error": "invalid api key"})
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self._send(200, self._command(body))
+
+    def _command(self, body: dict[str, Any]) -> dict[str, Any]:
+        sessions, cmd = self.server.sessions, body.get("cmd")
+        if cmd == "sessions.create":
+            session_id = body.get("session") or str(uuid.uuid4())
+            sessions[session_id] = 1_700_000_000_000 + len(sessions)
+            return {"data": "success", "session": session_id}
+        if cmd == "sessions.list":
+            listed = [{"session": s, "lastAccessed": t} for s, t in sessions.items()]
+            return {"sessions": listed, "open": len(sessions), "limit": 10}
+        if cmd == "sessions.destroy":
+            session_id = body.get("session")
+            if session_id in self.server.undestroyable:
+                return {"data": "error", "error": "CODE-0021: Unknown error occurred"}
+            if sessions.pop(session_id, None) is None:
+                return {"data": "error", "error": f"Session not found: {session_id}"}
+            return {"data": "success"}
+        return {"data": "error", "error": "CODE-0004: Invalid cmd command"}
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Api:
+    """A running Scrappey-compatible server, driven through its HTTP API."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+
+    def call(self, payload: dict[str, Any]) -> dict[str, Any]:
+        reply = requests.post(
+            self.url, params={"key": self.key}, json=payload, timeout=10
+        )
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def create(self) -> str:
+        return str(self.call({"cmd": "sessions.create"})["session"])
+
+    def open_ids(self) -> list[str]:
+        return [s["session"] for s in self.call({"cmd": "sessions.list"})["sessions"]]
+
+
+@pytest.fixture
+def server() -> Iterator[_StandInServer]:
+    httpd = _StandInServer(KEY)
+    thread = threading.Thread(target=httpd.serve_forever)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
+@pytest.fixture
+def api(server: _StandInServer) -> Api:
+    host, port = server.server_address[:2]
+    return Api(f"http://{host!s}:{port}/api/v1", KEY)
+
+
+# -- helpers -------------------------------------------------------------------
+
+# A crawl that records sessions and then dies without any chance to clean up.
+_CHILD = """
+import os, sys, time
+from scrapy_scrappey.ledger import SessionLedger
+ledger = SessionLedger(sys.argv[1], api_url=sys.argv[2], api_key=os.environ["LEDGER_KEY"])
+for session_id in sys.argv[3:]:
+    ledger.record(session_id)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def run_and_kill(
+    directory: Path, api_url: str, ids: list[str], *, key: str = KEY
+) -> None:
+    """Record *ids* in the ledger from a child process, then SIGKILL it."""
+    env = {**os.environ, "LEDGER_KEY": key}
+    cmd = [sys.executable, "-c", _CHILD, str(directory), api_url, *ids]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("SCRAPPEY_API_KEY", "SCRAPPEY_API_URL", "SCRAPY_SETTINGS_MODULE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def ledger_dir(tmp_path: Path) -> Path:
+    return tmp_path / "ledger"
+
+
+def cli(
+    capsys: pytest.CaptureFixture[str], *argv: str, key: str | None = KEY
+) -> tuple[int, str, str]:
+    """Run the command line in-process; the key comes from the environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        if key is not None:
+            mp.setenv("SCRAPPEY_API_KEY", key)
+        code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert KEY not in out
+    assert KEY not in err
+    return code, out, err
+
+
+def sessions(
+    capsys: pytest.CaptureFixture[str],
+    action: str,
+    url: str,
+    ledger_dir: Path,
+    *extra: str,
+    key: str | None = KEY,
+) -> tuple[int, str, str]:
+    """`sessions ACTION` against *url*, with the ledger in *ledger_dir*."""
+    argv = ["sessions", action, "--api-url", url, "--ledger-dir", str(ledger_dir)]
+    return cli(capsys, *argv, *extra, key=key)
+
+
+def table(out: str) -> dict[str, list[str]]:
+    """Rows of the `sessions list` table, keyed by session id."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("SESSION"))
+    header = re.split(r"\s{2,}", lines[start])
+    assert header == ["SESSION", "SOURCE", "STATE", "LAST ACCESSED"]
+    rows = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("open "):
+            break
+        cells = re.split(r"\s{2,}", line)
+        assert len(cells) == 4, line
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def dir_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+# -- sessions list ---------------------------------------------------------------
+
+
+def test_list_merges_api_and_ledger(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    api_only, crashed, live = api.create(), api.create(), api.create()
+    run_and_kill(ledger_dir, api.url, [crashed, "ledger-only"])
+    with SessionLedger(ledger_dir, api_url=api.url, api_key=KEY) as running:
+        running.record(live)
+        code, out, _ = sessions(capsys, "list", api.url, ledger_dir)
+        running.forget(live)
+    assert code == 0
+    rows = table(out)
+    assert set(rows) == {api_only, crashed, live, "ledger-only"}
+    assert rows[api_only][:2] == ["api", "-"]
+    assert rows[crashed][:2] == ["api+ledger", "orphan (run dead)"]
+    assert rows[live][:2] == ["api+ledger", "live run"]
+    assert rows["ledger-only"] == ["ledger", "orphan (run dead)", "-"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[api_only][2])
+    assert "open 3 of limit 10" in out.splitlines()
+    assert "2 orphaned session(s)" in out
+    assert "key MARK…" in out
+    # Listing neither destroys nor claims anything.
+    assert len(api.open_ids()) == 3
+    assert len(SessionLedger(ledger_dir, api_url=api.url, api_key=KEY).orphans()) == 2
+
+
+def test_list_with_nothing_open(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    code, out, err = sessions(capsys, "list", api.url, ledger_dir)
+    assert code == 0
+    assert "No open sessions." in out
+    assert out.splitlines()[-1] == "open 0 of limit 10"
+    assert err == ""
+
+
+def test_list_takes_url_from_environment_and_key_from_option(
+    capsys: pytest.CaptureFixture[str],
+    api: Api,
+    ledger_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session_id = api.create()
+    monkeypatch.setenv("SCRAPPEY_API_URL", api.url)
+    argv = ["sessions", "list", "--key", KEY, "--ledger-dir", str(ledger_dir)]
+    code, out, _ = cli(capsys, *argv, key=None)
+    assert code == 0
+    assert table(out)[session_id][:2] == ["api", "-"]
+
+
+def test_list_uses_the_default_ledger_directory(
+    capsys: pytest.CaptureFixture[str], api: Api, tmp_path: Path
+) -> None:
+    default = tmp_path / ".scrapy" / "scrappey-sessions"
+    run_and_kill(default, api.url, ["crashed"])
+    code, out, _ = cli(capsys, "sessions", "list", "--api-url", api.url)
+    assert code == 0
+    assert table(out)["crashed"] == ["ledger", "orphan (run dead)", "-"]
+
+
+# -- sessions cleanup ------------------------------------------------------------
+
+
+def test_cleanup_destroys_what_dead_runs_left(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    ids = [api.create(), api.create()]
+    run_and_kill(ledger_dir, api.url, [*ids, "expired-meanwhile"])
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
+    assert code == 0
+    lines = out.splitlines()
+    for session_id in ids:
+        assert f"destroyed     {session_id}" in lines
+    assert "already gone  expired-meanwhile" in lines
+    assert lines[-1] == "2 destroyed, 1 already gone, 0 failed (of 3)"
+    assert api.open_ids() == []
+    assert dir_files(ledger_dir) == []
+
+
+def test_cleanup_leaves_live_runs_and_untracked_sessions_alone(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    untracked, live, crashed = api.create(), api.create(), api.create()
+    run_and_kill(ledger_dir, api.url, [crashed])
+    with SessionLedger(ledger_dir, api_url=api.url, api_key=KEY) as running:
+        running.record(live)
+        code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
+        assert running.open_ids() == [live]
+        running.forget(live)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:2] == [
+        f"destroyed     {crashed}",
+        "1 destroyed, 0 already gone, 0 failed (of 1)",
+    ]
+    assert lines[2].startswith("2 other open session(s) left alone")
+    assert "sessions cleanup --all --yes" in lines[2]
+    assert sorted(api.open_ids()) == sorted([untracked, live])
+
+
+def test_cleanup_with_nothing_to_do(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
+    assert code == 0
+    assert out == "Nothing to clean up: no sessions left by dead runs.\n"
+    api.create()
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
+    assert code == 0
+    assert "1 other open session(s) left alone" in out
+    assert len(api.open_ids()) == 1
+
+
+def test_cleanup_all_destroys_every_session(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    untracked, crashed = api.create(), api.create()
+    run_and_kill(ledger_dir, api.url, [crashed, "expired-meanwhile"])
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir, "--all", "--yes")
+    assert code == 0
+    lines = out.splitlines()
+    assert f"destroyed     {untracked}" in lines
+    assert f"destroyed     {crashed}" in lines
+    assert "already gone  expired-meanwhile" in lines
+    assert lines[-1] == "2 destroyed, 1 already gone, 0 failed (of 3)"
+    assert api.open_ids() == []
+    assert dir_files(ledger_dir) == []
+
+
+def test_cleanup_all_requires_yes(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    api.create()
+    code, out, err = sessions(capsys, "cleanup", api.url, ledger_dir, "--all")
+    assert code == 2
+    assert out == ""
+    assert "usage:" in err
+    assert "--yes" in err
+    assert len(api.open_ids()) == 1
+
+
+def test_cleanup_reports_failures_and_keeps_them_in_the_ledger(
+    capsys: pytest.CaptureFixture[str],
+    api: Api,
+    server: _StandInServer,
+    ledger_dir: Path,
+) -> None:
+    stuck, fine = api.create(), api.create()
+    server.undestroyable.add(stuck)
+    run_and_kill(ledger_dir, api.url, [stuck, fine])
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
+    assert code == 1
+    lines = out.splitlines()
+    assert f"failed        {stuck}: CODE-0021: Unknown error occurred" in lines
+    assert f"destroyed     {fine}" in lines
+    assert lines[-1] == "1 destroyed, 0 already gone, 1 failed (of 2)"
+    remaining = SessionLedger(ledger_dir, api_url=api.url, api_key=KEY).orphans()
+    assert [e.session_id for e in remaining] == [stuck]
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["list", "cleanup"])
+def test_rejected_key(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path, action: str
+) -> None:
+    wrong = "MARKERKEY1234567890-wrong"
+    run_and_kill(ledger_dir, api.url, ["crashed"], key=wrong)
+    code, out, err = sessions(capsys, action, api.url, ledger_dir, key=wrong)
+    assert code == 1
+    assert err == f"python -m scrapy_scrappey: error: {AUTH_MESSAGE}\n"
+    assert wrong not in out + err
+    # The leftover was not touched.
+    assert len(SessionLedger(ledger_dir, api_url=api.url, api_key=wrong).orphans()) == 1
+
+
+@pytest.mark.parametrize("action", ["list", "cleanup"])
+def test_server_down(
+    capsys: pytest.CaptureFixture[str], ledger_dir: Path, action: str
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/v1"
+    run_and_kill(ledger_dir, url, ["crashed"])
+    code, out, err = sessions(capsys, action, url, ledger_dir)
+    assert code == 1
+    assert out == ""
+    prefix = "python -m scrapy_scrappey: error: cannot reach the Scrappey API"
+    assert err == f"{prefix} at {url} ([Errno 111] Connection refused)\n"
+    assert len(SessionLedger(ledger_dir, api_url=url, api_key=KEY).orphans()) == 1
+
+
+def test_key_in_api_url_is_redacted(
+    capsys: pytest.CaptureFixture[str], ledger_dir: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, err = sessions(
+        capsys, "list", f"http://127.0.0.1:{port}/v1?key={KEY}", ledger_dir
+    )
+    assert code == 1
+    assert (
+        f"at http://127.0.0.1:{port}/v1?key=*** ([Errno 111] Connection refused)" in err
+    )
+
+
+@pytest.fixture
+def broken_api() -> Iterator[str]:
+    """A server that answers every call with an HTML error page."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            page = b"<h1>Bad gateway</h1>"
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/api/v1"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("action", ["list", "cleanup"])
+def test_broken_api(
+    capsys: pytest.CaptureFixture[str], broken_api: str, ledger_dir: Path, action: str
+) -> None:
+    code, out, err = sessions(capsys, action, broken_api, ledger_dir)
+    assert code == 1
+    assert out == ""
+    assert "sessions.list failed: HTTP 502, unexpected reply (not a JSON object)" in err
+
+
+def test_unusable_ledger_directory(
+    capsys: pytest.CaptureFixture[str], api: Api, tmp_path: Path
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    code, out, err = sessions(capsys, "cleanup", api.url, not_a_dir / "ledger")
+    assert code == 0  # nothing recorded there, so nothing to clean
+    (tmp_path / ".scrapy").write_text("")  # the default directory cannot be created
+    code, out, err = cli(capsys, "sessions", "cleanup", "--api-url", api.url)
+    assert code == 1
+    assert out == ""
+    assert err.startswith(
+        "python -m scrapy_scrappey: error: cannot use the session ledger: "
+    )
+
+
+def test_missing_key(capsys: pytest.CaptureFixture[str], ledger_dir: Path) -> None:
+    code, out, err = sessions(
+        capsys, "list", "http://127.0.0.1:9/", ledger_dir, key=None
+    )
+    assert code == 2
+    assert out == ""
+    assert "usage:" in err
+    assert "no API key: set SCRAPPEY_API_KEY or pass --key" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["frobnicate"],
+        ["sessions", "frobnicate"],
+        ["sessions", "list", "--bogus"],
+        ["sessions", "list", "--timeout", "0"],
+        ["sessions", "list", "--timeout", "soon"],
+        ["sessions", "list", "--yes"],
+        ["sessions", "list", "--key"],
+    ],
+)
+def test_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert "usage:" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["sessions"]])
+def test_incomplete_command_prints_usage(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("usage: python -m scrapy_scrappey")
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "sessions", "cleanup", "--help")
+    assert code == 0
+    assert "--all" in out
+
+
+def test_usage_errors_do_not_echo_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "sessions", "list", KEY)
+    assert code == 2
+    assert "unrecognized arguments: MARK…" in err
+
+
+# -- python -m scrapy_scrappey ------------------------------------------------------
+
+
+def test_module_entry_point(api: Api, ledger_dir: Path) -> None:
+    session_id = api.create()
+    env = {**os.environ, "SCRAPPEY_API_KEY": KEY}
+    cmd = [sys.executable, "-m", "scrapy_scrappey"]
+    args = ["sessions", "list", "--api-url", api.url, "--ledger-dir", str(ledger_dir)]
+    result = subprocess.run(
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert session_id in table(result.stdout)
+    assert KEY not in result.stdout + result.stderr
+
+    result = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: python -m scrapy_scrappey")

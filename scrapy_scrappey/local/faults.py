@@ -74,10 +74,21 @@ class Faults:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        # JSON and CLI callers hand over lists; keep the field hashable-ish.
-        codes = self.error_codes
-        self.error_codes = (codes,) if isinstance(codes, str) else tuple(codes)
-        self.latency = dict(self.latency)
+        # JSON and CLI callers hand over lists (or one code as a string).
+        codes: object = self.error_codes
+        if isinstance(codes, str):
+            codes = (codes,)
+        if not isinstance(codes, (list, tuple)):
+            raise TypeError(
+                f"Faults.error_codes must be a list of codes, got {codes!r}"
+            )
+        self.error_codes = tuple(codes)
+        latency: object = self.latency
+        if not isinstance(latency, dict):
+            raise TypeError(
+                f"Faults.latency must map commands to seconds, got {latency!r}"
+            )
+        self.latency = dict(latency)
         self.validate()
 
     def validate(self) -> None:
@@ -111,7 +122,11 @@ class Faults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
-        """Build from a JSON object; unknown keys and bad values raise ``ValueError``."""
+        """Build from a JSON object; unknown keys and bad values raise ``ValueError``.
+
+        (Constructing :class:`Faults` directly raises ``TypeError`` for a field
+        of the wrong shape and ``ValueError`` for a bad value.)
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

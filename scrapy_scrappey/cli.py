@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import requests
+from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
+from scrapy_scrappey.codes import SESSION_GONE_MARKERS
 from scrapy_scrappey.ledger import SessionLedger
 
 if TYPE_CHECKING:
@@ -220,7 +222,8 @@ def _destroy(client: _ApiClient, session_id: str) -> tuple[str, str]:
     try:
         client.call({"cmd": "sessions.destroy", "session": session_id})
     except _ApiError as exc:
-        if "session not found" in str(exc).lower():
+        reason = str(exc).lower()
+        if any(marker in reason for marker in SESSION_GONE_MARKERS):
             return "already gone", ""
         return "failed", str(exc)
     return "destroyed", ""
@@ -305,18 +308,21 @@ def _common_options() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--api-url",
-        help=f"API endpoint (default: $SCRAPPEY_API_URL or {DEFAULT_API_URL})",
+        help="API endpoint (default: the SCRAPPEY_API_URL setting of the Scrapy "
+        f"project, then $SCRAPPEY_API_URL, then {DEFAULT_API_URL})",
     )
     common.add_argument(
         "--key",
-        help="API key (default: $SCRAPPEY_API_KEY, which is safer: command lines "
-        "are visible to other users of the machine)",
+        help="API key (default: the SCRAPPEY_API_KEY setting of the Scrapy "
+        "project, then $SCRAPPEY_API_KEY; both are safer than this option, "
+        "command lines are visible to other users of the machine)",
     )
     common.add_argument(
         "--ledger-dir",
         type=Path,
-        help="session ledger directory (default: .scrapy/scrappey-sessions of the "
-        "Scrapy project, or of the current directory)",
+        help="session ledger directory (default: the SCRAPPEY_LEDGER_DIR setting, "
+        "then .scrapy/scrappey-sessions of the Scrapy project, or of the current "
+        "directory outside a project)",
     )
     common.add_argument(
         "--timeout",
@@ -368,29 +374,72 @@ def _check_args(parsers: _Parsers, args: argparse.Namespace) -> None:
     if args.action is None:
         parsers.sessions.print_help(sys.stderr)
         raise SystemExit(2)
-    action = parsers.actions[args.action]
     if args.action == "cleanup" and args.all and not args.yes:
-        action.error(
+        parsers.actions["cleanup"].error(
             "--all destroys every open session of this key, including those of "
             "running crawls; add --yes to confirm"
         )
-    if not (args.key or os.environ.get("SCRAPPEY_API_KEY")):
-        action.error("no API key: set SCRAPPEY_API_KEY or pass --key")
 
 
-def _run(args: argparse.Namespace) -> int:
-    key = args.key or os.environ["SCRAPPEY_API_KEY"]
-    api_url = args.api_url or os.environ.get("SCRAPPEY_API_URL") or DEFAULT_API_URL
-    out = _Output(key)
-    client = _ApiClient(api_url, key, args.timeout)
+@dataclass(frozen=True)
+class _Target:
+    """Where to look: the same API URL, key and ledger a crawl here would use."""
+
+    api_url: str
+    key: str
+    ledger_dir: Path | None
+
+
+def _project_settings() -> dict[str, str]:
+    """The SCRAPPEY_* settings of the Scrapy project around the current directory."""
+    if not inside_project():
+        return {}
     try:
-        directory = args.ledger_dir or SessionLedger.default_directory()
-        ledger = SessionLedger(directory, api_url=api_url, api_key=key)
+        settings = get_project_settings()
+    except Exception as exc:  # noqa: BLE001 - a broken project must not block a cleanup
+        # Only the type: the message may quote a settings line holding the key.
+        print(
+            f"{PROG}: warning: ignoring the project settings ({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return {}
+    names = ("SCRAPPEY_API_URL", "SCRAPPEY_API_KEY", "SCRAPPEY_LEDGER_DIR")
+    return {name: str(settings[name]) for name in names if settings.get(name)}
+
+
+def _target(parsers: _Parsers, args: argparse.Namespace) -> _Target:
+    """Options first, then project settings, then environment, like a crawl."""
+    project = _project_settings()
+    env = os.environ
+    key = args.key or project.get("SCRAPPEY_API_KEY") or env.get("SCRAPPEY_API_KEY")
+    if not key:
+        parsers.actions[args.action].error(
+            "no API key: set SCRAPPEY_API_KEY (environment variable or project "
+            "setting) or pass --key"
+        )
+    api_url = (
+        args.api_url
+        or project.get("SCRAPPEY_API_URL")
+        or env.get("SCRAPPEY_API_URL")
+        or DEFAULT_API_URL
+    )
+    ledger_dir = args.ledger_dir
+    if ledger_dir is None and "SCRAPPEY_LEDGER_DIR" in project:
+        ledger_dir = Path(project["SCRAPPEY_LEDGER_DIR"])
+    return _Target(api_url, key, ledger_dir)
+
+
+def _run(args: argparse.Namespace, target: _Target) -> int:
+    out = _Output(target.key)
+    client = _ApiClient(target.api_url, target.key, args.timeout)
+    try:
+        directory = target.ledger_dir or SessionLedger.default_directory()
+        ledger = SessionLedger(directory, api_url=target.api_url, api_key=target.key)
         try:
             ctx = _Context(client, ledger, out)
-            return (
-                _cmd_list(ctx) if args.action == "list" else _cmd_cleanup(ctx, args.all)
-            )
+            if args.action == "list":
+                return _cmd_list(ctx)
+            return _cmd_cleanup(ctx, args.all)
         finally:
             ledger.close()
     except _CliError as exc:
@@ -411,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parsers.main.parse_args(argv)
         _check_args(parsers, args)
+        target = _target(parsers, args)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    return _run(args)
+    return _run(args, target)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -8,10 +7,8 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -26,65 +23,11 @@ if TYPE_CHECKING:
 KEY = "MARKERKEY1234567890"
 
 
-# -- a stand-in Scrappey server ------------------------------------------------
-# TODO: replace with scrapy_scrappey.local once it is committed.
-
-
-class _StandInServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, key: str) -> None:
-        super().__init__(("127.0.0.1", 0), _StandInHandler)
-        self.key = key
-        self.sessions: dict[str, int] = {}
-        self.undestroyable: set[str] = set()
-        self.lock = threading.Lock()
-
-
-class _StandInHandler(BaseHTTPRequestHandler):
-    server: _StandInServer
-
-    def do_POST(self) -> None:
-        query = parse_qs(urlsplit(self.path).query)
-        if query.get("key") != [self.server.key]:
-            self._send(401, {"error": "invalid api key"})
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self._send(200, self._command(body))
-
-    def _command(self, body: dict[str, Any]) -> dict[str, Any]:
-        sessions, cmd = self.server.sessions, body.get("cmd")
-        if cmd == "sessions.create":
-            session_id = body.get("session") or str(uuid.uuid4())
-            sessions[session_id] = 1_700_000_000_000 + len(sessions)
-            return {"data": "success", "session": session_id}
-        if cmd == "sessions.list":
-            listed = [{"session": s, "lastAccessed": t} for s, t in sessions.items()]
-            return {"sessions": listed, "open": len(sessions), "limit": 10}
-        if cmd == "sessions.destroy":
-            session_id = body.get("session")
-            if session_id in self.server.undestroyable:
-                return {"data": "error", "error": "CODE-0021: Unknown error occurred"}
-            if sessions.pop(session_id, None) is None:
-                return {"data": "error", "error": f"Session not found: {session_id}"}
-            return {"data": "success"}
-        return {"data": "error", "error": "CODE-0004: Invalid cmd command"}
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+# -- the local Scrappey server ----------------------------------------------------
 
 
 class Api:
-    """A running Scrappey-compatible server, driven through its HTTP API."""
+    """A running ``scrapy_scrappey.local`` server, driven through its HTTP API."""
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
@@ -104,24 +47,41 @@ class Api:
     def open_ids(self) -> list[str]:
         return [s["session"] for s in self.call({"cmd": "sessions.list"})["sessions"]]
 
+    def set_faults(self, **faults: Any) -> None:
+        root = self.url.split("/api/", 1)[0]
+        requests.post(
+            f"{root}/__local__/faults", json=faults, timeout=10
+        ).raise_for_status()
+
+    def reset(self) -> None:
+        """Default faults and no open session."""
+        self.set_faults()
+        for session_id in self.open_ids():
+            self.call({"cmd": "sessions.destroy", "session": session_id})
+
+
+@pytest.fixture(scope="module")
+def local_server() -> Iterator[str]:
+    """``python -m scrapy_scrappey.local`` accepting only KEY; yields its API URL."""
+    cmd = [sys.executable, "-m", "scrapy_scrappey.local", "--port", "0"]
+    cmd += ["--max-sessions", "10", "--session-ttl", "0", "--log-level", "ERROR"]
+    env = {**os.environ, "SCRAPPEY_LOCAL_API_KEY": KEY}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), url
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
 
 @pytest.fixture
-def server() -> Iterator[_StandInServer]:
-    httpd = _StandInServer(KEY)
-    thread = threading.Thread(target=httpd.serve_forever)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
-
-
-@pytest.fixture
-def api(server: _StandInServer) -> Api:
-    host, port = server.server_address[:2]
-    return Api(f"http://{host!s}:{port}/api/v1", KEY)
+def api(local_server: str) -> Api:
+    server = Api(local_server, KEY)
+    server.reset()
+    return server
 
 
 # -- helpers -------------------------------------------------------------------
@@ -357,18 +317,18 @@ def test_cleanup_all_requires_yes(
 
 
 def test_cleanup_reports_failures_and_keeps_them_in_the_ledger(
-    capsys: pytest.CaptureFixture[str],
-    api: Api,
-    server: _StandInServer,
-    ledger_dir: Path,
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
 ) -> None:
     stuck, fine = api.create(), api.create()
-    server.undestroyable.add(stuck)
     run_and_kill(ledger_dir, api.url, [stuck, fine])
+    api.set_faults(fail_destroys=1)  # the first destroy, of `stuck`, fails
     code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
     assert code == 1
     lines = out.splitlines()
-    assert f"failed        {stuck}: CODE-0021: Unknown error occurred" in lines
+    assert (
+        f"failed        {stuck}: CODE-0031 Request error, please try again: injected fault"
+        in lines
+    )
     assert f"destroyed     {fine}" in lines
     assert lines[-1] == "1 destroyed, 0 already gone, 1 failed (of 2)"
     remaining = SessionLedger(ledger_dir, api_url=api.url, api_key=KEY).orphans()
@@ -483,7 +443,7 @@ def test_missing_key(capsys: pytest.CaptureFixture[str], ledger_dir: Path) -> No
     assert code == 2
     assert out == ""
     assert "usage:" in err
-    assert "no API key: set SCRAPPEY_API_KEY or pass --key" in err
+    assert "no API key: set SCRAPPEY_API_KEY" in err
 
 
 @pytest.mark.parametrize(
@@ -548,3 +508,23 @@ def test_module_entry_point(api: Api, ledger_dir: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("usage: python -m scrapy_scrappey")
+
+
+def test_project_settings_are_used(api: Api, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "myproject").mkdir(parents=True)
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = myproject.settings\n")
+    (project / "myproject" / "__init__.py").write_text("")
+    (project / "myproject" / "settings.py").write_text(
+        f"SCRAPPEY_API_URL = {api.url!r}\n"
+        f"SCRAPPEY_API_KEY = {KEY!r}\n"
+        "SCRAPPEY_LEDGER_DIR = 'sessions-ledger'\n"
+    )
+    run_and_kill(project / "sessions-ledger", api.url, ["crashed"])
+    cmd = [sys.executable, "-m", "scrapy_scrappey", "sessions", "list"]
+    result = subprocess.run(
+        cmd, cwd=project, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert table(result.stdout)["crashed"] == ["ledger", "orphan (run dead)", "-"]
+    assert KEY not in result.stdout + result.stderr

@@ -26,6 +26,14 @@ from scrapy_scrappey.local.protocol import (
 )
 
 _BROWSER_NAMES = ("firefox", "chrome", "safari")
+_JSON_TYPES: dict[type, str] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(None, f"Invalid request body: not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
-        kind = type(body).__name__
+        kind = _JSON_TYPES.get(type(body), type(body).__name__)
         raise ApiError(None, f"Invalid request body: must be a JSON object, not {kind}")
     return body
 

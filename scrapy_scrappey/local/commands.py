@@ -113,10 +113,12 @@ class CommandHandler:
         session = session if isinstance(session, str) else None
         url = url if isinstance(url, str) else None
         self._stats.command(known, session, url)
+        # An invalid cmd can be anything the client sent: show a short repr.
+        shown = known if known != "invalid" else f"invalid cmd {cmd!r:.60}"
         if url is None:
-            logger.info("%s session=%s", cmd, session)
+            logger.info("%s session=%s", shown, session)
         else:
-            logger.info("%s session=%s url=%s", cmd, session, url)
+            logger.info("%s session=%s url=%s", shown, session, url)
         if known == "invalid":
             command_name(body)  # raises the CODE-0004 error saying what is wrong
         return known

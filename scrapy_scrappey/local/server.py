@@ -122,6 +122,16 @@ class LocalScrappey:
         logger.info("Faults set: %s", faults)
 
     @property
+    def api_key(self) -> str | None:
+        """The accepted key (``None``: any); assign to rotate or revoke it live."""
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, key: str | None) -> None:
+        self._api_key = key or None
+        logger.info("API key changed (now: %s)", _describe_key(self._api_key))
+
+    @property
     def port(self) -> int:
         """The port actually listened on."""
         if self._port is None:
@@ -131,7 +141,7 @@ class LocalScrappey:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        return f"http://{self._host}:{self.port}"
+        return f"http://{_url_host(self._host)}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -176,8 +186,11 @@ class LocalScrappey:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         self._sweeper = asyncio.create_task(self._sweep_forever())
-        hint = key_hint(self._api_key) if self._api_key else "any key accepted"
-        logger.info("Local Scrappey listening on %s (key: %s)", self.url, hint)
+        logger.info(
+            "Local Scrappey listening on %s (key: %s)",
+            self.url,
+            _describe_key(self._api_key),
+        )
 
     async def stop(self) -> None:
         """Stop listening and close every session and HTTP client."""
@@ -212,7 +225,11 @@ class LocalScrappey:
         interval = min(max(ttl / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
-            await self._registry.sweep()
+            try:
+                await self._registry.sweep()
+            except Exception:
+                # A dead sweeper would silently stop expiry; keep it alive.
+                logger.exception("Session sweep failed")
 
     def _key_ok(self, request: web.Request) -> bool:
         if self._api_key is None:
@@ -258,6 +275,19 @@ def _response(reply: Reply) -> web.StreamResponse:
     return web.Response(
         text=reply.text or "", status=reply.status, content_type=reply.content_type
     )
+
+
+def _url_host(host: str) -> str:
+    # A wildcard bind is reachable through loopback; IPv6 needs brackets.
+    if host in ("", "0.0.0.0"):  # noqa: S104 - compared, not bound
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _describe_key(key: str | None) -> str:
+    return key_hint(key) if key else "any key accepted"
 
 
 def _check_args(ttl: float | None, max_sessions: int, unknown: str) -> None:

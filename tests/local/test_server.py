@@ -47,6 +47,21 @@ async def test_wrong_or_missing_key_is_401(caplog: pytest.LogCaptureFixture) -> 
 
 
 @deferred_f_from_coro_f
+async def test_key_can_be_rotated_at_runtime(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with harness() as h:
+        body = '{"cmd": "sessions.list"}'
+        assert h.server.api_key is None
+        assert (await h.api.raw(body, key="old"))[0] == 200
+        h.server.api_key = KEY
+        assert (await h.api.raw(body, key="old"))[0] == 401
+        assert (await h.api.raw(body, key=KEY))[0] == 200
+        h.server.api_key = None
+        assert (await h.api.raw(body, key="old"))[0] == 200
+    assert KEY not in caplog.text
+
+
+@deferred_f_from_coro_f
 async def test_any_key_is_accepted_without_a_configured_key() -> None:
     async with harness() as h:
         assert (await h.api.raw('{"cmd": "sessions.list"}', key="whatever"))[0] == 200

@@ -30,6 +30,14 @@ not open gets "Session not found: <id>" (--unknown-session error) or creates
 it (--unknown-session create). Faults apply to request.* commands unless
 their flag says otherwise. The API key may also come from the
 SCRAPPEY_LOCAL_API_KEY environment variable.
+
+The first line on stdout is the API URL (http://127.0.0.1:PORT/api/v1); logs
+go to stderr. Test harness routes, no key needed: GET /__local__/stats,
+POST /__local__/reset, GET and POST /__local__/faults (a JSON object of fault
+fields: latency, error_rate, error_codes, http_502_rate, truncated_rate,
+slow_rate, slow_seconds, expire_after_requests, fail_creates, fail_destroys,
+seed). Browser-only options (browserActions, screenshot, captcha solving, ...)
+are accepted and ignored.
 """
 
 
@@ -42,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_server_args(parser)
+    _add_static_args(parser)
     _add_fault_args(parser.add_argument_group("fault injection"))
     return parser
 
@@ -81,6 +90,25 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         default=1000.0,
         help="starting balance; 1 per successful request.* (default 1000)",
     )
+    add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+
+
+# Shares (0..1) of request.* commands that misbehave.
+_RATE_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--error-rate", "share (0..1) of request.* answered with an error code"),
+    ("--http-502-rate", "share of request.* answered with an HTTP 502 HTML page"),
+    ("--truncated-rate", "share of request.* whose JSON reply is cut in half"),
+    ("--slow-rate", "share of request.* delayed by --slow-seconds more"),
+)
+# Counted faults: flag, default, help.
+_COUNT_FLAGS: tuple[tuple[str, int | None, str], ...] = (
+    ("--expire-after-requests", None, "a session expires after N request.* on it"),
+    ("--fail-creates", 0, "the first N sessions.create fail with CODE-0029"),
+    ("--fail-destroys", 0, "the first N sessions.destroy fail with CODE-0031"),
+)
+
+
+def _add_static_args(parser: argparse.ArgumentParser) -> None:
     static = parser.add_mutually_exclusive_group()
     static.add_argument(
         "--static-body",
@@ -93,7 +121,6 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="like --static-body, with the content of PATH",
     )
-    add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
 
 
 def _add_fault_args(group: argparse._ArgumentGroup) -> None:
@@ -105,58 +132,17 @@ def _add_fault_args(group: argparse._ArgumentGroup) -> None:
         metavar="CMD=SECONDS",
         help="delay before answering CMD (any command); repeatable",
     )
-    add(
-        "--error-rate",
-        type=float,
-        default=0.0,
-        help="share (0..1) of request.* answered with an error code",
-    )
+    for flag, text in _RATE_FLAGS:
+        add(flag, type=float, default=0.0, metavar="RATE", help=text)
     add(
         "--error-codes",
         default=",".join(TRANSIENT_CODES),
         metavar="CODES",
         help="comma-separated codes for --error-rate (default: the transient ones)",
     )
-    add(
-        "--http-502-rate",
-        type=float,
-        default=0.0,
-        help="share of request.* answered with an HTTP 502 HTML page",
-    )
-    add(
-        "--truncated-rate",
-        type=float,
-        default=0.0,
-        help="share of request.* whose JSON reply is cut in half",
-    )
-    add(
-        "--slow-rate",
-        type=float,
-        default=0.0,
-        help="share of request.* delayed by --slow-seconds more",
-    )
     add("--slow-seconds", type=float, default=2.0, help="extra delay of slow replies")
-    add(
-        "--expire-after-requests",
-        type=int,
-        default=None,
-        metavar="N",
-        help="a session expires after serving N request.* commands",
-    )
-    add(
-        "--fail-creates",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the first N sessions.create fail with CODE-0029",
-    )
-    add(
-        "--fail-destroys",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the first N sessions.destroy fail with CODE-0031",
-    )
+    for flag, default, text in _COUNT_FLAGS:
+        add(flag, type=int, default=default, metavar="N", help=text)
     add("--seed", type=int, default=None, help="seed of the random fault draws")
 
 

@@ -97,7 +97,8 @@ class CommandHandler:
             logger.info("Answering with an error: %s", error.text)
             return _error(error, started, {})
         try:
-            cmd = self._receive(body)
+            self._receive(body)
+            cmd = command_name(body)  # CODE-0004 unless a supported command
             handler = self._handlers.get(cmd, self._request)
             return await handler(cmd, body, started)
         except ApiError as error:
@@ -107,7 +108,8 @@ class CommandHandler:
             logger.exception("Internal error in the local Scrappey server")
             return _error(ApiError("CODE-10000", "local server bug"), started, body)
 
-    def _receive(self, body: dict[str, Any]) -> str:
+    def _receive(self, body: dict[str, Any]) -> None:
+        """Count and log a command, valid or not, before anything can fail."""
         cmd, session, url = body.get("cmd"), body.get("session"), body.get("url")
         known = cmd if isinstance(cmd, str) and cmd in ALL_COMMANDS else "invalid"
         session = session if isinstance(session, str) else None
@@ -119,9 +121,6 @@ class CommandHandler:
             logger.info("%s session=%s", shown, session)
         else:
             logger.info("%s session=%s url=%s", shown, session, url)
-        if known == "invalid":
-            command_name(body)  # raises the CODE-0004 error saying what is wrong
-        return known
 
     async def _delay(self, cmd: str) -> None:
         seconds = self._injector().latency(cmd)

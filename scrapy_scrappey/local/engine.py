@@ -28,6 +28,8 @@ import aiohttp
 from yarl import URL
 
 if TYPE_CHECKING:
+    from aiohttp.abc import AbstractCookieJar
+
     from scrapy_scrappey.local.sessions import LocalSession
     from scrapy_scrappey.local.validation import CookieSpec
 
@@ -185,7 +187,7 @@ class StaticEngine:
         """Nothing to free."""
 
 
-def _load_cookiejar(jar: aiohttp.abc.AbstractCookieJar, spec: FetchSpec) -> None:
+def _load_cookiejar(jar: AbstractCookieJar, spec: FetchSpec) -> None:
     target = URL(spec.url)
     for item in spec.cookiejar:
         cookie: SimpleCookie = SimpleCookie()
@@ -198,7 +200,7 @@ def _load_cookiejar(jar: aiohttp.abc.AbstractCookieJar, spec: FetchSpec) -> None
         jar.update_cookies(cookie, URL.build(scheme="http", host=domain.lstrip(".")))
 
 
-def _cookies_for(jar: aiohttp.abc.AbstractCookieJar, url: URL) -> list[dict[str, Any]]:
+def _cookies_for(jar: AbstractCookieJar, url: URL) -> list[dict[str, Any]]:
     host = url.raw_host or ""
     return [_cookie_dict(m) for m in jar if _domain_matches(m["domain"], host)]
 

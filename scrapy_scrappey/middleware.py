@@ -91,6 +91,7 @@ class ScrappeyMiddleware:
         self._warned: set[str] = set()
         self._inflight: set[asyncio.Future[ApiReply]] = set()
         self._background: set[asyncio.Future[Any]] = set()
+        self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -112,7 +113,7 @@ class ScrappeyMiddleware:
             },
             extra={"spider": spider},
         )
-        self._spawn(self._watch_closing())
+        self._watcher = asyncio.ensure_future(self._watch_closing())
         await self._destroy_orphans()
         try:
             await self._sessions.start(self._initial_pools(spider))
@@ -124,8 +125,8 @@ class ScrappeyMiddleware:
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         self._on_closing()
-        for task in list(self._background):
-            task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self._sessions.close()
         if self._ledger is not None:
             self._ledger.close()

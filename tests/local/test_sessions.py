@@ -246,14 +246,14 @@ async def test_idle_sessions_are_swept_without_any_access() -> None:
 
 @deferred_f_from_coro_f
 async def test_use_keeps_a_session_alive_and_in_flight_is_never_idle() -> None:
-    async with harness(session_ttl=0.3) as h:
+    async with harness(session_ttl=0.5) as h:
         sid = await h.api.create()
         for _ in range(3):
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.2)
             reply = await h.api.cmd("request.get", url=h.site.url("/html"), session=sid)
             assert reply["data"] == "success"
         slow = await h.api.cmd(
-            "request.get", url=h.site.url("/slow?seconds=0.6"), session=sid
+            "request.get", url=h.site.url("/slow?seconds=0.8"), session=sid
         )
         after = await h.api.cmd("sessions.active", session=sid)
     assert slow["data"] == "success"
@@ -331,7 +331,10 @@ async def test_destroy_during_a_request_lets_it_finish() -> None:
         request = asyncio.ensure_future(
             h.api.cmd("request.get", url=h.site.url("/slow?seconds=0.3"), session=sid)
         )
-        await asyncio.sleep(0.1)
+        for _ in range(500):  # until the request holds the session
+            if h.server.stats()["requests_per_session"].get(sid):
+                break
+            await asyncio.sleep(0.01)
         destroyed = await h.api.cmd("sessions.destroy", session=sid)
         reply = await request
     assert destroyed["data"] == "success"

@@ -42,7 +42,7 @@ class Config:
     create_attempts: int = 5
     create_backoff: float = 1.0
     create_backoff_max: float = 30.0
-    api_concurrency: int = 32
+    api_concurrency: int = 64
     control_timeout: float = 30.0
     close_timeout: float = 30.0
     request_timeout: float = 180.0
@@ -95,7 +95,7 @@ class Config:
             create_backoff_max=_positive_float(
                 settings, "SCRAPPEY_SESSION_CREATE_BACKOFF_MAX", 30.0, allow_zero=True
             ),
-            api_concurrency=_int(settings, "SCRAPPEY_API_CONCURRENCY", 32, minimum=1),
+            api_concurrency=_int(settings, "SCRAPPEY_API_CONCURRENCY", 64, minimum=1),
             control_timeout=_positive_float(settings, "SCRAPPEY_CONTROL_TIMEOUT", 30.0),
             close_timeout=_positive_float(settings, "SCRAPPEY_CLOSE_TIMEOUT", 30.0),
             request_timeout=request_timeout,

@@ -68,6 +68,13 @@ class LocalScrappey:
     * ``static_body``: answer every ``request.*`` with this HTML page
       (status 200, ``currentUrl`` = the requested URL) and fetch nothing.
     * ``balance``: starting credits; each successful ``request.*`` costs 1.
+
+    Session rules in short (details in ``sessions.py``): ids come from the
+    client or are uuid4s; re-creating an open id succeeds with the same id;
+    idle expiry is checked on every lookup and by a sweep every ``ttl / 4``
+    seconds (at most 5), and counted as ``expired`` in :meth:`stats`; a
+    session with a request in flight never expires; ``sessions.destroy`` of
+    an id that is not open answers ``"Session not found: <id>"``.
     """
 
     def __init__(

@@ -26,6 +26,7 @@ from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
 from scrapy_scrappey.codes import SESSION_GONE_MARKERS
+from scrapy_scrappey.config import DEFAULT_API_URL
 from scrapy_scrappey.ledger import SessionLedger
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
     from scrapy_scrappey.ledger import LedgerEntry
 
-DEFAULT_API_URL = "https://publisher.scrappey.com/api/v1"
 PROG = "python -m scrapy_scrappey"
 AUTH_MESSAGE = "the API rejected the key (HTTP 401); check SCRAPPEY_API_KEY"
 

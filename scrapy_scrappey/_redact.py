@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-_KEY_PARAM_RE = re.compile(r"([?&]key=)[^&#\s'\"]*", re.IGNORECASE)
+# Stops at "***" so that redacting twice leaves the text alone.
+_KEY_PARAM_RE = re.compile(r"([?&]key=)(?!\*\*\*)[^&#\s'\"]*", re.IGNORECASE)
 
 
 def key_hint(key: str) -> str:

@@ -123,7 +123,11 @@ class Config:
 
 
 def _api_url(settings: BaseSettings) -> str:
-    url = settings.get("SCRAPPEY_API_URL") or DEFAULT_API_URL
+    url = (
+        settings.get("SCRAPPEY_API_URL")
+        or os.environ.get("SCRAPPEY_API_URL")
+        or DEFAULT_API_URL
+    )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ScrappeyConfigError(
             f"SCRAPPEY_API_URL must be an http(s) URL, got {url!r}."

@@ -36,7 +36,6 @@ import os
 import secrets
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +181,6 @@ class SessionLedger:
         self._used = False  # a closed run's id is never reused
         self._claims: dict[Path, _RunFile] = {}
         # The middleware may call in from the reactor and from worker threads.
-        self._mutex = threading.Lock()
 
     @classmethod
     def default_directory(cls) -> Path:
@@ -203,27 +201,23 @@ class SessionLedger:
 
         After :meth:`close`, opening again starts a new run with a new id.
         """
-        with self._mutex:
-            self._ensure_open()
+        self._ensure_open()
 
     def record(self, session_id: str) -> None:
         """Note *session_id* before ``sessions.create`` is sent for it."""
-        with self._mutex:
-            run = self._ensure_open()
-            run.sessions[session_id] = time.time()
-            _write(run)
+        run = self._ensure_open()
+        run.sessions[session_id] = time.time()
+        _write(run)
 
     def forget(self, session_id: str) -> None:
         """Drop *session_id* once it was destroyed or is known to be gone."""
-        with self._mutex:
-            run = self._own
-            if run is not None and run.sessions.pop(session_id, None) is not None:
-                _write(run)
+        run = self._own
+        if run is not None and run.sessions.pop(session_id, None) is not None:
+            _write(run)
 
     def open_ids(self) -> list[str]:
         """The session ids this run recorded and has not forgotten."""
-        with self._mutex:
-            return list(self._own.sessions) if self._own else []
+        return list(self._own.sessions) if self._own else []
 
     def orphans(self) -> list[LedgerEntry]:
         """Sessions recorded by dead runs with the same API URL and key.
@@ -235,40 +229,38 @@ class SessionLedger:
         both destroy the same leftovers. Dead runs with nothing left in them
         are deleted on the way.
         """
-        with self._mutex:
-            entries: list[LedgerEntry] = []
-            for path in self._other_run_files():
-                run = self._claims.get(path) or self._claim(path)
-                if run is None:
-                    continue
-                if not run.sessions:
-                    self._drop_claim(run)
-                    continue
-                entries.extend(
-                    LedgerEntry(sid, run.run_id, created, path)
-                    for sid, created in run.sessions.items()
-                )
-            return entries
+        entries: list[LedgerEntry] = []
+        for path in self._other_run_files():
+            run = self._claims.get(path) or self._claim(path)
+            if run is None:
+                continue
+            if not run.sessions:
+                self._drop_claim(run)
+                continue
+            entries.extend(
+                LedgerEntry(sid, run.run_id, created, path)
+                for sid, created in run.sessions.items()
+            )
+        return entries
 
     def forget_orphan(self, entry: LedgerEntry) -> None:
         """Drop an entry of :meth:`orphans` after its session was destroyed.
 
         The dead run's file is deleted when its last entry goes.
         """
-        with self._mutex:
-            run = self._claims.get(entry.path) or self._claim(entry.path)
-            if run is None:
-                logger.debug(
-                    "Not forgetting %s: run file %s is live or gone",
-                    entry.session_id,
-                    entry.path,
-                )
-                return
-            run.sessions.pop(entry.session_id, None)
-            if run.sessions:
-                _write(run)
-            else:
-                self._drop_claim(run)
+        run = self._claims.get(entry.path) or self._claim(entry.path)
+        if run is None:
+            logger.debug(
+                "Not forgetting %s: run file %s is live or gone",
+                entry.session_id,
+                entry.path,
+            )
+            return
+        run.sessions.pop(entry.session_id, None)
+        if run.sessions:
+            _write(run)
+        else:
+            self._drop_claim(run)
 
     def inspect(self) -> list[tuple[LedgerEntry, bool]]:
         """Every recorded entry for this API URL and key, with whether its run is live.
@@ -276,16 +268,15 @@ class SessionLedger:
         For reporting (``python -m scrapy_scrappey sessions list``): each run's
         lock is taken only for a moment and released again.
         """
-        with self._mutex:
-            found: list[tuple[LedgerEntry, bool]] = []
-            for path in sorted(self._run_dir.glob("*.json")):
-                run, live = self._peek(path)
-                if run is not None:
-                    found.extend(
-                        (LedgerEntry(sid, run.run_id, created, path), live)
-                        for sid, created in run.sessions.items()
-                    )
-            return found
+        found: list[tuple[LedgerEntry, bool]] = []
+        for path in sorted(self._run_dir.glob("*.json")):
+            run, live = self._peek(path)
+            if run is not None:
+                found.extend(
+                    (LedgerEntry(sid, run.run_id, created, path), live)
+                    for sid, created in run.sessions.items()
+                )
+        return found
 
     def close(self) -> None:
         """Release this run's lock and any claimed dead runs.
@@ -294,24 +285,23 @@ class SessionLedger:
         that could not be destroyed: the file stays, and the next crawl with the
         same key (or ``sessions cleanup``) destroys them.
         """
-        with self._mutex:
-            for claim in self._claims.values():
-                _release(claim)
-            self._claims.clear()
-            run, self._own = self._own, None
-            if run is None:
-                return
-            if run.sessions:
-                logger.warning(
-                    "%d Scrappey session(s) may still be open; they stay in %s "
-                    "for the next crawl with this API key to destroy (or run "
-                    "`python -m scrapy_scrappey sessions cleanup`)",
-                    len(run.sessions),
-                    run.path,
-                )
-                _release(run)
-            else:
-                _remove(run)
+        for claim in self._claims.values():
+            _release(claim)
+        self._claims.clear()
+        run, self._own = self._own, None
+        if run is None:
+            return
+        if run.sessions:
+            logger.warning(
+                "%d Scrappey session(s) may still be open; they stay in %s "
+                "for the next crawl with this API key to destroy (or run "
+                "`python -m scrapy_scrappey sessions cleanup`)",
+                len(run.sessions),
+                run.path,
+            )
+            _release(run)
+        else:
+            _remove(run)
 
     def __enter__(self) -> Self:
         self.open()
@@ -320,7 +310,7 @@ class SessionLedger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- internals (callers hold self._mutex) ---------------------------------
+    # -- internals -------------------------------------------------------------
 
     def _ensure_open(self) -> _RunFile:
         if self._own is not None:

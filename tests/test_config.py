@@ -68,6 +68,14 @@ def test_key_from_environment(monkeypatch):
     assert Config.from_settings(Settings()).api_key == "from-env"
 
 
+def test_api_url_from_environment(monkeypatch):
+    monkeypatch.setenv("SCRAPPEY_API_URL", "http://127.0.0.1:9/api/v1")
+    assert config().api_url == "http://127.0.0.1:9/api/v1"
+    assert config(SCRAPPEY_API_URL="http://127.0.0.1:8/api/v1").api_url.endswith(
+        ":8/api/v1"
+    )
+
+
 def test_missing_key_names_the_setting():
     with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
         Config.from_settings(Settings())

@@ -39,7 +39,7 @@ async def test_wrong_key_on_a_request_closes_the_spider(tmp_path):
         settings = settings_for(
             server, tmp_path, SCRAPPEY_SESSION_SCOPE="none", CONCURRENT_REQUESTS=1
         )
-        server._api_key = "rotated"
+        server.api_key = "rotated"  # a key revoked after the crawl started
         result = await crawl(PagesSpider, settings, urls=urls)
         stats = server.stats()
     assert result.stats["finish_reason"] == "scrappey_bad_api_key"

@@ -1,0 +1,194 @@
+"""Every code snippet of README.md is exercised here."""
+
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scrapy.settings import Settings
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+import dev
+from scrapy_scrappey import Config
+from scrapy_scrappey.local import LocalScrappey
+from scrapy_scrappey.local.__main__ import build_parser
+from tests.crawl import KEY, crawl, settings_for
+from tests.site import TargetSite
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
+PYTHON = [code for lang, code in BLOCKS if lang == "python"]
+SHELL = [
+    line.strip()
+    for lang, code in BLOCKS
+    if lang == "bash"
+    for line in code.splitlines()
+    if line.strip()
+]
+
+
+def load(code, tmp_path, name):
+    """Import *code* as a module of its own."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def snippet(marker):
+    (code,) = [c for c in PYTHON if marker in c]
+    return code
+
+
+def test_every_block_is_covered():
+    covered = {
+        "DOWNLOADER_MIDDLEWARES",
+        "ADDONS",
+        "SCRAPPEY_SESSION_SCOPE",
+        "class LoginSpider",
+        "class ExistingSpider",
+        "LocalScrappey",
+    }
+    for code in PYTHON:
+        assert any(marker in code for marker in covered), code
+    assert len(PYTHON) == 6
+
+
+@pytest.mark.parametrize(
+    "marker", ["DOWNLOADER_MIDDLEWARES", "ADDONS", "SCRAPPEY_SESSION_SCOPE"]
+)
+def test_settings_snippets_are_valid(marker):
+    namespace: dict = {}
+    exec(snippet(marker), namespace)
+    values = {k: v for k, v in namespace.items() if k.isupper()}
+    config = Config.from_settings(Settings({**values, "SCRAPPEY_API_KEY": KEY}))
+    if marker == "SCRAPPEY_SESSION_SCOPE":
+        assert config.session_scope == "domain"
+        assert config.pool_size == 2
+        assert config.session_params == {
+            "proxyCountry": "UnitedStates",
+            "premiumProxy": True,
+        }
+        assert config.close_timeout == 20
+
+
+@deferred_f_from_coro_f
+async def test_settings_snippets_enable_the_plugin(tmp_path):
+    for marker in ("DOWNLOADER_MIDDLEWARES", "ADDONS"):
+        namespace: dict = {}
+        exec(snippet(marker), namespace)
+        async with LocalScrappey() as server, TargetSite() as site:
+            code = snippet("class ExistingSpider").replace(
+                "https://example.com", site.url("/page/1")
+            )
+            code = code.replace(
+                '"https://publisher.scrappey.com/api/v1"', repr(server.url)
+            )
+            module = load(code, tmp_path, f"existing_{marker.lower()}")
+            settings = settings_for(
+                server, tmp_path, WARN_ON_GENERATOR_RETURN_VALUE=False
+            )
+            del settings["DOWNLOADER_MIDDLEWARES"]
+            settings.update({k: v for k, v in namespace.items() if k.isupper()})
+            result = await crawl(module.ExistingSpider, settings)
+            stats = server.stats()
+        (item,) = result.items
+        assert item["session"].startswith("scrapy-scrappey-")  # raw mode got a session
+        assert item["length"] > 0
+        assert stats["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_login_spider_snippet(tmp_path):
+    async with LocalScrappey() as server, TargetSite() as site:
+        code = snippet("class LoginSpider").replace(
+            "https://example.com", site.url("").rstrip("/")
+        )
+        namespace: dict = {}
+        exec(code, namespace)
+        result = await crawl(
+            namespace["LoginSpider"],
+            settings_for(
+                server,
+                tmp_path,
+                HTTPERROR_ALLOW_ALL=True,
+                WARN_ON_GENERATOR_RETURN_VALUE=False,
+            ),
+        )
+        stats = server.stats()
+    routed = {
+        c["url"].rsplit("/", 1)[1]: c["session"]
+        for c in stats["commands"]
+        if c["cmd"].startswith("request.")
+    }
+    assert set(routed) == {"login", "orders", "search"}  # robots.txt went direct
+    assert routed["login"] == routed["orders"] != routed["search"]
+    assert result.stats["scrappey/requests"] == 3
+
+
+@deferred_f_from_coro_f
+async def test_local_server_snippet():
+    namespace: dict = {}
+    exec(snippet("LocalScrappey"), namespace)
+    await namespace["test_my_spider_survives_faults"]()
+
+
+def test_shell_commands_exist():
+    for line in SHELL:
+        words = shlex.split(line.split("#")[0])
+        if words[:2] == ["python3", "dev.py"]:
+            assert words[2] in dev.COMMANDS, line
+        elif (
+            words[:3] == ["python", "-m", "scrapy_scrappey.local"]
+            or words[0] == "scrappey-local"
+        ):
+            args = words[3:] if words[0] == "python" else words[1:]
+            build_parser().parse_args(args)
+        elif words[:3] == ["python", "-m", "scrapy_scrappey"]:
+            pass  # run for real in test_cli_commands_from_readme
+        else:
+            assert words[0] in ("pip", "export"), line
+
+
+def test_cli_commands_from_readme(tmp_path):
+    lines = [
+        shlex.split(line)
+        for line in SHELL
+        if line.startswith("python -m scrapy_scrappey ")
+    ]
+    assert len(lines) == 3
+    server = subprocess.Popen(
+        [sys.executable, "-m", "scrapy_scrappey.local", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()
+        env = {
+            "SCRAPPEY_API_KEY": KEY,
+            "SCRAPPEY_API_URL": url,
+            "PATH": "/usr/bin:/bin",
+        }
+        for words in lines:
+            done = subprocess.run(
+                [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                cwd=tmp_path,
+            )
+            assert done.returncode == 0, done.stderr
+            assert KEY not in done.stdout + done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stdout.close()

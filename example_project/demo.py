@@ -1,0 +1,241 @@
+"""The demo: ``python3 dev.py demo`` or ``python -m example_project.demo``.
+
+Starts the demo site (example_project/demo_site.py) and a local Scrappey
+server on free ports, runs the ``members``, ``multi`` and ``existing``
+spiders against them as real ``scrapy crawl`` commands in example_project/
+(so the project's settings are used, with the local API URL and a demo key
+passed through the environment), stops everything and prints a summary.
+
+Exits non-zero if a spider fails, scrapes nothing, finishes for another
+reason than "finished" or logs an error, or if Scrappey sessions are still
+open on the server after the crawls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy_scrappey.local import LocalScrappey
+
+from .demo_site import DemoSite
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+PROJECT_DIR = Path(__file__).resolve().parent
+OUTPUT_DIR = PROJECT_DIR / "output"
+#: Accepted by the local server only; it is not a Scrappey key.
+DEMO_KEY = "local-demo-key-not-a-real-scrappey-key"
+#: (spider, what it shows)
+SPIDERS = (
+    ("members", "logs in once; one session keeps the cookie"),
+    ("multi", "two host names; one session per domain"),
+    ("existing", "hand-written API calls; the middleware adds a session"),
+)
+SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
+_CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
+_ERROR_RE = re.compile(r"^\S+ \S+ \[[^\]]+\] (?:ERROR|CRITICAL): .*$", re.MULTILINE)
+
+
+class Servers:
+    """The demo site and the local Scrappey server, on an event loop in a thread."""
+
+    def __init__(self) -> None:
+        self.site = DemoSite()
+        self.scrappey = LocalScrappey(api_key=DEMO_KEY)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="demo-servers", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        self._run(self.site.start())
+        self._run(self.scrappey.start())
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self._run(self.scrappey.stop())
+            self._run(self.site.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def stats(self) -> dict[str, Any]:
+        """The local server's ``/__local__/stats`` document."""
+        url = f"{self.scrappey.base_url}/__local__/stats"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            stats: dict[str, Any] = json.load(reply)
+        return stats
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=15)
+
+
+@dataclass
+class Run:
+    """One ``scrapy crawl``."""
+
+    spider: str
+    returncode: int | None = None
+    finish_reason: str | None = None
+    items: int = 0
+    errors: list[str] = field(default_factory=list)
+    created: int = 0
+    destroyed: int = 0
+    log: str = ""
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.returncode != 0:
+            found.append(f"exit code {self.returncode}")
+        if self.finish_reason != "finished":
+            found.append(f"finish reason {self.finish_reason!r}")
+        if self.items == 0:
+            found.append("no items")
+        if self.errors:
+            found.append(f"{len(self.errors)} error(s) logged")
+        return found
+
+
+def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
+    """``scrapy crawl SPIDER -a site=...`` in example_project/, with the demo key."""
+    run = Run(spider)
+    output = OUTPUT_DIR / f"{spider}.jsonl"
+    output.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "SCRAPPEY_API_KEY": DEMO_KEY,
+        "SCRAPPEY_API_URL": servers.scrappey.url,
+    }
+    for name in ("SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
+    cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
+    before = servers.stats()["sessions"]
+    process = subprocess.Popen(
+        cmd,
+        cwd=PROJECT_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    try:
+        run.log, _ = process.communicate(timeout=SPIDER_TIMEOUT)
+        run.returncode = process.returncode
+    except subprocess.TimeoutExpired:
+        run.errors.append(f"timed out after {SPIDER_TIMEOUT:.0f} s")
+    finally:
+        _stop(process)
+    if verbose:
+        print(run.log, file=sys.stderr)
+    after = servers.stats()["sessions"]
+    run.created = after["created"] - before["created"]
+    run.destroyed = after["destroyed"] - before["destroyed"]
+    closed = _CLOSED_RE.findall(run.log)
+    run.finish_reason = closed[-1] if closed else None
+    run.errors += _ERROR_RE.findall(run.log)
+    if output.exists():
+        with output.open(encoding="utf-8") as lines:
+            run.items = sum(1 for line in lines if line.strip())
+    return run
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m example_project.demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the crawls' logs"
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    servers = Servers()
+    runs: list[Run] = []
+    try:
+        servers.start()
+        print("scrapy-scrappey demo")
+        print(
+            f"  demo site:      {servers.site.url} "
+            f"(also {servers.site.url_for('localhost')})"
+        )
+        print(f"  local Scrappey: {servers.scrappey.url}")
+        print(
+            f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
+            f"{'sessions created/destroyed':<27} what it shows"
+        )
+        for spider, shows in SPIDERS:
+            run = run_spider(servers, spider, verbose=args.verbose)
+            runs.append(run)
+            print(
+                f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
+                f"{f'{run.created}/{run.destroyed}':<27} {shows}",
+                flush=True,
+            )
+        final = servers.stats()["sessions"]
+    except KeyboardInterrupt:
+        print("\nDemo interrupted.", file=sys.stderr)
+        return 130
+    finally:
+        servers.stop()
+
+    failures = [f"{r.spider}: {', '.join(r.problems())}" for r in runs if r.problems()]
+    if final["open"]:
+        failures.append(f"{final['open']} session(s) still open on the server")
+    print(
+        f"\n  Local Scrappey: {final['created']} sessions created, "
+        f"{final['destroyed']} destroyed, {final['open']} still open after the crawls."
+    )
+    print(
+        f"  Items: {OUTPUT_DIR.relative_to(PROJECT_DIR.parent)}/"
+        f"{{{','.join(spider for spider, _ in SPIDERS)}}}.jsonl"
+    )
+    for run in runs:
+        if run.problems() and not args.verbose:
+            print(f"\n--- log of {run.spider} (last 40 lines) ---", file=sys.stderr)
+            print("\n".join(run.log.splitlines()[-40:]), file=sys.stderr)
+    elapsed = time.monotonic() - started
+    if failures:
+        print(f"\nDemo FAILED in {elapsed:.1f} s:", file=sys.stderr)
+        for failure in failures:
+            print(f"  - {failure}", file=sys.stderr)
+        return 1
+    print(f"\nDemo OK in {elapsed:.1f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,261 @@
+"""The demo website the example spiders crawl: ``python -m example_project.demo_site``.
+
+A tiny aiohttp app on 127.0.0.1 (a free port unless ``--port`` is given). It
+answers under both ``127.0.0.1`` and ``localhost``, which count as two
+domains, and has:
+
+* ``/articles?page=N``: public, paginated list of articles (``/articles/ID``);
+* ``/login``: a login form (POST ``user`` and ``password``) that sets the
+  ``member`` cookie and redirects to ``/members``;
+* ``/members?page=N``: members-only, paginated notes; without a valid
+  ``member`` cookie it redirects to ``/login``.
+
+The command prints the site URL as its first stdout line and runs until
+Ctrl-C. In Python: ``async with DemoSite() as site: site.url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import html
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
+    from typing_extensions import Self
+
+#: The demo account (not a secret: the site only exists on this machine).
+USER = "demo"
+PASSWORD = "demo-password"
+
+PER_PAGE = 3
+#: (id, title, text) of the public articles.
+ARTICLES = [(n, f"Article {n}", f"Public text of article {n}.") for n in range(1, 10)]
+#: The members-only notes: only visible with the login cookie.
+MEMBER_NOTES = [f"Members-only note {n}" for n in range(1, 10)]
+COOKIE = "member"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request the site answered."""
+
+    method: str
+    host: str
+    path: str
+    logged_in: bool
+
+
+class DemoSite:
+    """The demo website; ``async with DemoSite() as site: site.url``."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._requested_port = port
+        self._runner: web.AppRunner | None = None
+        self._tokens: dict[str, str] = {}  # login cookie value -> user name
+        self.port = 0
+        self.hits: list[Hit] = []
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, the site's base URL."""
+        return self.url_for("127.0.0.1")
+
+    def url_for(self, host: str, path: str = "") -> str:
+        """The site's URL under another host name, e.g. ``localhost``."""
+        return f"http://{host}:{self.port}{path}"
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/", self._home)
+        app.router.add_get("/robots.txt", self._robots)
+        app.router.add_get("/articles", self._articles)
+        app.router.add_get("/articles/{id}", self._article)
+        app.router.add_get("/login", self._login_form)
+        app.router.add_post("/login", self._login)
+        app.router.add_get("/members", self._members)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._requested_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- handlers ------------------------------------------------------------
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        self.hits.append(
+            Hit(
+                method=request.method,
+                host=request.url.host or "",
+                path=str(request.rel_url),
+                logged_in=self._user(request) is not None,
+            )
+        )
+        return await handler(request)
+
+    def _user(self, request: web.Request) -> str | None:
+        return self._tokens.get(request.cookies.get(COOKIE, ""))
+
+    async def _home(self, request: web.Request) -> web.Response:
+        return _page(
+            "Demo site",
+            '<p><a href="/articles">Articles</a> (public)</p>'
+            '<p><a href="/members">Members area</a> (login required)</p>',
+        )
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nAllow: /\n")
+
+    async def _articles(self, request: web.Request) -> web.Response:
+        page = _page_number(request, len(ARTICLES))
+        rows = "".join(
+            f'<li class="article"><a href="/articles/{n}">{html.escape(title)}</a></li>'
+            for n, title, _ in _slice(ARTICLES, page)
+        )
+        body = f'<ul class="articles">{rows}</ul>' + _pager(
+            "/articles", page, len(ARTICLES)
+        )
+        return _page(f"Articles, page {page}", body)
+
+    async def _article(self, request: web.Request) -> web.Response:
+        try:
+            _, title, text = ARTICLES[int(request.match_info["id"]) - 1]
+        except (ValueError, IndexError):
+            raise web.HTTPNotFound from None
+        return _page(title, f'<p class="text">{html.escape(text)}</p>')
+
+    async def _login_form(self, request: web.Request, error: str = "") -> web.Response:
+        message = f'<p class="error">{html.escape(error)}</p>' if error else ""
+        return _page(
+            "Log in",
+            message + '<form id="login" method="post" action="/login">'
+            '<input name="user"> <input name="password" type="password"> '
+            '<button type="submit">Log in</button></form>',
+            status=403 if error else 200,
+        )
+
+    async def _login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        user, password = str(form.get("user", "")), str(form.get("password", ""))
+        if not (
+            secrets.compare_digest(user, USER)
+            and secrets.compare_digest(password, PASSWORD)
+        ):
+            return await self._login_form(request, "Wrong user name or password.")
+        token = secrets.token_urlsafe(16)
+        self._tokens[token] = user
+        response = web.HTTPFound("/members")
+        response.set_cookie(COOKIE, token, path="/", httponly=True)
+        raise response
+
+    async def _members(self, request: web.Request) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            raise web.HTTPFound("/login")
+        page = _page_number(request, len(MEMBER_NOTES))
+        notes = "".join(
+            f'<li class="note">{html.escape(note)}</li>'
+            for note in _slice(MEMBER_NOTES, page)
+        )
+        body = (
+            f'<p class="welcome">Logged in as <b class="user">{html.escape(user)}</b></p>'
+            f'<ul class="notes">{notes}</ul>'
+            + _pager("/members", page, len(MEMBER_NOTES))
+        )
+        return _page(f"Members, page {page}", body)
+
+
+def _page_number(request: web.Request, total: int) -> int:
+    try:
+        page = int(request.query.get("page", "1"))
+    except ValueError:
+        raise web.HTTPNotFound from None
+    if not 1 <= page <= _pages(total):
+        raise web.HTTPNotFound
+    return page
+
+
+def _pages(total: int) -> int:
+    return -(-total // PER_PAGE)
+
+
+def _slice(rows: list[_T], page: int) -> list[_T]:
+    return rows[(page - 1) * PER_PAGE : page * PER_PAGE]
+
+
+def _pager(path: str, page: int, total: int) -> str:
+    if page >= _pages(total):
+        return ""
+    return f'<a class="next" href="{path}?page={page + 1}">Next</a>'
+
+
+def _page(title: str, body: str, *, status: int = 200) -> web.Response:
+    text = (
+        f"<!DOCTYPE html><html><head><title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return web.Response(text=text, content_type="text/html", status=status)
+
+
+async def _serve(port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+    async with DemoSite(port=port) as site:
+        print(site.url, flush=True)
+        print(
+            f"Demo site up: {site.url} and {site.url_for('localhost')} "
+            f"(login {USER} / {PASSWORD}); Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m example_project.demo_site", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port))
+
+
+if __name__ == "__main__":
+    main()

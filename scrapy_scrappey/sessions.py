@@ -103,6 +103,9 @@ class SessionManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._capacity = asyncio.Event()
         self._closing = False
+        # sessions.create calls cancelled by the close while in flight: the
+        # API may still create the session, so close() waits for their reply.
+        self._abandoned: dict[asyncio.Future[Any], str] = {}
 
     # -- public API ---------------------------------------------------------
 
@@ -178,9 +181,10 @@ class SessionManager:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         sessions = list(self._open.values())
-        if sessions:
-            await self._destroy_all(sessions)
-        leaked = list(self._open)
+        abandoned = dict(self._abandoned)
+        if sessions or abandoned:
+            await self._destroy_all(sessions, abandoned)
+        leaked = list(self._open) + list(self._abandoned.values())
         if leaked:
             self._stats.inc_value("scrappey/sessions/leaked", len(leaked))
             logger.error(
@@ -382,9 +386,18 @@ class SessionManager:
         }
         try:
             async with self._api:
-                reply = await self._client.call(
-                    payload, timeout=self._config.control_timeout
+                call = asyncio.ensure_future(
+                    self._client.call(payload, timeout=self._config.control_timeout)
                 )
+                try:
+                    reply = await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    # Fix: cancelling an in-flight create (the spider is
+                    # closing) used to leave the session the API went on to
+                    # create open and billed. Let the call finish; close()
+                    # awaits it and destroys what it created.
+                    self._abandoned[call] = session_id
+                    raise
             reply.raise_for_error()
         except ScrappeyTransportError:
             # The API may have created it before the connection failed.
@@ -454,6 +467,23 @@ class SessionManager:
             self._capacity.set()
 
     async def _destroy_call(self, session_id: str) -> bool:
+        # A transient failure (CODE-0031 "please try again", a timeout, a
+        # dropped connection) used to give the session up on the first try,
+        # leaving it open (and billed) until the next crawl. Retry it like
+        # sessions.create: SCRAPPEY_SESSION_CREATE_ATTEMPTS tries with the
+        # same backoff. At close, _destroy_all still cuts the whole at
+        # SCRAPPEY_CLOSE_TIMEOUT.
+        attempts = max(1, self._config.create_attempts)
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self._backoff(attempt))
+            outcome = await self._destroy_once(session_id)
+            if outcome is not None:
+                return outcome
+        return False
+
+    async def _destroy_once(self, session_id: str) -> bool | None:
+        """True: destroyed; False: failed for good; None: failed, worth retrying."""
         payload = {"cmd": "sessions.destroy", "session": session_id}
         try:
             async with self._api:
@@ -463,8 +493,12 @@ class SessionManager:
             reply.raise_for_error()
         except ScrappeyAPIError as ex:
             if ex.kind is not ErrorKind.SESSION:  # "not found" means it is gone already
-                return self._destroy_failed(session_id, ex)
-        except (ScrappeyError, asyncio.TimeoutError) as ex:
+                self._destroy_failed(session_id, ex)
+                return None if ex.kind is ErrorKind.TRANSIENT else False
+        except (ScrappeyTransportError, asyncio.TimeoutError) as ex:
+            self._destroy_failed(session_id, ex)
+            return None
+        except ScrappeyError as ex:
             return self._destroy_failed(session_id, ex)
         self._stats.inc_value("scrappey/sessions/destroyed")
         self._forget(session_id)
@@ -479,8 +513,37 @@ class SessionManager:
         )
         return False
 
-    async def _destroy_all(self, sessions: list[Session]) -> None:
+    async def _settle(self, call: asyncio.Future[Any], session_id: str) -> None:
+        """Wait for an abandoned sessions.create and destroy what it created."""
+        try:
+            reply = await call
+            reply.raise_for_error()
+        except ScrappeyTransportError:
+            pass  # it may exist: destroy it ("not found" counts as gone)
+        except (ScrappeyError, asyncio.TimeoutError):
+            self._abandoned.pop(call, None)
+            self._forget(session_id)  # refused: nothing was created
+            return
+        else:
+            real_id = reply.data.get("session")
+            if isinstance(real_id, str) and real_id and real_id != session_id:
+                if self._ledger is not None:
+                    self._ledger.record(real_id)
+                self._forget(session_id)
+                session_id = real_id
+        if await self._destroy_call(session_id):
+            self._abandoned.pop(call, None)
+
+    async def _destroy_all(
+        self,
+        sessions: list[Session],
+        abandoned: dict[asyncio.Future[Any], str] | None = None,
+    ) -> None:
         tasks = [asyncio.ensure_future(self._destroy(s)) for s in sessions]
+        tasks += [
+            asyncio.ensure_future(self._settle(call, sid))
+            for call, sid in (abandoned or {}).items()
+        ]
         _, pending = await asyncio.wait(tasks, timeout=self._config.close_timeout)
         for task in pending:
             task.cancel()

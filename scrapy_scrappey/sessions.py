@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .codes import ErrorKind
 from .exceptions import (
@@ -26,6 +24,7 @@ from .exceptions import (
     SessionsUnavailable,
     SessionWaitTimeout,
 )
+from .session_api import Ledger, SessionAPI
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -37,14 +36,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID_PREFIX = "scrapy-scrappey-"
-
-
-class Ledger(Protocol):
-    """What the manager needs of :class:`~scrapy_scrappey.ledger.SessionLedger`."""
-
-    def record(self, session_id: str) -> None: ...
-    def forget(self, session_id: str) -> None: ...
+#: How many past session ids still map to their pool (for copied meta).
+_POOL_MEMORY = 10_000
 
 
 class SpiderClosing(ScrappeyError):
@@ -92,27 +85,22 @@ class SessionManager:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self._config = config
-        self._client = client
         self._stats = stats
-        self._ledger = ledger
         self._on_fatal = on_fatal
         self._extra = extra or {}
+        self._api = SessionAPI(config, client, stats, ledger=ledger, extra=self._extra)
         self._pools: dict[str, _Pool] = {}
         self._open: dict[str, Session] = {}  # created and not yet destroyed
-        self._api = asyncio.Semaphore(config.api_concurrency)
+        self._pool_by_id: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._capacity = asyncio.Event()
         self._closing = False
-        # sessions.create calls cancelled by the close while in flight: the
-        # API may still create the session, so close() waits for their reply.
-        self._abandoned: dict[asyncio.Future[Any], str] = {}
 
     # -- public API ---------------------------------------------------------
 
     def pool_of(self, session_id: str) -> str | None:
-        """The pool of an open session id, so copied meta keeps its pool."""
-        session = self._open.get(session_id)
-        return session.pool if session else None
+        """The pool a session id belonged to, so copied meta keeps its pool."""
+        return self._pool_by_id.get(session_id)
 
     @property
     def open_count(self) -> int:
@@ -180,11 +168,9 @@ class SessionManager:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        sessions = list(self._open.values())
-        abandoned = dict(self._abandoned)
-        if sessions or abandoned:
-            await self._destroy_all(sessions, abandoned)
-        leaked = list(self._open) + list(self._abandoned.values())
+        work = [self._destroy(s) for s in list(self._open.values())]
+        await _bounded([*work, self._api.settle()], self._config.close_timeout)
+        leaked = [*self._open, *self._api.unsettled_ids()]
         if leaked:
             self._stats.inc_value("scrappey/sessions/leaked", len(leaked))
             logger.error(
@@ -201,10 +187,7 @@ class SessionManager:
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""
-        results = await asyncio.gather(
-            *(self._destroy_call(sid) for sid in session_ids)
-        )
-        return [sid for sid, ok in zip(session_ids, results, strict=True) if ok]
+        return await self._api.destroy_many(session_ids)
 
     # -- leasing -------------------------------------------------------------
 
@@ -348,7 +331,7 @@ class SessionManager:
         last: Exception | None = None
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._api.backoff(attempt))
             await self._make_room()
             try:
                 return await self._create_once(pool)
@@ -376,55 +359,18 @@ class SessionManager:
         )
 
     async def _create_once(self, pool: _Pool) -> Session:
-        session_id = SESSION_ID_PREFIX + secrets.token_hex(8)
-        if self._ledger is not None:
-            self._ledger.record(session_id)  # before the API can have it
-        payload = {
-            **(self._config.session_params or {}),
-            "cmd": "sessions.create",
-            "session": session_id,
-        }
-        try:
-            async with self._api:
-                call = asyncio.ensure_future(
-                    self._client.call(payload, timeout=self._config.control_timeout)
-                )
-                try:
-                    reply = await asyncio.shield(call)
-                except asyncio.CancelledError:
-                    # Fix: cancelling an in-flight create (the spider is
-                    # closing) used to leave the session the API went on to
-                    # create open and billed. Let the call finish; close()
-                    # awaits it and destroys what it created.
-                    self._abandoned[call] = session_id
-                    raise
-            reply.raise_for_error()
-        except ScrappeyTransportError:
-            # The API may have created it before the connection failed.
-            self._spawn(self._destroy_call(session_id), name="scrappey-destroy")
-            raise
-        except ScrappeyError:
-            self._forget(session_id)
-            raise
-        real_id = reply.data.get("session")
-        if isinstance(real_id, str) and real_id and real_id != session_id:
-            if self._ledger is not None:
-                self._ledger.record(real_id)
-            self._forget(session_id)
-            session_id = real_id
+        session_id = await self._api.create()
         session = Session(session_id, pool.key, last_used=time.monotonic())
         self._open[session_id] = session
-        self._stats.inc_value("scrappey/sessions/created")
+        self._pool_by_id[session_id] = pool.key
+        if len(self._pool_by_id) > _POOL_MEMORY:
+            self._pool_by_id.popitem(last=False)
         logger.debug(
             "Created Scrappey session %(session)s for pool %(pool)r",
             {"session": session_id, "pool": pool.key},
             extra=self._extra,
         )
         return session
-
-    def _backoff(self, attempt: int) -> float:
-        base = self._config.create_backoff * 2.0 ** (attempt - 1)
-        return min(self._config.create_backoff_max, base) * random.uniform(0.5, 1.0)
 
     async def _make_room(self) -> None:
         """Honour SCRAPPEY_MAX_SESSIONS: evict an idle session or wait for one."""
@@ -462,96 +408,9 @@ class SessionManager:
             self._spawn(self._destroy(session), name="scrappey-destroy")
 
     async def _destroy(self, session: Session) -> None:
-        if await self._destroy_call(session.id):
+        if await self._api.destroy(session.id):
             self._open.pop(session.id, None)
             self._capacity.set()
-
-    async def _destroy_call(self, session_id: str) -> bool:
-        # A transient failure (CODE-0031 "please try again", a timeout, a
-        # dropped connection) used to give the session up on the first try,
-        # leaving it open (and billed) until the next crawl. Retry it like
-        # sessions.create: SCRAPPEY_SESSION_CREATE_ATTEMPTS tries with the
-        # same backoff. At close, _destroy_all still cuts the whole at
-        # SCRAPPEY_CLOSE_TIMEOUT.
-        attempts = max(1, self._config.create_attempts)
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt))
-            outcome = await self._destroy_once(session_id)
-            if outcome is not None:
-                return outcome
-        return False
-
-    async def _destroy_once(self, session_id: str) -> bool | None:
-        """True: destroyed; False: failed for good; None: failed, worth retrying."""
-        payload = {"cmd": "sessions.destroy", "session": session_id}
-        try:
-            async with self._api:
-                reply = await self._client.call(
-                    payload, timeout=self._config.control_timeout
-                )
-            reply.raise_for_error()
-        except ScrappeyAPIError as ex:
-            if ex.kind is not ErrorKind.SESSION:  # "not found" means it is gone already
-                self._destroy_failed(session_id, ex)
-                return None if ex.kind is ErrorKind.TRANSIENT else False
-        except (ScrappeyTransportError, asyncio.TimeoutError) as ex:
-            self._destroy_failed(session_id, ex)
-            return None
-        except ScrappeyError as ex:
-            return self._destroy_failed(session_id, ex)
-        self._stats.inc_value("scrappey/sessions/destroyed")
-        self._forget(session_id)
-        return True
-
-    def _destroy_failed(self, session_id: str, error: Exception) -> bool:
-        self._stats.inc_value("scrappey/sessions/destroy_failed")
-        logger.warning(
-            "Could not destroy Scrappey session %(session)s: %(error)s",
-            {"session": session_id, "error": error},
-            extra=self._extra,
-        )
-        return False
-
-    async def _settle(self, call: asyncio.Future[Any], session_id: str) -> None:
-        """Wait for an abandoned sessions.create and destroy what it created."""
-        try:
-            reply = await call
-            reply.raise_for_error()
-        except ScrappeyTransportError:
-            pass  # it may exist: destroy it ("not found" counts as gone)
-        except (ScrappeyError, asyncio.TimeoutError):
-            self._abandoned.pop(call, None)
-            self._forget(session_id)  # refused: nothing was created
-            return
-        else:
-            real_id = reply.data.get("session")
-            if isinstance(real_id, str) and real_id and real_id != session_id:
-                if self._ledger is not None:
-                    self._ledger.record(real_id)
-                self._forget(session_id)
-                session_id = real_id
-        if await self._destroy_call(session_id):
-            self._abandoned.pop(call, None)
-
-    async def _destroy_all(
-        self,
-        sessions: list[Session],
-        abandoned: dict[asyncio.Future[Any], str] | None = None,
-    ) -> None:
-        tasks = [asyncio.ensure_future(self._destroy(s)) for s in sessions]
-        tasks += [
-            asyncio.ensure_future(self._settle(call, sid))
-            for call, sid in (abandoned or {}).items()
-        ]
-        _, pending = await asyncio.wait(tasks, timeout=self._config.close_timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _forget(self, session_id: str) -> None:
-        if self._ledger is not None:
-            self._ledger.forget(session_id)
 
     # -- background tasks ----------------------------------------------------
 
@@ -570,3 +429,12 @@ class SessionManager:
                 exc_info=task.exception(),
                 extra=self._extra,
             )
+
+
+async def _bounded(coros: list[Coroutine[Any, Any, Any]], timeout: float) -> None:
+    """Run *coros* concurrently; cancel what is still running after *timeout*."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,172 @@
+"""The control-plane calls for sessions: ``sessions.create`` and ``sessions.destroy``.
+
+The ledger is kept in step with the API: an id is recorded before its create
+is sent and forgotten only once the API confirmed the destroy, or said the
+session does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .codes import ErrorKind
+from .exceptions import ScrappeyAPIError, ScrappeyError, ScrappeyTransportError
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
+
+    from .client import ApiReply, ScrappeyClient
+    from .config import Config
+
+logger = logging.getLogger(__name__)
+
+SESSION_ID_PREFIX = "scrapy-scrappey-"
+
+
+class Ledger(Protocol):
+    """What is needed of :class:`~scrapy_scrappey.ledger.SessionLedger`."""
+
+    def record(self, session_id: str) -> None: ...
+    def forget(self, session_id: str) -> None: ...
+
+
+class SessionAPI:
+    """Creates and destroys remote sessions, at most ``api_concurrency`` at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: ScrappeyClient,
+        stats: StatsCollector,
+        *,
+        ledger: Ledger | None,
+        extra: dict[str, Any],
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._stats = stats
+        self._ledger = ledger
+        self._extra = extra
+        self._slots = asyncio.Semaphore(config.api_concurrency)
+        # Creates sent but not seen through (their caller was cancelled), and
+        # ids whose create failed in transit: either may exist remotely.
+        self._unsettled: dict[asyncio.Future[ApiReply], str] = {}
+        self._uncertain: set[str] = set()
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number *attempt* (1-based), with jitter."""
+        base = self._config.create_backoff * 2.0 ** (attempt - 1)
+        return min(self._config.create_backoff_max, base) * random.uniform(0.5, 1.0)
+
+    async def create(self) -> str:
+        """One ``sessions.create``; the id of the new session, or a ScrappeyError."""
+        session_id = SESSION_ID_PREFIX + secrets.token_hex(8)
+        self._record(session_id)
+        payload = {
+            **(self._config.session_params or {}),
+            "cmd": "sessions.create",
+            "session": session_id,
+        }
+        async with self._slots:
+            call = asyncio.ensure_future(self._call(payload))
+            self._unsettled[call] = session_id
+            # Once sent, the API may create the session whether or not we wait
+            # for the answer; if we are cancelled, settle() finishes the job.
+            await asyncio.wait({call})
+        del self._unsettled[call]
+        return self._created(session_id, call)
+
+    def _created(self, session_id: str, call: asyncio.Future[ApiReply]) -> str:
+        try:
+            reply = call.result()
+            reply.raise_for_error()
+        except ScrappeyTransportError:
+            self._uncertain.add(session_id)  # it may exist: settle() destroys it
+            raise
+        except ScrappeyError:
+            self._forget(session_id)
+            raise
+        real_id = reply.data.get("session")
+        if isinstance(real_id, str) and real_id and real_id != session_id:
+            self._record(real_id)  # the API chose its own id
+            self._forget(session_id)
+            session_id = real_id
+        self._stats.inc_value("scrappey/sessions/created")
+        return session_id
+
+    async def destroy(self, session_id: str) -> bool:
+        """Destroy one session, retrying transient failures; True once it is gone."""
+        for attempt in range(self._config.create_attempts):
+            if attempt:
+                await asyncio.sleep(self.backoff(attempt))
+            outcome = await self._destroy_once(session_id)
+            if outcome is not None:
+                return outcome
+        return False
+
+    async def destroy_many(self, session_ids: list[str]) -> list[str]:
+        """Destroy sessions concurrently; the ids that are gone."""
+        results = await asyncio.gather(*(self.destroy(sid) for sid in session_ids))
+        return [sid for sid, ok in zip(session_ids, results, strict=True) if ok]
+
+    async def settle(self) -> None:
+        """Finish abandoned creates and destroy whatever may exist because of them."""
+        if self._unsettled:
+            await asyncio.wait(set(self._unsettled))
+        for call, session_id in list(self._unsettled.items()):
+            del self._unsettled[call]
+            # A refusal created nothing; a transport error adds the id itself.
+            with contextlib.suppress(ScrappeyError):
+                self._uncertain.add(self._created(session_id, call))
+        for session_id in await self.destroy_many(sorted(self._uncertain)):
+            self._uncertain.discard(session_id)
+
+    def unsettled_ids(self) -> list[str]:
+        """Ids that may still exist remotely outside the manager's bookkeeping."""
+        return sorted({*self._unsettled.values(), *self._uncertain})
+
+    async def _destroy_once(self, session_id: str) -> bool | None:
+        """True: gone; False: failed for good; None: failed, worth retrying."""
+        try:
+            async with self._slots:
+                reply = await self._call(
+                    {"cmd": "sessions.destroy", "session": session_id}
+                )
+            reply.raise_for_error()
+        except ScrappeyAPIError as ex:
+            if ex.kind is not ErrorKind.SESSION:  # "not found": gone already
+                self._destroy_failed(session_id, ex)
+                return None if ex.kind is ErrorKind.TRANSIENT else False
+        except ScrappeyTransportError as ex:
+            self._destroy_failed(session_id, ex)
+            return None
+        except ScrappeyError as ex:
+            self._destroy_failed(session_id, ex)
+            return False
+        self._stats.inc_value("scrappey/sessions/destroyed")
+        self._forget(session_id)
+        return True
+
+    async def _call(self, payload: dict[str, Any]) -> ApiReply:
+        return await self._client.call(payload, timeout=self._config.control_timeout)
+
+    def _destroy_failed(self, session_id: str, error: Exception) -> None:
+        self._stats.inc_value("scrappey/sessions/destroy_failed")
+        logger.warning(
+            "Could not destroy Scrappey session %(session)s: %(error)s",
+            {"session": session_id, "error": error},
+            extra=self._extra,
+        )
+
+    def _record(self, session_id: str) -> None:
+        if self._ledger is not None:
+            self._ledger.record(session_id)
+
+    def _forget(self, session_id: str) -> None:
+        if self._ledger is not None:
+            self._ledger.forget(session_id)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
-from scrapy.utils.httpobj import urlparse_cached
 
 from ._redact import key_hint, redact_url
 from .client import ApiReply, ScrappeyClient
@@ -21,15 +17,15 @@ from .config import Config
 from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
-    ScrappeyConfigError,
     ScrappeyError,
     ScrappeyTransportError,
     SessionsUnavailable,
     SessionWaitTimeout,
 )
 from .ledger import SessionLedger
-from .payload import build_payload, merge_params
+from .payload import build_payload
 from .responses import from_api_response, raw_response
+from .routing import Route, Router, allowed_domains
 from .sessions import Session, SessionManager, SpiderClosing
 from .throttle import TargetThrottle
 
@@ -43,19 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_UNSET: Any = object()
 _RETRYABLE = (ErrorKind.TRANSIENT, ErrorKind.SESSION, ErrorKind.SESSION_LIMIT)
 _CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
-
-
-@dataclass(frozen=True)
-class _Route:
-    """How one request goes through Scrappey."""
-
-    params: dict[str, Any]
-    pool: str | None  # None: no plugin-managed session
-    target: str  # the page URL (for raw mode, the URL inside the command)
-    raw: bool = False
 
 
 class ScrappeyMiddleware:
@@ -84,7 +69,11 @@ class ScrappeyMiddleware:
             extra={"spider": spider},
         )
         self._throttle = TargetThrottle(crawler.settings, spider)
-        self._api_root = _url_root(self.config.api_url)
+        self._router = Router(
+            self.config,
+            allowed_domains=allowed_domains(spider),
+            pool_of=self._sessions.pool_of,
+        )
         self._fatal: str | None = None
         self._opened = False
         self._closing = False
@@ -116,7 +105,7 @@ class ScrappeyMiddleware:
         self._watcher = asyncio.ensure_future(self._watch_closing())
         await self._destroy_orphans()
         try:
-            await self._sessions.start(self._initial_pools(spider))
+            await self._sessions.start(self._router.initial_pools())
         except ScrappeyAuthError as ex:
             raise CloseSpider("scrappey_bad_api_key") from ex
         except SessionsUnavailable as ex:
@@ -138,14 +127,17 @@ class ScrappeyMiddleware:
     async def process_request(
         self, request: Request, spider: Spider | None = None
     ) -> Request | Response | None:
-        if self._is_raw(request) and redact_url(request.url) != request.url:
-            # Fix: a raw-mode request whose URL carries ?key=… had the key
-            # logged by Scrapy itself ("Crawled (200) <POST …?key=…>"), in
-            # failure.request.url and so on. The key in the URL is never used
-            # (the client adds SCRAPPEY_API_KEY), so reschedule the request
-            # with the key redacted; the redacted one passes this check.
-            return request.replace(url=redact_url(request.url))
-        route = self._route(request)
+        if self._router.is_raw(request) and redact_url(request.url) != request.url:
+            # The key in a raw request's URL is never used (the client adds
+            # SCRAPPEY_API_KEY), but Scrapy would log that URL ("Crawled (200)
+            # <POST …?key=…>") and hand it to errbacks: send a redacted copy.
+            self._warn_once(
+                "raw-key",
+                "A raw Scrappey request URL carries the API key; the middleware adds "
+                "the key itself: set SCRAPPEY_API_KEY and drop it from the URL.",
+            )
+            return request.replace(url=redact_url(request.url), dont_filter=True)
+        route = self._router.route(request)
         if route is None:
             return None
         if self._fatal is not None:
@@ -165,8 +157,10 @@ class ScrappeyMiddleware:
             self._inc("scrappey/errors/transport")
             raise  # an OSError: RetryMiddleware retries it
 
-    async def _send(self, request: Request, route: _Route) -> Request | Response:
-        async with self._throttle.slot(self._slot_key(request, route)):
+    async def _send(self, request: Request, route: Route) -> Request | Response:
+        if route.raw:
+            self._inc("scrappey/raw/requests")
+        async with self._throttle.slot(route.slot_key(request)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
                 reply = await self._call(
@@ -188,7 +182,7 @@ class ScrappeyMiddleware:
         return response
 
     def _payload(
-        self, request: Request, route: _Route, session: Session | None
+        self, request: Request, route: Route, session: Session | None
     ) -> dict[str, Any]:
         payload = (
             dict(route.params) if route.raw else build_payload(request, route.params)
@@ -251,95 +245,6 @@ class ScrappeyMiddleware:
             request=request,
             url=redact_url(request.url),
         )
-
-    # -- routing -------------------------------------------------------------
-
-    def _route(self, request: Request) -> _Route | None:
-        choice = request.meta.get("scrappey", _UNSET)
-        if choice is False:
-            return None
-        if self._is_raw(request):
-            return self._raw_route(request)
-        if urlparse_cached(request).scheme not in ("http", "https"):
-            return None  # data:, file:, s3:… cannot be fetched remotely
-        if choice is _UNSET or choice is None:
-            if not self.config.transparent:
-                return None
-            choice = True
-        params = merge_params(self.config.default_params or {}, choice, request)
-        pool = None if "session" in params else self._pool_for(request, request.url)
-        return _Route(params=params, pool=pool, target=request.url)
-
-    def _is_raw(self, request: Request) -> bool:
-        return request.method == "POST" and _url_root(request.url) == self._api_root
-
-    def _raw_route(self, request: Request) -> _Route:
-        try:
-            command = json.loads(request.body)
-        except ValueError:
-            command = None
-        if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
-            raise ScrappeyConfigError(
-                f"{redact_url(str(request))} is addressed to SCRAPPEY_API_URL but its body is "
-                f"not a JSON object with a 'cmd'; raw-mode requests must carry a Scrappey command."
-            )
-        if "key=" in request.url:
-            self._warn_once(
-                "raw-key",
-                "A raw Scrappey request URL carries the API key; "
-                "the middleware adds the key itself, set SCRAPPEY_API_KEY and drop it from the URL.",
-            )
-        self._inc("scrappey/raw/requests")
-        url = command.get("url")
-        target = url if isinstance(url, str) else request.url
-        managed = command["cmd"].startswith("request.") and "session" not in command
-        return _Route(
-            params=command,
-            pool=self._pool_for(request, target) if managed else None,
-            target=target,
-            raw=True,
-        )
-
-    def _pool_for(self, request: Request, url: str) -> str | None:
-        value = request.meta.get("scrappey_session", _UNSET)
-        if value is _UNSET or value is True or value is None:
-            return self._scope_pool(url)
-        if value is False:
-            return None
-        if isinstance(value, str) and value:
-            return self._sessions.pool_of(value) or f"name:{value}"
-        raise ScrappeyConfigError(
-            f"The 'scrappey_session' meta key of {request} must be a pool name, True or False, got {value!r}."
-        )
-
-    def _scope_pool(self, url: str) -> str | None:
-        scope = self.config.session_scope
-        if scope == "spider":
-            return "spider"
-        if scope == "none":
-            return None
-        return "domain:" + self._domain_of(urlsplit(url).hostname or "")
-
-    def _domain_of(self, host: str) -> str:
-        host = host.lower()
-        for domain in _allowed_domains(_spider_of(self.crawler)):
-            if host == domain or host.endswith("." + domain):
-                return domain
-        return host
-
-    def _initial_pools(self, spider: Spider) -> list[str]:
-        scope = self.config.session_scope
-        if scope == "spider":
-            return ["spider"]
-        if scope == "domain":
-            return [f"domain:{d}" for d in _allowed_domains(spider)]
-        return []
-
-    def _slot_key(self, request: Request, route: _Route) -> str:
-        slot = request.meta.get("download_slot")
-        if isinstance(slot, str):
-            return slot
-        return urlsplit(route.target).hostname or ""
 
     # -- lifecycle helpers ---------------------------------------------------
 
@@ -437,16 +342,6 @@ def _spider_of(crawler: Crawler) -> Spider | None:
         return crawler.spider
     except (AttributeError, RuntimeError):  # not created yet (unit tests)
         return None
-
-
-def _allowed_domains(spider: Spider | None) -> list[str]:
-    domains = getattr(spider, "allowed_domains", None) or []
-    return [d.lower().lstrip(".") for d in domains if isinstance(d, str) and d]
-
-
-def _url_root(url: str) -> tuple[str, str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
 
 
 def _engine_closing(crawler: Crawler) -> bool:

@@ -1,0 +1,147 @@
+"""Which requests go through Scrappey, with which parameters and session pool."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.utils.httpobj import urlparse_cached
+
+from ._redact import redact_url
+from .exceptions import ScrappeyConfigError
+from .payload import merge_params
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy import Request
+
+    from .config import Config
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one request goes through Scrappey."""
+
+    #: API parameters (raw mode: the spider's whole command).
+    params: dict[str, Any]
+    #: The session pool to lease from; ``None`` for no plugin-managed session.
+    pool: str | None
+    #: The page URL (in raw mode, the URL inside the command).
+    target: str
+    raw: bool = False
+
+    def slot_key(self, request: Request) -> str:
+        """The target's download slot, keyed like Scrapy's own slots."""
+        slot = request.meta.get("download_slot")
+        return slot if isinstance(slot, str) else urlsplit(self.target).hostname or ""
+
+
+class Router:
+    """Reads the ``scrappey`` / ``scrappey_session`` meta keys against the config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        allowed_domains: list[str],
+        pool_of: Callable[[str], str | None],
+    ) -> None:
+        self._config = config
+        self._allowed = allowed_domains
+        self._pool_of = pool_of
+        self._api_root = url_root(config.api_url)
+        self._domain_pools: dict[str, str] = {}
+
+    def initial_pools(self) -> list[str]:
+        """The pools to create when the spider opens."""
+        if self._config.session_scope == "spider":
+            return ["spider"]
+        if self._config.session_scope == "domain":
+            return [f"domain:{d}" for d in self._allowed]
+        return []
+
+    def is_raw(self, request: Request) -> bool:
+        """A request the spider addressed to the API itself."""
+        return request.method == "POST" and url_root(request.url) == self._api_root
+
+    def route(self, request: Request) -> Route | None:
+        """``None`` for a request that is downloaded directly."""
+        choice = request.meta.get("scrappey", _UNSET)
+        if choice is False:
+            return None
+        if self.is_raw(request):
+            return self._raw_route(request)
+        if urlparse_cached(request).scheme not in ("http", "https"):
+            return None  # data:, file:, s3:… cannot be fetched remotely
+        if choice is _UNSET or choice is None:
+            if not self._config.transparent:
+                return None
+            choice = True
+        params = merge_params(self._config.default_params or {}, choice, request)
+        pool = None if "session" in params else self._pool_for(request, request.url)
+        return Route(params=params, pool=pool, target=request.url)
+
+    def _raw_route(self, request: Request) -> Route:
+        try:
+            command = json.loads(request.body)
+        except ValueError:
+            command = None
+        if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
+            raise ScrappeyConfigError(
+                f"{redact_url(str(request))} is addressed to SCRAPPEY_API_URL but its "
+                f"body is not a JSON object with a 'cmd'; raw-mode requests must carry "
+                f"a Scrappey command."
+            )
+        url = command.get("url")
+        target = url if isinstance(url, str) else request.url
+        managed = command["cmd"].startswith("request.") and "session" not in command
+        pool = self._pool_for(request, target) if managed else None
+        return Route(params=command, pool=pool, target=target, raw=True)
+
+    def _pool_for(self, request: Request, url: str) -> str | None:
+        value = request.meta.get("scrappey_session", _UNSET)
+        if value is _UNSET or value is True or value is None:
+            return self._scope_pool(url)
+        if value is False:
+            return None
+        if isinstance(value, str) and value:
+            return self._pool_of(value) or f"name:{value}"
+        raise ScrappeyConfigError(
+            f"The 'scrappey_session' meta key of {request} must be a pool name, "
+            f"True or False, got {value!r}."
+        )
+
+    def _scope_pool(self, url: str) -> str | None:
+        scope = self._config.session_scope
+        if scope == "spider":
+            return "spider"
+        if scope == "none":
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        pool = self._domain_pools.get(host)
+        if pool is None:
+            pool = self._domain_pools[host] = "domain:" + self._domain_of(host)
+        return pool
+
+    def _domain_of(self, host: str) -> str:
+        for domain in self._allowed:
+            if host == domain or host.endswith("." + domain):
+                return domain
+        return host
+
+
+def allowed_domains(spider: object) -> list[str]:
+    """The spider's ``allowed_domains``, normalised."""
+    domains = getattr(spider, "allowed_domains", None) or []
+    return [d.lower().lstrip(".") for d in domains if isinstance(d, str) and d]
+
+
+def url_root(url: str) -> tuple[str, str, str]:
+    """Scheme, host and path: what identifies the API endpoint."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")

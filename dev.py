@@ -66,10 +66,8 @@ def bench(args: list[str]) -> None:
 
 def ci(args: list[str]) -> None:
     test(args)
-    if (ROOT / "example_project" / "demo.py").exists():
-        demo([])
-    if (ROOT / "bench" / "__main__.py").exists():
-        bench(["--quick"])
+    demo([])
+    bench(["--quick"])
 
 
 COMMANDS = {"test": test, "demo": demo, "bench": bench, "ci": ci}

@@ -29,6 +29,10 @@ BENCHMARKS = {
     "p1": ("bench.p1_overhead", "P1 overhead: plugin vs direct crawl, CPU profile"),
     "p2p3": ("bench.p2_p3_sessions", "P2 session setup, P3 teardown"),
     "p4": ("bench.p4_memory", "P4 memory: RSS growth, bytes per session"),
+    "p4base": (
+        "bench.p4_memory --direct",
+        "P4 memory baseline: the crawl without the plugin",
+    ),
     "p5": ("bench.p5_fairness", "P5 lease fairness"),
     "p6": ("bench.p6_naive", "P6 vs blocking requests in deferToThread"),
 }
@@ -123,7 +127,9 @@ def main() -> int:
         module, title = BENCHMARKS[name]
         print(f"== {title} ({mode})", flush=True)
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", module] + (["--quick"] if args.quick else [])
+        cmd = [sys.executable, "-m", *module.split()] + (
+            ["--quick"] if args.quick else []
+        )
         try:
             proc = subprocess.run(
                 cmd,

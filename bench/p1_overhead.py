@@ -72,6 +72,15 @@ def _categorise(
     return dict(groups), plugin_funcs
 
 
+def _top(stats: pstats.Stats, k: int) -> list[tuple[str, float]]:
+    items = []
+    for (filename, line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        short = "/".join(filename.replace("\\", "/").split("/")[-2:])
+        items.append((f"{short}:{line} {func}", tt))
+    items.sort(key=lambda x: -x[1])
+    return items[:k]
+
+
 async def main() -> list[Row]:
     quick = quick_flag()
     n = 800 if quick else 5000
@@ -183,6 +192,10 @@ async def main() -> list[Row]:
                 None,
                 f"{tt / nprof * 1e6:.0f} us/req (profiled)",
             )
+        )
+    for name, tt in _top(stats, 8):
+        rows.append(
+            Row("P1 profile", f"top fn: {name}", round(tt / nprof * 1e6, 1), "us/req")
         )
     for name, tt in funcs[:8]:
         rows.append(

@@ -74,6 +74,7 @@ class ScrappeyMiddleware:
             allowed_domains=allowed_domains(spider),
             pool_of=self._sessions.pool_of,
         )
+        self._http_cache = crawler.settings.getbool("HTTPCACHE_ENABLED")
         self._fatal: str | None = None
         self._opened = False
         self._closing = False
@@ -104,8 +105,11 @@ class ScrappeyMiddleware:
         )
         self._watcher = asyncio.ensure_future(self._watch_closing())
         await self._destroy_orphans()
+        # With the HTTP cache on, a fully cached re-run must cost nothing:
+        # pools are then created by the first request the cache misses.
+        pools = [] if self._http_cache else self._router.initial_pools()
         try:
-            await self._sessions.start(self._router.initial_pools())
+            await self._sessions.start(pools)
         except ScrappeyAuthError as ex:
             raise CloseSpider("scrappey_bad_api_key") from ex
         except SessionsUnavailable as ex:

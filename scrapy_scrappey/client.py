@@ -18,7 +18,12 @@ import aiohttp
 
 from ._redact import redact_text
 from .codes import ERROR_CODES, SESSION_GONE_MARKERS, ErrorKind, find_code
-from .exceptions import ScrappeyAPIError, ScrappeyAuthError, ScrappeyTransportError
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAuthError,
+    ScrappeyConfigError,
+    ScrappeyTransportError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +44,19 @@ class ApiReply:
     def ok(self) -> bool:
         return _error_of(self.data) is None
 
+    def error(self) -> ScrappeyAPIError | None:
+        """The error this reply reports, if any."""
+        message = _error_of(self.data)
+        if message is None:
+            return None
+        code = _code_of(self.data, message)
+        return ScrappeyAPIError(message, code=code, kind=classify(code, message))
+
     def raise_for_error(self) -> None:
         """Raise :class:`ScrappeyAPIError` if the reply reports an error."""
-        message = _error_of(self.data)
-        if message is not None:
-            code = _code_of(self.data, message)
-            raise ScrappeyAPIError(message, code=code, kind=classify(code, message))
+        error = self.error()
+        if error is not None:
+            raise error
 
 
 class ScrappeyClient:
@@ -69,7 +81,13 @@ class ScrappeyClient:
 
     async def call(self, payload: dict[str, Any], *, timeout: float) -> ApiReply:
         """Send one command. Transport problems raise :class:`ScrappeyTransportError`."""
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as ex:
+            raise ScrappeyConfigError(
+                f"The {payload.get('cmd')!r} command holds a value that is not JSON ({ex}); "
+                f"check the 'scrappey' meta key and SCRAPPEY_DEFAULT_PARAMS."
+            ) from None
         try:
             async with self._client().post(
                 self.api_url,
@@ -80,10 +98,11 @@ class ScrappeyClient:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except asyncio.TimeoutError as ex:
+        except asyncio.TimeoutError:
+            # Not chained: aiohttp's timeout errors quote the URL, key included.
             raise ScrappeyTransportError(
                 f"The Scrappey API did not answer {payload.get('cmd')!r} within {timeout:g} s"
-            ) from ex
+            ) from None
         except aiohttp.ClientError as ex:
             # aiohttp messages may quote the URL, and with it the key.
             raise ScrappeyTransportError(
@@ -120,6 +139,12 @@ def _parse(status: int, raw: bytes) -> ApiReply:
         )
     if status in _RETRYABLE_HTTP or status >= 500:
         raise ScrappeyTransportError(f"The Scrappey API answered HTTP {status}")
+    if status >= 400 and _error_of(data) is None:
+        # A 4xx is never a page, whatever its JSON looks like (402, 404…).
+        detail = data.get("message") or data.get("detail") or json.dumps(data)[:200]
+        raise ScrappeyAPIError(
+            f"HTTP {status}: {detail}", code=None, kind=ErrorKind.CONFIG
+        )
     return ApiReply(status, data, raw)
 
 

@@ -194,6 +194,10 @@ def _dict(settings: BaseSettings, name: str) -> dict[str, Any]:
         raw = raw.copy_to_dict()
     if not isinstance(raw, dict):
         raise ScrappeyConfigError(f"{name} must be a dict, got {raw!r}.")
+    try:
+        json.dumps(raw)
+    except (TypeError, ValueError) as ex:
+        raise ScrappeyConfigError(f"{name} must hold JSON values only: {ex}.") from ex
     return dict(raw)
 
 

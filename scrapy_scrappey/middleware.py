@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from scrapy import signals
+from scrapy import signals, version_info
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
 
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 _RETRYABLE = (ErrorKind.TRANSIENT, ErrorKind.SESSION, ErrorKind.SESSION_LIMIT)
 _CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
+# Scrapy >= 2.18 honours CloseSpider raised by a spider_opened handler; older
+# versions only log it, so the close is started from engine_started instead.
+_CLOSE_FROM_OPEN = version_info >= (2, 18)
 
 
 class ScrappeyMiddleware:
@@ -83,6 +86,7 @@ class ScrappeyMiddleware:
         self._background: set[asyncio.Future[Any]] = set()
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.engine_started, signal=signals.engine_started)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -110,11 +114,17 @@ class ScrappeyMiddleware:
         pools = [] if self._http_cache else self._router.initial_pools()
         try:
             await self._sessions.start(pools)
-        except ScrappeyAuthError as ex:
-            raise CloseSpider("scrappey_bad_api_key") from ex
-        except SessionsUnavailable as ex:
-            raise CloseSpider("scrappey_sessions_unavailable") from ex
-        self._opened = True
+        except ScrappeyError:
+            if self._fatal is None:
+                raise
+            if _CLOSE_FROM_OPEN:
+                raise CloseSpider(self._fatal) from None
+        finally:
+            self._opened = True
+
+    async def engine_started(self) -> None:
+        if self._fatal is not None:  # the start failed on an older Scrapy
+            self._close_spider(self._fatal)
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         self._on_closing()
@@ -131,7 +141,11 @@ class ScrappeyMiddleware:
     async def process_request(
         self, request: Request, spider: Spider | None = None
     ) -> Request | Response | None:
-        if self._router.is_raw(request) and redact_url(request.url) != request.url:
+        if (
+            request.meta.get("scrappey") is not False
+            and self._router.is_raw(request)
+            and redact_url(request.url) != request.url
+        ):
             # The key in a raw request's URL is never used (the client adds
             # SCRAPPEY_API_KEY), but Scrapy would log that URL ("Crawled (200)
             # <POST …?key=…>") and hand it to errbacks: send a redacted copy.
@@ -170,6 +184,8 @@ class ScrappeyMiddleware:
                 reply = await self._call(
                     self._payload(request, route, session), request
                 )
+                # Before the release hands the session to the next waiter.
+                self._check_session(session, reply)
             finally:
                 if session is not None:
                     self._sessions.release(session)
@@ -184,6 +200,15 @@ class ScrappeyMiddleware:
             request.meta["scrappey_session"] = session.id
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
+
+    def _check_session(self, session: Session | None, reply: ApiReply) -> None:
+        error = reply.error()
+        if (
+            session is not None
+            and error is not None
+            and error.kind is ErrorKind.SESSION
+        ):
+            self._sessions.report_dead(session, str(error))
 
     def _payload(
         self, request: Request, route: Route, session: Session | None
@@ -214,14 +239,15 @@ class ScrappeyMiddleware:
         self, request: Request, session: Session | None, error: ScrappeyAPIError
     ) -> Request:
         self._inc(f"scrappey/errors/{error.code or error.kind.value}")
-        if error.kind is ErrorKind.SESSION and session is not None:
-            self._sessions.report_dead(session, str(error))
-        if error.kind in _RETRYABLE and not request.meta.get("dont_retry", False):
-            reason = f"scrappey/{error.code or error.kind.value}"
-            return self._retry(request, reason, error)
+        if error.kind in _RETRYABLE:
+            return self._retry(
+                request, f"scrappey/{error.code or error.kind.value}", error
+            )
         raise error
 
     def _retry(self, request: Request, reason: str, error: ScrappeyError) -> Request:
+        if request.meta.get("dont_retry", False):
+            raise error
         spider = _spider_of(self.crawler)
         assert spider is not None  # requests only flow while the spider is open
         retry = get_retry_request(request, spider=spider, reason=reason)
@@ -238,7 +264,6 @@ class ScrappeyMiddleware:
         except ScrappeyAPIError as ex:
             self._inc(f"scrappey/errors/{ex.code or ex.kind.value}")
             if ex.kind is ErrorKind.SESSION and session is not None:
-                self._sessions.report_dead(session, str(ex))
                 return self._retry(request, "scrappey/session_gone", ex)
         if session is not None:
             request.meta["scrappey_session"] = session.id
@@ -276,8 +301,9 @@ class ScrappeyMiddleware:
                 self._ledger.forget_orphan(entry)
         self._inc("scrappey/sessions/orphans_destroyed", len(destroyed))
         logger.warning(
-            "Destroyed %(n)d Scrappey session(s) left open by an earlier crawl that did not shut down cleanly",
-            {"n": len(destroyed)},
+            "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "
+            "shut down cleanly; destroyed %(ok)d, the rest stay in the ledger",
+            {"n": len(orphans), "ok": len(destroyed)},
             extra={"spider": _spider_of(self.crawler)},
         )
 
@@ -291,8 +317,13 @@ class ScrappeyMiddleware:
             extra={"spider": _spider_of(self.crawler)},
         )
         self._sessions.abort_waiters()
-        if self._opened and not self._closing:
-            self._spawn(self.crawler.engine.close_spider_async(reason=reason))
+        if self._opened:
+            self._close_spider(reason)
+
+    def _close_spider(self, reason: str) -> None:
+        engine = self.crawler.engine
+        if not self._closing and not _engine_closing(self.crawler) and engine.spider:
+            self._spawn(engine.close_spider_async(reason=reason))
 
     async def _watch_closing(self) -> None:
         # spider_closed only fires once every in-flight request has finished,
@@ -315,7 +346,16 @@ class ScrappeyMiddleware:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "Error while closing the spider",
+                exc_info=task.exception(),
+                extra={"spider": _spider_of(self.crawler)},
+            )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

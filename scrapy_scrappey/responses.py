@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from scrapy.http import HtmlResponse, JsonResponse, Response, TextResponse, XmlResponse
@@ -110,8 +111,10 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
     }
     if issubclass(cls, TextResponse) and is_text:
         # solution.response is already text; we encoded it as UTF-8 whatever
-        # charset the target announced.
+        # charset the target announced, so the header must say so too (the
+        # HTTP cache rebuilds responses from headers and body).
         kwargs["encoding"] = "utf-8"
+        _declare_utf8(headers)
     return cls(**kwargs)
 
 
@@ -147,6 +150,15 @@ def _headers(raw: object) -> Headers:
         values = value if isinstance(value, list) else [value]
         headers.setlist(str(name), [_header_value(v) for v in values])
     return headers
+
+
+_CHARSET_RE = re.compile(rb"charset\s*=\s*[\"']?[\w.:-]+[\"']?", re.IGNORECASE)
+
+
+def _declare_utf8(headers: Headers) -> None:
+    content_type = headers.get(b"Content-Type")
+    if content_type and _CHARSET_RE.search(content_type):
+        headers[b"Content-Type"] = _CHARSET_RE.sub(b"charset=utf-8", content_type)
 
 
 def _header_value(value: object) -> str:

@@ -66,13 +66,13 @@ class SessionAPI:
     async def create(self) -> str:
         """One ``sessions.create``; the id of the new session, or a ScrappeyError."""
         session_id = SESSION_ID_PREFIX + secrets.token_hex(8)
-        self._record(session_id)
         payload = {
             **(self._config.session_params or {}),
             "cmd": "sessions.create",
             "session": session_id,
         }
         async with self._slots:
+            self._record(session_id)  # before the API can have it
             call = asyncio.ensure_future(self._call(payload))
             self._unsettled[call] = session_id
             # Once sent, the API may create the session whether or not we wait
@@ -114,6 +114,11 @@ class SessionAPI:
         results = await asyncio.gather(*(self.destroy(sid) for sid in session_ids))
         return [sid for sid, ok in zip(session_ids, results, strict=True) if ok]
 
+    async def destroy_uncertain(self) -> None:
+        """Destroy the sessions whose create failed in transit (they may exist)."""
+        for session_id in await self.destroy_many(sorted(self._uncertain)):
+            self._uncertain.discard(session_id)
+
     async def settle(self) -> None:
         """Finish abandoned creates and destroy whatever may exist because of them."""
         if self._unsettled:
@@ -123,8 +128,7 @@ class SessionAPI:
             # A refusal created nothing; a transport error adds the id itself.
             with contextlib.suppress(ScrappeyError):
                 self._uncertain.add(self._created(session_id, call))
-        for session_id in await self.destroy_many(sorted(self._uncertain)):
-            self._uncertain.discard(session_id)
+        await self.destroy_uncertain()
 
     def unsettled_ids(self) -> list[str]:
         """Ids that may still exist remotely outside the manager's bookkeeping."""

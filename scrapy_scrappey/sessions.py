@@ -9,6 +9,7 @@ report them, and everything still open is destroyed by :meth:`close`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -27,7 +28,7 @@ from .exceptions import (
 from .session_api import Ledger, SessionAPI
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable, Coroutine
 
     from scrapy.statscollectors import StatsCollector
 
@@ -95,6 +96,10 @@ class SessionManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._capacity = asyncio.Event()
         self._closing = False
+        self._admitted = 0  # creates let through by SCRAPPEY_MAX_SESSIONS
+        self._destroying: set[str] = set()
+        # Destroys that failed for good: out of the cap's count, retried at close.
+        self._undestroyed: dict[str, Session] = {}
 
     # -- public API ---------------------------------------------------------
 
@@ -108,6 +113,16 @@ class SessionManager:
 
     async def start(self, pool_keys: list[str]) -> None:
         """Create the initial pools concurrently; raise if one cannot be filled."""
+        cap = self._config.max_sessions
+        fit = max(1, cap // self._pool_size()) if cap else len(pool_keys)
+        if len(pool_keys) > fit:
+            logger.info(
+                "SCRAPPEY_MAX_SESSIONS (%(cap)d) leaves room for %(fit)d of %(n)d pools "
+                "at start; the others are created on first use",
+                {"cap": cap, "fit": fit, "n": len(pool_keys)},
+                extra=self._extra,
+            )
+            pool_keys = pool_keys[:fit]
         for key in pool_keys:
             self._fill(self._pool(key))
         waiters = [self._wait_ready(self._pool(key)) for key in pool_keys]
@@ -168,9 +183,11 @@ class SessionManager:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        self._open.update(self._undestroyed)  # one more try for earlier failures
+        self._undestroyed.clear()
         work = [self._destroy(s) for s in list(self._open.values())]
         await _bounded([*work, self._api.settle()], self._config.close_timeout)
-        leaked = [*self._open, *self._api.unsettled_ids()]
+        leaked = [*self._open, *self._undestroyed, *self._api.unsettled_ids()]
         if leaked:
             self._stats.inc_value("scrappey/sessions/leaked", len(leaked))
             logger.error(
@@ -194,8 +211,12 @@ class SessionManager:
     def _pool(self, key: str) -> _Pool:
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(key, self._config.pool_size)
+            pool = self._pools[key] = _Pool(key, self._pool_size())
         return pool
+
+    def _pool_size(self) -> int:
+        cap = self._config.max_sessions
+        return min(self._config.pool_size, cap) if cap else self._config.pool_size
 
     def _pick(self, pool: _Pool) -> Session | None:
         best: Session | None = None
@@ -306,6 +327,12 @@ class SessionManager:
             self._creation_failed(pool, ex, "scrappey_bad_api_key")
         except ScrappeyError as ex:
             self._creation_failed(pool, ex, "scrappey_sessions_unavailable")
+        except Exception as ex:  # a bug or the disk: fail loudly, never hang
+            logger.exception(
+                "Unexpected error creating a Scrappey session", extra=self._extra
+            )
+            error = SessionsUnavailable(f"unexpected error creating a session: {ex!r}")
+            self._creation_failed(pool, error, "scrappey_sessions_unavailable")
         else:
             pool.error = None
             pool.sessions.append(session)
@@ -332,12 +359,15 @@ class SessionManager:
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self._api.backoff(attempt))
-            await self._make_room()
             try:
-                return await self._create_once(pool)
+                async with self._room():
+                    return await self._create_once(pool)
             except (ScrappeyTransportError, ScrappeyAPIError) as ex:
                 last = ex
                 self._stats.inc_value("scrappey/sessions/create_failed")
+                if isinstance(ex, ScrappeyTransportError):
+                    # It may have been created before the connection broke.
+                    self._spawn(self._api.destroy_uncertain(), name="scrappey-destroy")
                 if isinstance(ex, ScrappeyAPIError) and ex.kind is ErrorKind.CONFIG:
                     raise SessionsUnavailable(
                         f"sessions.create was refused ({ex}); check SCRAPPEY_SESSION_PARAMS"
@@ -372,17 +402,22 @@ class SessionManager:
         )
         return session
 
-    async def _make_room(self) -> None:
-        """Honour SCRAPPEY_MAX_SESSIONS: evict an idle session or wait for one."""
+    @contextlib.asynccontextmanager
+    async def _room(self) -> AsyncIterator[None]:
+        """Honour SCRAPPEY_MAX_SESSIONS: wait, evicting idle sessions, for room."""
         cap = self._config.max_sessions
-        while cap and len(self._open) + self._creating_now() > cap:
-            if not self._evict_idle():
-                self._capacity.clear()
-                await self._capacity.wait()
-
-    def _creating_now(self) -> int:
-        # This call's own creation is counted in pool.creating: exclude it.
-        return sum(p.creating for p in self._pools.values()) - 1
+        while cap and len(self._open) + self._admitted >= cap:
+            # One eviction at a time: room appears when its destroy completes.
+            if not self._destroying:
+                self._evict_idle()
+            self._capacity.clear()
+            await self._capacity.wait()
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+            self._capacity.set()
 
     def _evict_idle(self) -> bool:
         idle = [s for s in self._open.values() if not s.in_flight and not s.retired]
@@ -404,13 +439,23 @@ class SessionManager:
         pool = self._pools.get(session.pool)
         if pool is not None and session in pool.sessions:
             pool.sessions.remove(session)
-        if session.id in self._open and not self._closing:
+        if (
+            session.id in self._open
+            and session.id not in self._destroying
+            and not self._closing
+        ):
+            self._destroying.add(session.id)
             self._spawn(self._destroy(session), name="scrappey-destroy")
 
     async def _destroy(self, session: Session) -> None:
-        if await self._api.destroy(session.id):
-            self._open.pop(session.id, None)
-            self._capacity.set()
+        try:
+            gone = await self._api.destroy(session.id)
+        finally:
+            self._destroying.discard(session.id)
+        self._open.pop(session.id, None)
+        if not gone:
+            self._undestroyed[session.id] = session
+        self._capacity.set()
 
     # -- background tasks ----------------------------------------------------
 

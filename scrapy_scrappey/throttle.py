@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 
+_PRUNE_AT = 1000  # gates kept before idle ones are swept
+
+
+def _jitter(settings: BaseSettings) -> float:
+    # DOWNLOAD_DELAY_JITTER is Scrapy 2.19's; before it, RANDOMIZE_DOWNLOAD_DELAY
+    # switched a fixed 0.5 jitter on or off.
+    if settings.get("DOWNLOAD_DELAY_JITTER") is not None:
+        return settings.getfloat("DOWNLOAD_DELAY_JITTER")
+    return 0.5 if settings.getbool("RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
+
+
 @dataclass(eq=False)
 class _Gate:
     concurrency: int
@@ -44,7 +55,7 @@ class TargetThrottle:
         self._delay = float(
             getattr(spider, "download_delay", settings.getfloat("DOWNLOAD_DELAY"))
         )
-        self._jitter = settings.getfloat("DOWNLOAD_DELAY_JITTER", 0.5)
+        self._jitter = _jitter(settings)
         self._per_slot: dict[str, dict[str, Any]] = settings.getdict("DOWNLOAD_SLOTS")
         self._gates: dict[str, _Gate] = {}
         self._closing = False
@@ -58,8 +69,27 @@ class TargetThrottle:
         finally:
             gate.active -= 1
             self._pump(gate)
-            if not gate.active and not gate.waiters and gate.timer is None:
-                self._gates.pop(key, None)
+            self._drop_if_idle(key, gate)
+
+    def _drop_if_idle(self, key: str, gate: _Gate) -> None:
+        # Keep a gate whose delay has not run out: the next request of a
+        # sequential crawl (pagination) must still wait for it.
+        idle = not gate.active and not gate.waiters and gate.timer is None
+        if idle and gate.next_start <= time.monotonic():
+            self._gates.pop(key, None)
+        if len(self._gates) > _PRUNE_AT:
+            self._prune()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for key, gate in list(self._gates.items()):
+            if (
+                not gate.active
+                and not gate.waiters
+                and gate.timer is None
+                and gate.next_start <= now
+            ):
+                del self._gates[key]
 
     def abort(self) -> None:
         """Release everybody waiting: the spider is closing."""
@@ -93,7 +123,7 @@ class TargetThrottle:
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 gate.active -= 1  # started just as we were cancelled
                 self._pump(gate)
             elif waiter in gate.waiters:

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The project's commands, runnable with nothing but Python 3.10+.
 
-    python3 dev.py test    # lint, format check, type check and the whole test suite
-    python3 dev.py demo    # run the example project's demo crawl (see README)
-    python3 dev.py bench   # run the benchmarks (add --quick for a smoke run)
-    python3 dev.py ci      # what .ci/run runs: test, demo, quick benchmarks
+    python3 dev.py test      # lint, format check, type check and the whole test suite
+    python3 dev.py test-min  # the test suite on the oldest supported Scrapy (2.14)
+    python3 dev.py demo      # run the example project's demo crawl (see README)
+    python3 dev.py bench     # run the benchmarks (add --quick for a smoke run)
+    python3 dev.py ci        # what .ci/run runs: test, test-min, demo, quick benchmarks
 
-Each command creates ``.venv`` and installs the project into it when needed.
+Each command creates its virtual environment and installs the project into it
+when needed (``.venv``, and ``.venv-min`` for test-min).
 """
 
 from __future__ import annotations
@@ -20,22 +22,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("SCRAPPEY_DEV_VENV", ROOT / ".venv"))
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PY = BIN / ("python.exe" if os.name == "nt" else "python")
+VENV_MIN = Path(os.environ.get("SCRAPPEY_DEV_VENV_MIN", ROOT / ".venv-min"))
+#: The oldest Scrapy the package claims to support (pyproject: scrapy>=2.14).
+MIN_SCRAPY = "scrapy==2.14.0"
 
 
-def _ensure_venv() -> None:
-    if not PY.exists():
-        print(f"dev.py: creating {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp = VENV / ".scrapy-scrappey-installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
-        return
-    print("dev.py: installing the project and its dev tools", flush=True)
-    _run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    _run([str(PY), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
-    stamp.write_text(digest)
+def _bin(env: Path, name: str) -> str:
+    folder = env / ("Scripts" if os.name == "nt" else "bin")
+    return str(folder / (name + (".exe" if os.name == "nt" else "")))
+
+
+def _ensure_venv(env: Path, *pins: str) -> str:
+    python = _bin(env, "python")
+    if not Path(python).exists():
+        print(f"dev.py: creating {env}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(env)
+    stamp = env / ".scrapy-scrappey-installed"
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + repr(pins).encode()
+    ).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        print(f"dev.py: installing the project into {env}", flush=True)
+        _run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+        _run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]", *pins])
+        stamp.write_text(digest)
+    return python
 
 
 def _run(cmd: list[str]) -> None:
@@ -47,30 +58,34 @@ def _run(cmd: list[str]) -> None:
 
 
 def test(args: list[str]) -> None:
-    _ensure_venv()
-    _run([str(BIN / "ruff"), "check", "."])
-    _run([str(BIN / "ruff"), "format", "--check", "."])
-    _run([str(BIN / "mypy")])
-    _run([str(PY), "-m", "pytest", *args])
+    python = _ensure_venv(VENV)
+    _run([_bin(VENV, "ruff"), "check", "."])
+    _run([_bin(VENV, "ruff"), "format", "--check", "."])
+    _run([_bin(VENV, "mypy")])
+    _run([python, "-m", "pytest", *args])
+
+
+def test_min(args: list[str]) -> None:
+    python = _ensure_venv(VENV_MIN, MIN_SCRAPY)
+    _run([python, "-m", "pytest", "-m", "not slow", *args])
 
 
 def demo(args: list[str]) -> None:
-    _ensure_venv()
-    _run([str(PY), "-m", "example_project.demo", *args])
+    _run([_ensure_venv(VENV), "-m", "example_project.demo", *args])
 
 
 def bench(args: list[str]) -> None:
-    _ensure_venv()
-    _run([str(PY), "-m", "bench", *args])
+    _run([_ensure_venv(VENV), "-m", "bench", *args])
 
 
 def ci(args: list[str]) -> None:
     test(args)
+    test_min([])
     demo([])
     bench(["--quick"])
 
 
-COMMANDS = {"test": test, "demo": demo, "bench": bench, "ci": ci}
+COMMANDS = {"test": test, "test-min": test_min, "demo": demo, "bench": bench, "ci": ci}
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import json
 import logging
 import time
 
-from scrapy import Request
+from scrapy import Request, version_info
 from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
@@ -146,7 +146,9 @@ async def test_http_cache_second_run_makes_no_api_calls(tmp_path):
     )
     assert second.stats["httpcache/hit"] == 4
     by_url = {i["url"]: i for i in second.items}
-    assert by_url[site.url("/data.json")]["cls"] == "ScrappeyJsonResponse"
+    # Scrapy >= 2.19 caches the response class itself; older ones re-derive it
+    expected = "ScrappeyJsonResponse" if version_info >= (2, 19) else "JsonResponse"
+    assert by_url[site.url("/data.json")]["cls"] == expected
 
 
 @deferred_f_from_coro_f

@@ -196,7 +196,7 @@ async def test_idle_ttl_replaces_a_stale_session_before_use(tmp_path):
 
         class Slow(PagesSpider):
             async def start(self):
-                from scrapy.utils.asyncio import sleep
+                from asyncio import sleep
 
                 yield self.make(site.url("/page/1"))
                 await sleep(0.5)

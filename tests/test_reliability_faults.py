@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from asyncio import sleep
 from collections import Counter
 
 from scrapy import Request
-from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.local import Faults, LocalScrappey

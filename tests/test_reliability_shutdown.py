@@ -9,9 +9,9 @@ instead of draining one 2 s call at a time (about 80 s).
 from __future__ import annotations
 
 import time
+from asyncio import sleep
 
 from scrapy import signals
-from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 

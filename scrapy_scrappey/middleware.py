@@ -290,7 +290,16 @@ class ScrappeyMiddleware:
     async def _destroy_orphans(self) -> None:
         if self._ledger is None:
             return
-        orphans = self._ledger.orphans()
+        try:
+            orphans = self._ledger.orphans()
+        except OSError as ex:
+            # Cleaning up after an earlier crash must not stop this crawl.
+            logger.warning(
+                "Could not read the Scrappey session ledger: %(error)s",
+                {"error": ex},
+                extra={"spider": _spider_of(self.crawler)},
+            )
+            return
         if not orphans:
             return
         destroyed = set(

@@ -104,6 +104,9 @@ class SessionRegistry:
         if session_id is not None and (existing := await self.get(session_id)):
             return existing
         await self.sweep()
+        # sweep() may have yielded to a concurrent create of the same id.
+        if session_id is not None and (existing := self._open.get(session_id)):
+            return existing
         if len(self._open) >= self.max_sessions:
             raise ApiError(SESSION_LIMIT_CODE)
         session = LocalSession(

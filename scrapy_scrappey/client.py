@@ -110,9 +110,6 @@ class ScrappeyClient:
             ) from None
         return _parse(status, raw)
 
-    def redact(self, text: str) -> str:
-        return redact_text(text, self._key)
-
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

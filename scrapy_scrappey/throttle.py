@@ -29,9 +29,12 @@ _PRUNE_AT = 1000  # gates kept before idle ones are swept
 
 
 def _jitter(settings: BaseSettings) -> float:
-    # DOWNLOAD_DELAY_JITTER is Scrapy 2.19's; before it, RANDOMIZE_DOWNLOAD_DELAY
-    # switched a fixed 0.5 jitter on or off.
-    if settings.get("DOWNLOAD_DELAY_JITTER") is not None:
+    # As Scrapy's downloader does: DOWNLOAD_DELAY_JITTER (2.19+), unless the
+    # older RANDOMIZE_DOWNLOAD_DELAY switch was set at a higher priority.
+    jitter_priority = settings.getpriority("DOWNLOAD_DELAY_JITTER") or 0
+    if jitter_priority and jitter_priority >= (
+        settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0
+    ):
         return settings.getfloat("DOWNLOAD_DELAY_JITTER")
     return 0.5 if settings.getbool("RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
 

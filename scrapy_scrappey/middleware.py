@@ -184,31 +184,24 @@ class ScrappeyMiddleware:
                 reply = await self._call(
                     self._payload(request, route, session), request
                 )
-                # Before the release hands the session to the next waiter.
-                self._check_session(session, reply)
+                error = reply.error()
+                if error is not None:
+                    self._inc(f"scrappey/errors/{error.code or error.kind.value}")
+                    if session is not None and error.kind is ErrorKind.SESSION:
+                        # Before the release hands the session to the next waiter.
+                        self._sessions.report_dead(session, str(error))
             finally:
                 if session is not None:
                     self._sessions.release(session)
         if route.raw:
-            return self._raw_reply(request, session, reply)
-        try:
-            reply.raise_for_error()
-        except ScrappeyAPIError as ex:
-            return self._on_api_error(request, session, ex)
+            return self._raw_reply(request, session, reply, error)
+        if error is not None:
+            return self._on_api_error(request, error)
         response = from_api_response(reply.data, request=request)
         if session is not None:
             request.meta["scrappey_session"] = session.id
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
-
-    def _check_session(self, session: Session | None, reply: ApiReply) -> None:
-        error = reply.error()
-        if (
-            session is not None
-            and error is not None
-            and error.kind is ErrorKind.SESSION
-        ):
-            self._sessions.report_dead(session, str(error))
 
     def _payload(
         self, request: Request, route: Route, session: Session | None
@@ -235,10 +228,7 @@ class ScrappeyMiddleware:
                 raise SpiderClosing("the spider is closing") from None
             raise
 
-    def _on_api_error(
-        self, request: Request, session: Session | None, error: ScrappeyAPIError
-    ) -> Request:
-        self._inc(f"scrappey/errors/{error.code or error.kind.value}")
+    def _on_api_error(self, request: Request, error: ScrappeyAPIError) -> Request:
         if error.kind in _RETRYABLE:
             return self._retry(
                 request, f"scrappey/{error.code or error.kind.value}", error
@@ -256,15 +246,19 @@ class ScrappeyMiddleware:
         return retry
 
     def _raw_reply(
-        self, request: Request, session: Session | None, reply: ApiReply
+        self,
+        request: Request,
+        session: Session | None,
+        reply: ApiReply,
+        error: ScrappeyAPIError | None,
     ) -> Request | Response:
         """Raw mode hands the API's JSON back, except for what only we can fix."""
-        try:
-            reply.raise_for_error()
-        except ScrappeyAPIError as ex:
-            self._inc(f"scrappey/errors/{ex.code or ex.kind.value}")
-            if ex.kind is ErrorKind.SESSION and session is not None:
-                return self._retry(request, "scrappey/session_gone", ex)
+        if (
+            error is not None
+            and error.kind is ErrorKind.SESSION
+            and session is not None
+        ):
+            return self._retry(request, "scrappey/session_gone", error)
         if session is not None:
             request.meta["scrappey_session"] = session.id
         self._inc(f"scrappey/responses/status/{reply.status}")

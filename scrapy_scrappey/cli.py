@@ -25,8 +25,14 @@ import requests
 from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
+from scrapy_scrappey.client import parse_reply
 from scrapy_scrappey.codes import SESSION_GONE_MARKERS
 from scrapy_scrappey.config import DEFAULT_API_URL
+from scrapy_scrappey.exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAuthError,
+    ScrappeyTransportError,
+)
 from scrapy_scrappey.ledger import SessionLedger
 
 if TYPE_CHECKING:
@@ -95,8 +101,6 @@ class _ApiClient:
             raise _ApiError(f"no reply within {self._timeout:g} s") from None
         except requests.RequestException as exc:
             raise _CliError(self._unreachable(exc)) from None
-        if response.status_code == 401:
-            raise _CliError(AUTH_MESSAGE)
         return self._body(response)
 
     @property
@@ -115,36 +119,15 @@ class _ApiClient:
         return f"cannot reach the Scrappey API at {redact_url(self.api_url)} ({reason})"
 
     def _body(self, response: requests.Response) -> dict[str, Any]:
-        status = response.status_code
+        # The same reading of replies as the crawl's client.
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise _ApiError(f"HTTP {status}, unexpected reply (not a JSON object)")
-        error = _error_text(body)
-        if error is not None:
-            raise _ApiError(redact_text(error, self._key))
-        if status >= 400:
-            raise _ApiError(f"HTTP {status}")
-        return body
-
-
-def _error_text(body: dict[str, Any]) -> str | None:
-    """The error a reply carries, whichever of the known shapes it uses."""
-    error = body.get("error")
-    if isinstance(error, dict):
-        error = error.get("message") or error.get("code") or str(error)
-    if error:
-        text = str(error)
-    elif body.get("data") == "error":
-        text = "unknown error"
-    else:
-        return None
-    code = body.get("code")
-    if isinstance(code, str) and code not in text:
-        text = f"{code}: {text}"
-    return text
+            reply = parse_reply(response.status_code, response.content)
+            reply.raise_for_error()
+        except ScrappeyAuthError:
+            raise _CliError(AUTH_MESSAGE) from None
+        except (ScrappeyAPIError, ScrappeyTransportError) as exc:
+            raise _ApiError(redact_text(str(exc), self._key)) from None
+        return reply.data
 
 
 def _iso(epoch_ms: object) -> str:

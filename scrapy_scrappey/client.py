@@ -108,7 +108,7 @@ class ScrappeyClient:
             raise ScrappeyTransportError(
                 f"Could not reach the Scrappey API: {redact_text(str(ex), self._key)}"
             ) from None
-        return _parse(status, raw)
+        return parse_reply(status, raw)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -116,7 +116,13 @@ class ScrappeyClient:
             self._session = None
 
 
-def _parse(status: int, raw: bytes) -> ApiReply:
+def parse_reply(status: int, raw: bytes) -> ApiReply:
+    """Classify one HTTP answer of the API (shared by the crawl and the CLI).
+
+    Raises :class:`ScrappeyAuthError` for 401, :class:`ScrappeyTransportError`
+    for garbage or retryable statuses, :class:`ScrappeyAPIError` for a 4xx
+    that is not a command's reply; the caller checks the reply's own error.
+    """
     if status == 401:
         raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
     try:

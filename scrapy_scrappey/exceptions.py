@@ -39,11 +39,14 @@ class ScrappeyAPIError(ScrappeyError):
         self.code = code
         self.kind = kind
         self.api_message = message
-        prefix = describe(code) if code else "Scrappey API error"
-        if code and code in ERROR_CODES and ERROR_CODES[code].message in message:
+        if code and code in message:
+            super().__init__(message)
+        elif code and code in ERROR_CODES and ERROR_CODES[code].message in message:
             super().__init__(f"{code}: {message}")
         else:
-            super().__init__(f"{prefix}: {message}")
+            super().__init__(
+                f"{describe(code) if code else 'Scrappey API error'}: {message}"
+            )
 
 
 class SessionsUnavailable(ScrappeyError):

@@ -417,7 +417,10 @@ def test_broken_api(
     code, out, err = sessions(capsys, action, broken_api, ledger_dir)
     assert code == 1
     assert out == ""
-    assert "sessions.list failed: HTTP 502, unexpected reply (not a JSON object)" in err
+    assert (
+        "sessions.list failed: The Scrappey API answered HTTP 502 with a non-JSON body"
+        in err
+    )
 
 
 def test_unusable_ledger_directory(

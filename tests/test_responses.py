@@ -7,7 +7,7 @@ from scrapy import Request
 from scrapy.http import HtmlResponse, JsonResponse, Response, TextResponse
 
 from scrapy_scrappey import ScrappeyAPIError, ScrappeyAuthError, ScrappeyTransportError
-from scrapy_scrappey.client import ApiReply, _parse
+from scrapy_scrappey.client import ApiReply, parse_reply
 from scrapy_scrappey.codes import ERROR_CODES, ErrorKind
 from scrapy_scrappey.responses import ScrappeyResponse, from_api_response, raw_response
 
@@ -20,7 +20,7 @@ def load(name):
 
 
 def reply(data, status=200):
-    return _parse(status, json.dumps(data).encode())
+    return parse_reply(status, json.dumps(data).encode())
 
 
 @pytest.mark.parametrize("path", SUCCESS_FIXTURES, ids=lambda p: p.stem)
@@ -169,7 +169,7 @@ def test_inferred_session_replies_are_successes(name):
 def test_http_401_mock():
     body = (FIXTURES / "error_http401_mock_go_tests.json").read_bytes()
     with pytest.raises(ScrappeyAuthError):
-        _parse(401, body)
+        parse_reply(401, body)
 
 
 @pytest.mark.parametrize("code", sorted(ERROR_CODES))
@@ -221,13 +221,13 @@ def test_success_flag_wins_over_error_key():
 )
 def test_transport_failures(status, body):
     with pytest.raises(ScrappeyTransportError):
-        _parse(status, body)
+        parse_reply(status, body)
     assert issubclass(ScrappeyTransportError, OSError)
 
 
 def test_non_json_4xx_is_a_config_error():
     with pytest.raises(ScrappeyAPIError) as info:
-        _parse(400, b"bad request")
+        parse_reply(400, b"bad request")
     assert info.value.kind is ErrorKind.CONFIG
 
 

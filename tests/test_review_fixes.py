@@ -16,7 +16,7 @@ from scrapy_scrappey import (
     ScrappeyConfigError,
     ScrappeyTransportError,
 )
-from scrapy_scrappey.client import ScrappeyClient, _parse
+from scrapy_scrappey.client import ScrappeyClient, parse_reply
 from scrapy_scrappey.codes import ErrorKind
 from scrapy_scrappey.local import Faults, LocalScrappey
 from scrapy_scrappey.responses import from_api_response
@@ -111,7 +111,7 @@ async def test_timeout_error_chain_does_not_carry_the_key():
 )
 def test_4xx_json_without_error_is_an_error_not_a_page(status, body):
     with pytest.raises(ScrappeyAPIError) as info:
-        _parse(status, body)
+        parse_reply(status, body)
     assert info.value.kind is ErrorKind.CONFIG
     assert str(status) in str(info.value)
 

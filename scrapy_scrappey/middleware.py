@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -108,11 +109,11 @@ class ScrappeyMiddleware:
             extra={"spider": spider},
         )
         self._watcher = asyncio.ensure_future(self._watch_closing())
-        await self._destroy_orphans()
         # With the HTTP cache on, a fully cached re-run must cost nothing:
         # pools are then created by the first request the cache misses.
         pools = [] if self._http_cache else self._router.initial_pools()
         try:
+            await self._destroy_orphans()
             await self._sessions.start(pools)
         except ScrappeyError:
             if self._fatal is None:
@@ -301,7 +302,10 @@ class ScrappeyMiddleware:
         )
         for entry in orphans:
             if entry.session_id in destroyed:
-                self._ledger.forget_orphan(entry)
+                with contextlib.suppress(
+                    OSError
+                ):  # it is gone; a stale line is harmless
+                    self._ledger.forget_orphan(entry)
         self._inc("scrappey/sessions/orphans_destroyed", len(destroyed))
         logger.warning(
             "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "

@@ -114,7 +114,7 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
         # charset the target announced, so the header must say so too (the
         # HTTP cache rebuilds responses from headers and body).
         kwargs["encoding"] = "utf-8"
-        _declare_utf8(headers)
+        _declare_utf8(headers, cls)
     return cls(**kwargs)
 
 
@@ -152,13 +152,23 @@ def _headers(raw: object) -> Headers:
     return headers
 
 
+_DEFAULT_TYPES: dict[type[Response], bytes] = {
+    ScrappeyHtmlResponse: b"text/html",
+    ScrappeyXmlResponse: b"text/xml",
+    ScrappeyJsonResponse: b"application/json",
+}
 _CHARSET_RE = re.compile(rb"charset\s*=\s*[\"']?[\w.:-]+[\"']?", re.IGNORECASE)
 
 
-def _declare_utf8(headers: Headers) -> None:
-    content_type = headers.get(b"Content-Type")
-    if content_type and _CHARSET_RE.search(content_type):
-        headers[b"Content-Type"] = _CHARSET_RE.sub(b"charset=utf-8", content_type)
+def _declare_utf8(headers: Headers, cls: type[Response]) -> None:
+    content_type = headers.get(b"Content-Type") or _DEFAULT_TYPES.get(
+        cls, b"text/plain"
+    )
+    if _CHARSET_RE.search(content_type):
+        content_type = _CHARSET_RE.sub(b"charset=utf-8", content_type)
+    else:
+        content_type += b"; charset=utf-8"
+    headers[b"Content-Type"] = content_type
 
 
 def _header_value(value: object) -> str:

@@ -12,6 +12,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from ._redact import redact_url
 from .exceptions import ScrappeyConfigError
 from .payload import merge_params
+from .session_api import SESSION_ID_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -110,7 +111,12 @@ class Router:
         if value is False:
             return None
         if isinstance(value, str) and value:
-            return self._pool_of(value) or f"name:{value}"
+            pool = self._pool_of(value)
+            if pool is None and value.startswith(SESSION_ID_PREFIX):
+                # A session id this crawl no longer knows (a resumed job, or
+                # copied meta): a name-pool per stale id would leak sessions.
+                return self._scope_pool(url)
+            return pool or f"name:{value}"
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
             f"True or False, got {value!r}."

@@ -116,8 +116,9 @@ class SessionAPI:
 
     async def destroy_uncertain(self) -> None:
         """Destroy the sessions whose create failed in transit (they may exist)."""
-        for session_id in await self.destroy_many(sorted(self._uncertain)):
-            self._uncertain.discard(session_id)
+        ids, self._uncertain = sorted(self._uncertain), set()
+        gone = set(await self.destroy_many(ids))
+        self._uncertain.update(i for i in ids if i not in gone)
 
     async def settle(self) -> None:
         """Finish abandoned creates and destroy whatever may exist because of them."""
@@ -143,9 +144,13 @@ class SessionAPI:
                 )
             reply.raise_for_error()
         except ScrappeyAPIError as ex:
-            if ex.kind is not ErrorKind.SESSION:  # "not found": gone already
+            if ex.kind is not ErrorKind.SESSION:
                 self._destroy_failed(session_id, ex)
                 return None if ex.kind is ErrorKind.TRANSIENT else False
+            # "Session not found": expired or never created; gone either way.
+            self._stats.inc_value("scrappey/sessions/already_gone")
+            self._forget(session_id)
+            return True
         except ScrappeyTransportError as ex:
             self._destroy_failed(session_id, ex)
             return None
@@ -172,5 +177,15 @@ class SessionAPI:
             self._ledger.record(session_id)
 
     def _forget(self, session_id: str) -> None:
-        if self._ledger is not None:
+        if self._ledger is None:
+            return
+        try:
             self._ledger.forget(session_id)
+        except OSError as ex:
+            # The session is gone; a stale ledger line only costs the next
+            # run a "not found" destroy. Never let it break the bookkeeping.
+            logger.warning(
+                "Could not update the Scrappey session ledger: %(error)s",
+                {"error": ex},
+                extra=self._extra,
+            )

@@ -125,8 +125,13 @@ class SessionManager:
             pool_keys = pool_keys[:fit]
         for key in pool_keys:
             self._fill(self._pool(key))
-        waiters = [self._wait_ready(self._pool(key)) for key in pool_keys]
-        await asyncio.gather(*waiters)
+        results = await asyncio.gather(
+            *(self._wait_ready(self._pool(key)) for key in pool_keys),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def lease(self, pool_key: str) -> Session:
         """Wait (in order, bounded) for a free session of *pool_key*."""
@@ -305,6 +310,8 @@ class SessionManager:
         while not pool.live():
             if pool.error is not None and not pool.creating:
                 raise pool.error
+            if self._closing:
+                raise SpiderClosing("the spider is closing")
             self._capacity.clear()
             await self._capacity.wait()
 
@@ -377,7 +384,7 @@ class SessionManager:
                     and ex.kind is ErrorKind.SESSION_LIMIT
                 ):
                     self._stats.inc_value("scrappey/sessions/over_limit")
-                    self._evict_idle()
+                    self._evict()
                 logger.warning(
                     "sessions.create failed for pool %(pool)r (attempt %(n)d of %(of)d): %(error)s",
                     {"pool": pool.key, "n": attempt + 1, "of": attempts, "error": ex},
@@ -408,8 +415,8 @@ class SessionManager:
         cap = self._config.max_sessions
         while cap and len(self._open) + self._admitted >= cap:
             # One eviction at a time: room appears when its destroy completes.
-            if not self._destroying:
-                self._evict_idle()
+            if not any(s.retired for s in self._open.values()):
+                self._evict()
             self._capacity.clear()
             await self._capacity.wait()
         self._admitted += 1
@@ -419,19 +426,24 @@ class SessionManager:
             self._admitted -= 1
             self._capacity.set()
 
-    def _evict_idle(self) -> bool:
-        idle = [s for s in self._open.values() if not s.in_flight and not s.retired]
-        if not idle:
-            return False
-        victim = min(idle, key=lambda s: s.last_used)
-        self._stats.inc_value("scrappey/sessions/evicted")
-        self._retire_quietly(victim)
-        return True
+    def _evict(self) -> bool:
+        """Retire the least recently used session to make room for another pool.
 
-    def _retire_quietly(self, session: Session) -> None:
-        # Unlike _retire, do not refill: the room is wanted by another pool.
-        session.retired = True
-        self._destroy_soon(session)
+        An idle one is destroyed at once; a busy one when its lease ends, since
+        a busy pool would otherwise keep the room for ever.
+        """
+        candidates = [s for s in self._open.values() if not s.retired]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda s: (s.in_flight > 0, s.last_used))
+        self._stats.inc_value("scrappey/sessions/evicted")
+        victim.retired = True
+        if not victim.in_flight:
+            self._destroy_soon(victim)
+        pool = self._pools.get(victim.pool)
+        if pool is not None and pool.waiters:
+            self._fill(pool)  # its waiters compete for room like everybody else
+        return True
 
     # -- destruction ---------------------------------------------------------
 
@@ -448,14 +460,17 @@ class SessionManager:
             self._spawn(self._destroy(session), name="scrappey-destroy")
 
     async def _destroy(self, session: Session) -> None:
+        gone = False
         try:
             gone = await self._api.destroy(session.id)
         finally:
             self._destroying.discard(session.id)
-        self._open.pop(session.id, None)
-        if not gone:
-            self._undestroyed[session.id] = session
-        self._capacity.set()
+            if gone or not self._closing:
+                # Failed for good: out of the cap's count, retried at close.
+                self._open.pop(session.id, None)
+                if not gone:
+                    self._undestroyed[session.id] = session
+            self._capacity.set()
 
     # -- background tasks ----------------------------------------------------
 

@@ -39,6 +39,14 @@ def _jitter(settings: BaseSettings) -> float:
     return 0.5 if settings.getbool("RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
 
 
+def _slot_jitter(conf: dict[str, Any], default: float) -> float:
+    if "jitter" in conf:
+        return float(conf["jitter"])
+    if "randomize_delay" in conf:  # the DOWNLOAD_SLOTS key before Scrapy 2.19
+        return 0.5 if conf["randomize_delay"] else 0.0
+    return default
+
+
 @dataclass(eq=False)
 class _Gate:
     concurrency: int
@@ -110,7 +118,7 @@ class TargetThrottle:
             gate = self._gates[key] = _Gate(
                 concurrency=max(1, int(conf.get("concurrency", self._concurrency))),
                 delay=float(conf.get("delay", self._delay)),
-                jitter=float(conf.get("jitter", self._jitter)),
+                jitter=_slot_jitter(conf, self._jitter),
             )
         return gate
 

@@ -180,3 +180,121 @@ def test_session_params_must_be_json():
         Config.from_settings(
             Settings({"SCRAPPEY_API_KEY": "k", "SCRAPPEY_SESSION_PARAMS": {"x": {1}}})
         )
+
+
+# -- second review ------------------------------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_a_busy_pool_cannot_starve_another_under_the_cap(tmp_path):
+    faults = Faults(latency={"request.get": 0.1})
+    async with (
+        LocalScrappey(max_sessions=1, faults=faults) as server,
+        TargetSite() as site,
+    ):
+        # the default pool stays busy for ~3 s, longer than the wait bound
+        urls = [site.url(f"/page/{i}") for i in range(30)]
+        b_urls = [
+            site.url(f"/page/b{i}", host="localhost") for i in range(2)
+        ]  # own slot
+        urls += [(url, {"scrappey_session": "b"}) for url in b_urls]
+        settings = settings_for(
+            server,
+            tmp_path,
+            SCRAPPEY_MAX_SESSIONS=1,
+            RETRY_TIMES=0,
+            CONCURRENT_REQUESTS=32,
+            SCRAPPEY_SESSION_WAIT_TIMEOUT=2,
+        )
+        result = await asyncio.wait_for(
+            crawl(PagesSpider, settings, urls=urls), timeout=30
+        )
+        stats = server.stats()
+    assert len(result.items) == 32
+    assert result.spider.errors == []
+    assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
+    assert stats["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot():
+    from scrapy.statscollectors import MemoryStatsCollector
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_scrappey import Config
+    from scrapy_scrappey.sessions import SessionManager
+
+    class FlakyLedger:
+        failures = 1
+
+        def record(self, session_id):
+            pass
+
+        def forget(self, session_id):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+
+    async with LocalScrappey() as server:
+        config = Config(
+            api_key="k", api_url=server.url, max_sessions=1, session_wait_timeout=3
+        )
+        client = ScrappeyClient(server.url, "k")
+        stats = MemoryStatsCollector(get_crawler())
+        manager = SessionManager(
+            config, client, stats, ledger=FlakyLedger(), on_fatal=lambda *a: None
+        )
+        try:
+            first = await manager.lease("name:a")
+            manager.release(first)
+            second = await asyncio.wait_for(
+                manager.lease("name:b"), timeout=5
+            )  # evicts "a"
+            manager.release(second)
+            third = await asyncio.wait_for(manager.lease("name:c"), timeout=5)
+            manager.release(third)
+        finally:
+            await manager.close()
+            await client.close()
+        assert server.stats()["sessions"]["open"] == 0
+    assert stats.get_value("scrappey/sessions/leaked") is None
+
+
+def test_text_without_content_type_declares_utf8():
+    data = {
+        "data": "success",
+        "solution": {"statusCode": 200, "response": "<html><p>café</p></html>"},
+    }
+    response = from_api_response(data, request=Request("https://e.com/"))
+    assert response.headers["Content-Type"] == b"text/html; charset=utf-8"
+    data["solution"]["responseHeaders"] = {"content-type": "text/html"}
+    response = from_api_response(data, request=Request("https://e.com/"))
+    assert response.headers["Content-Type"] == b"text/html; charset=utf-8"
+    replay = HtmlResponse(
+        url=response.url, headers=response.headers, body=response.body
+    )
+    assert "café" in replay.text
+
+
+def test_a_stale_session_id_in_meta_uses_the_scope_pool_not_a_new_named_pool():
+    from scrapy_scrappey import Config
+    from scrapy_scrappey.routing import Router
+
+    router = Router(Config(api_key="k"), allowed_domains=[], pool_of={}.get)
+    meta = {"scrappey_session": "scrapy-scrappey-0123456789abcdef"}
+    assert router.route(Request("https://e.com", meta=meta)).pool == "spider"
+
+
+def test_download_slots_randomize_delay_key():
+    from scrapy.settings import Settings
+
+    from scrapy_scrappey.throttle import TargetThrottle
+
+    throttle = TargetThrottle(
+        Settings(
+            {"DOWNLOAD_SLOTS": {"a": {"randomize_delay": False}, "b": {"jitter": 0.1}}}
+        )
+    )
+    assert throttle._gate("a").jitter == 0.0
+    assert throttle._gate("b").jitter == 0.1
+    assert throttle._gate("c").jitter == 0.5

@@ -411,7 +411,7 @@ class SessionManager:
 
     @contextlib.asynccontextmanager
     async def _room(self) -> AsyncIterator[None]:
-        """Honour SCRAPPEY_MAX_SESSIONS: wait, evicting idle sessions, for room."""
+        """Honour SCRAPPEY_MAX_SESSIONS: wait for room, evicting one session at a time."""
         cap = self._config.max_sessions
         while cap and len(self._open) + self._admitted >= cap:
             # One eviction at a time: room appears when its destroy completes.

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import requests
 
 from scrapy_scrappey.cli import AUTH_MESSAGE, main
 from scrapy_scrappey.ledger import SessionLedger
+from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -86,31 +86,12 @@ def api(local_server: str) -> Api:
 
 # -- helpers -------------------------------------------------------------------
 
+
 # A crawl that records sessions and then dies without any chance to clean up.
-_CHILD = """
-import os, sys, time
-from scrapy_scrappey.ledger import SessionLedger
-ledger = SessionLedger(sys.argv[1], api_url=sys.argv[2], api_key=os.environ["LEDGER_KEY"])
-for session_id in sys.argv[3:]:
-    ledger.record(session_id)
-print("ready", flush=True)
-time.sleep(120)
-"""
-
-
 def run_and_kill(
     directory: Path, api_url: str, ids: list[str], *, key: str = KEY
 ) -> None:
-    """Record *ids* in the ledger from a child process, then SIGKILL it."""
-    env = {**os.environ, "LEDGER_KEY": key}
-    cmd = [sys.executable, "-c", _CHILD, str(directory), api_url, *ids]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _run_and_kill(directory, api_url, ids, key=key)
 
 
 @pytest.fixture(autouse=True)

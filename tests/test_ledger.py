@@ -3,15 +3,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from scrapy_scrappey.ledger import FORMAT, LedgerEntry, SessionLedger, fingerprint
+from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,31 +17,9 @@ if TYPE_CHECKING:
 API_URL = "http://127.0.0.1:9/api/v1"
 KEY = "MARKERKEY1234567890"
 
-# A crawl that records sessions and then dies without any chance to clean up.
-_CHILD = """
-import os, sys, time
-from scrapy_scrappey.ledger import SessionLedger
-ledger = SessionLedger(sys.argv[1], api_url=sys.argv[2], api_key=os.environ["LEDGER_KEY"])
-ledger.open()
-for session_id in sys.argv[3:]:
-    ledger.record(session_id)
-print("ready", flush=True)
-time.sleep(120)
-"""
-
 
 def run_and_kill(directory: Path, ids: list[str], *, key: str = KEY) -> None:
-    """Record *ids* in a child process, then SIGKILL it."""
-    env = {**os.environ, "LEDGER_KEY": key}
-    cmd = [sys.executable, "-c", _CHILD, str(directory), API_URL, *ids]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    _run_and_kill(directory, API_URL, ids, key=key)
 
 
 def make(directory: Path, key: str = KEY, api_url: str = API_URL) -> SessionLedger:

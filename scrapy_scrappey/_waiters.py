@@ -77,7 +77,7 @@ class WaiterQueue(Generic[T]):
         return future.result()
 
     def fail_all(self, error: BaseException) -> None:
-        """Fail everybody waiting with *error* (a new instance is not needed)."""
+        """Fail everybody still waiting with *error*."""
         while self._queue:
             future = self._queue.popleft()
             if not future.done():

@@ -5,10 +5,10 @@ session from a pool (one per spider, per domain, or per name), use it for one
 API call and release it. Dead sessions are replaced once however many requests
 report them, and everything still open is destroyed by :meth:`close`.
 
-The state is split by seam, each module stating its invariants: the pools and
-their leases (``_pools.py``, kept here), the creation of one session with
-retries (``_creation.py``), and the open sessions under the cap with eviction
-and destruction (``_cap.py``).
+The work is split by seam, each module stating its invariants: pools and
+leases (state and invariants in ``_pools.py``, the logic here), creating one
+session with retries (``_creation.py``), and the open sessions under
+SCRAPPEY_MAX_SESSIONS with eviction and destruction (``_cap.py``).
 """
 
 from __future__ import annotations

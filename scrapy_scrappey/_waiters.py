@@ -64,16 +64,15 @@ class WaiterQueue(Generic[T]):
         """Wait for a grant; :class:`TimeoutError` after *timeout* s (``None``: no bound)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(future)
-        self.serve()
-        if not future.done():
-            try:
+        try:
+            self.serve()
+            if not future.done():
                 done, _ = await asyncio.wait({future}, timeout=timeout)
-            except BaseException:
-                self._abandon(future)
-                raise
-            if not done:
-                self._abandon(future)
-                raise TimeoutError
+                if not done:
+                    raise TimeoutError
+        except BaseException:
+            self._abandon(future)
+            raise
         return future.result()
 
     def fail_all(self, error: BaseException) -> None:

@@ -105,3 +105,14 @@ async def test_fail_all_fails_every_waiter_then_the_queue_works_again():
     assert not tokens.queue.waiting()
     tokens.add(1)
     assert await tokens.queue.wait() == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_waiter_whose_turn_raised_leaves_no_trace():
+    def broken_take():
+        raise RuntimeError("bug in take")
+
+    queue = WaiterQueue(broken_take, lambda value: None)
+    with pytest.raises(RuntimeError, match="bug in take"):
+        await queue.wait()
+    assert not queue.waiting()  # nobody left behind to be granted into the void

@@ -53,10 +53,12 @@ async def rss_growth(
     return marks.get("warm", float("nan")), end, crawler.spider.count, elapsed
 
 
-async def per_session_bytes(api: str, n: int) -> tuple[float, float]:
+async def per_session_bytes(srv, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    api = srv.api
     config = Config(api_key=KEY, api_url=api, pool_size=1, api_concurrency=64)
     client = ScrappeyClient(api, KEY)
     manager = SessionManager(config, client, StatsStub(), on_fatal=lambda *a: None)
+    open_before = srv.stats()["sessions"]["open"]
     await manager.start(["warm"])  # client, connections, imports
     tracemalloc.start(1)
     before = tracemalloc.take_snapshot()
@@ -68,7 +70,7 @@ async def per_session_bytes(api: str, n: int) -> tuple[float, float]:
     plugin = sum(
         d.size_diff for d in diff if "scrapy_scrappey" in d.traceback[0].filename
     )
-    assert manager.open_count == n + 1
+    assert srv.stats()["sessions"]["open"] - open_before == n + 1
     await manager.close()
     await client.close()
     await asyncio.sleep(0)
@@ -140,7 +142,7 @@ async def main() -> list[Row]:
             )
         )
         nsess = 500 if quick else 2000
-        plugin_b, total_b = await per_session_bytes(srv.api, nsess)
+        plugin_b, total_b = await per_session_bytes(srv, nsess)
         rows.append(
             Row(
                 "P4 memory",

@@ -38,7 +38,8 @@ class Config:
     session_max_requests: int = 0
     session_idle_ttl: float = 150.0
     max_sessions: int = 0
-    session_wait_timeout: float = 180.0
+    #: Seconds a request may wait for a free session; 0: as long as the spider is open.
+    session_wait_timeout: float = 0.0
     create_attempts: int = 5
     create_backoff: float = 1.0
     create_backoff_max: float = 30.0
@@ -84,7 +85,7 @@ class Config:
             ),
             max_sessions=_int(settings, "SCRAPPEY_MAX_SESSIONS", 0, minimum=0),
             session_wait_timeout=_positive_float(
-                settings, "SCRAPPEY_SESSION_WAIT_TIMEOUT", request_timeout
+                settings, "SCRAPPEY_SESSION_WAIT_TIMEOUT", 0.0, allow_zero=True
             ),
             create_attempts=_int(
                 settings, "SCRAPPEY_SESSION_CREATE_ATTEMPTS", 5, minimum=1

@@ -53,5 +53,12 @@ class SessionsUnavailable(ScrappeyError):
     """No session could be created for a pool within the configured budget."""
 
 
+class SpiderClosing(ScrappeyError):
+    """The spider is closing; the request will not be sent."""
+
+    def __init__(self, message: str = "the spider is closing") -> None:
+        super().__init__(message)
+
+
 class SessionWaitTimeout(ScrappeyError):
     """A request waited longer than ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` for a session."""

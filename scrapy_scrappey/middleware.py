@@ -12,6 +12,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
 
 from ._redact import key_hint, redact_url
+from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
 from .codes import ErrorKind
 from .config import Config
@@ -22,12 +23,13 @@ from .exceptions import (
     ScrappeyTransportError,
     SessionsUnavailable,
     SessionWaitTimeout,
+    SpiderClosing,
 )
 from .ledger import SessionLedger
 from .payload import build_payload
 from .responses import from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
-from .sessions import Session, SessionManager, SpiderClosing
+from .sessions import Session, SessionManager
 from .throttle import TargetThrottle
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ class ScrappeyMiddleware:
         self._closing = False
         self._warned: set[str] = set()
         self._inflight: set[asyncio.Future[ApiReply]] = set()
-        self._background: set[asyncio.Future[Any]] = set()
+        self._tasks = TaskGroup(extra={"spider": spider})
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.engine_started, signal=signals.engine_started)
@@ -108,7 +110,9 @@ class ScrappeyMiddleware:
             },
             extra={"spider": spider},
         )
-        self._watcher = asyncio.ensure_future(self._watch_closing())
+        self._watcher = self._tasks.spawn(
+            self._watch_closing(), name="scrappey-watch-closing"
+        )
         # With the HTTP cache on, a fully cached re-run must cost nothing:
         # pools are then created by the first request the cache misses.
         pools = [] if self._http_cache else self._router.initial_pools()
@@ -226,7 +230,7 @@ class ScrappeyMiddleware:
             return await call
         except asyncio.CancelledError:
             if self._closing:
-                raise SpiderClosing("the spider is closing") from None
+                raise SpiderClosing from None
             raise
 
     def _on_api_error(self, request: Request, error: ScrappeyAPIError) -> Request:
@@ -330,7 +334,9 @@ class ScrappeyMiddleware:
     def _close_spider(self, reason: str) -> None:
         engine = self.crawler.engine
         if not self._closing and not _engine_closing(self.crawler) and engine.spider:
-            self._spawn(engine.close_spider_async(reason=reason))
+            self._tasks.spawn(
+                engine.close_spider_async(reason=reason), name="scrappey-close-spider"
+            )
 
     async def _watch_closing(self) -> None:
         # spider_closed only fires once every in-flight request has finished,
@@ -349,20 +355,6 @@ class ScrappeyMiddleware:
         self._throttle.abort()
         for call in list(self._inflight):
             call.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Future[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "Error while closing the spider",
-                exc_info=task.exception(),
-                extra={"spider": _spider_of(self.crawler)},
-            )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

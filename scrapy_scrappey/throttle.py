@@ -5,6 +5,14 @@ Scrapy's downloader slots, so without this a routed crawl would ignore
 ``CONCURRENT_REQUESTS_PER_DOMAIN``, ``DOWNLOAD_DELAY`` and ``DOWNLOAD_SLOTS``
 (the bug scrapy-flaresolverr users hit). This gate applies the same numbers,
 keyed like Scrapy's slots (hostname, or the ``download_slot`` meta key).
+
+Invariants of a gate: ``active`` counts the starts granted and not yet ended
+(a start granted to a waiter that left is given back through its queue) and
+never exceeds the slot's concurrency; two starts are at least one (jittered)
+delay apart (``next_start``); waiters start in arrival order, and a waiting
+request is never timed out, only failed by :meth:`TargetThrottle.abort`; a gate
+is forgotten only when idle, i.e. when it has no start, waiter, timer or
+pending delay left.
 """
 
 from __future__ import annotations
@@ -12,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .sessions import SpiderClosing
+from ._waiters import WaiterQueue
+from .exceptions import SpiderClosing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,13 +57,25 @@ def _slot_jitter(conf: dict[str, Any], default: float) -> float:
 
 @dataclass(eq=False)
 class _Gate:
+    """One download slot. ``active`` counts the starts granted and not yet ended."""
+
     concurrency: int
     delay: float
     jitter: float
     active: int = 0
     next_start: float = float("-inf")
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    waiters: WaiterQueue[_Gate] = field(init=False)
     timer: asyncio.TimerHandle | None = None
+
+    def idle(self) -> bool:
+        # A gate whose delay has not run out is kept: the next request of a
+        # sequential crawl (pagination) must still wait for it.
+        return (
+            not self.active
+            and not self.waiters.waiting()
+            and self.timer is None
+            and self.next_start <= time.monotonic()
+        )
 
 
 class TargetThrottle:
@@ -73,43 +93,28 @@ class TargetThrottle:
 
     @asynccontextmanager
     async def slot(self, key: str) -> AsyncIterator[None]:
+        """Wait (in order, without a bound) for a start on the *key* slot."""
         gate = self._gate(key)
         await self._acquire(gate)
         try:
             yield
         finally:
-            gate.active -= 1
-            self._pump(gate)
-            self._drop_if_idle(key, gate)
-
-    def _drop_if_idle(self, key: str, gate: _Gate) -> None:
-        # Keep a gate whose delay has not run out: the next request of a
-        # sequential crawl (pagination) must still wait for it.
-        idle = not gate.active and not gate.waiters and gate.timer is None
-        if idle and gate.next_start <= time.monotonic():
-            self._gates.pop(key, None)
-        if len(self._gates) > _PRUNE_AT:
-            self._prune()
+            self._end(gate)
+            if gate.idle():
+                self._gates.pop(key, None)
+            if len(self._gates) > _PRUNE_AT:
+                self._prune()
 
     def _prune(self) -> None:
-        now = time.monotonic()
         for key, gate in list(self._gates.items()):
-            if (
-                not gate.active
-                and not gate.waiters
-                and gate.timer is None
-                and gate.next_start <= now
-            ):
+            if gate.idle():
                 del self._gates[key]
 
     def abort(self) -> None:
         """Release everybody waiting: the spider is closing."""
         self._closing = True
         for gate in self._gates.values():
-            while gate.waiters:
-                waiter = gate.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(SpiderClosing("the spider is closing"))
+            gate.waiters.fail_all(SpiderClosing())
 
     def _gate(self, key: str) -> _Gate:
         gate = self._gates.get(key)
@@ -120,26 +125,20 @@ class TargetThrottle:
                 delay=float(conf.get("delay", self._delay)),
                 jitter=_slot_jitter(conf, self._jitter),
             )
+            gate.waiters = WaiterQueue(lambda: self._take(gate), self._end)
         return gate
 
     async def _acquire(self, gate: _Gate) -> None:
         if self._closing:
-            raise SpiderClosing("the spider is closing")
-        if not gate.waiters and self._can_start(gate):
+            raise SpiderClosing
+        if not gate.waiters.waiting() and self._can_start(gate):
             self._start(gate)
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        gate.waiters.append(waiter)
-        self._pump(gate)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                gate.active -= 1  # started just as we were cancelled
-                self._pump(gate)
-            elif waiter in gate.waiters:
-                gate.waiters.remove(waiter)
-            raise
+        await gate.waiters.wait()
+
+    def _end(self, gate: _Gate) -> None:
+        gate.active -= 1
+        gate.waiters.serve()
 
     def _can_start(self, gate: _Gate) -> bool:
         return gate.active < gate.concurrency and self._wait_time(gate) <= 0
@@ -160,23 +159,20 @@ class TargetThrottle:
         gate.active += 1
         gate.next_start = time.monotonic() + self._next_delay(gate)
 
-    def _pump(self, gate: _Gate) -> None:
-        while gate.waiters and gate.active < gate.concurrency:
-            if gate.waiters[0].done():
-                gate.waiters.popleft()
-                continue
-            wait = self._wait_time(gate)
-            if wait > 0:
-                if gate.timer is None:
-                    gate.timer = asyncio.get_running_loop().call_later(
-                        wait, self._on_timer, gate
-                    )
-                return
-            self._start(gate)
-            gate.waiters.popleft().set_result(None)
-            if gate.delay:
-                return  # one start per delay period, like Scrapy's slots
+    def _take(self, gate: _Gate) -> _Gate | None:
+        """A start for the next waiter, or None (with a timer if only the delay is due)."""
+        if gate.active >= gate.concurrency:
+            return None
+        wait = self._wait_time(gate)
+        if wait > 0:
+            if gate.timer is None:
+                gate.timer = asyncio.get_running_loop().call_later(
+                    wait, self._on_timer, gate
+                )
+            return None
+        self._start(gate)
+        return gate
 
     def _on_timer(self, gate: _Gate) -> None:
         gate.timer = None
-        self._pump(gate)
+        gate.waiters.serve()

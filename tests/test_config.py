@@ -23,7 +23,7 @@ def test_defaults():
     assert (c.pool_size, c.session_concurrency, c.session_max_requests) == (1, 1, 0)
     assert c.session_idle_ttl == 150.0
     assert c.max_sessions == 0
-    assert c.session_wait_timeout == 180.0  # follows DOWNLOAD_TIMEOUT
+    assert c.session_wait_timeout == 0  # no bound: wait while the spider is open
     assert c.close_timeout == 30.0
     assert c.ledger_dir is None
 
@@ -117,6 +117,16 @@ def test_missing_key_names_the_setting():
             "SCRAPPEY_SESSION_IDLE_TTL",
             float("nan"),
             "SCRAPPEY_SESSION_IDLE_TTL must be 0 or more",
+        ),
+        (
+            "SCRAPPEY_SESSION_WAIT_TIMEOUT",
+            -1,
+            "SCRAPPEY_SESSION_WAIT_TIMEOUT must be 0 or more",
+        ),
+        (
+            "SCRAPPEY_SESSION_WAIT_TIMEOUT",
+            "forever",
+            "SCRAPPEY_SESSION_WAIT_TIMEOUT must be a number",
         ),
         ("SCRAPPEY_API_URL", "ftp://x", "SCRAPPEY_API_URL must be an http"),
         (

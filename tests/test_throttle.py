@@ -5,7 +5,7 @@ import pytest
 from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_scrappey.sessions import SpiderClosing
+from scrapy_scrappey.exceptions import SpiderClosing
 from scrapy_scrappey.throttle import TargetThrottle
 
 
@@ -106,3 +106,21 @@ async def test_many_keys_are_pruned():
     await asyncio.sleep(0.01)
     await hold(gate, "last", 0, log)
     assert len(gate._gates) < 1100
+
+
+@deferred_f_from_coro_f
+async def test_delay_paces_starts_while_earlier_requests_still_run():
+    gate = throttle(
+        CONCURRENT_REQUESTS_PER_DOMAIN=3, DOWNLOAD_DELAY=0.1, DOWNLOAD_DELAY_JITTER=0
+    )
+    log = []
+
+    async def hold_and_end(n):
+        async with gate.slot("a"):
+            log.append(("start", n))
+            await asyncio.sleep(0.6)
+        log.append(("end", n))
+
+    await asyncio.gather(*(hold_and_end(n) for n in range(3)))
+    # Each start waits for the delay, not for an earlier request to end.
+    assert [entry[0] for entry in log] == ["start"] * 3 + ["end"] * 3

@@ -1,0 +1,172 @@
+"""The open sessions of a crawl: the SCRAPPEY_MAX_SESSIONS cap, eviction, destruction.
+
+Invariants (the cap and close logic needed three fixes; these are what hold it):
+
+* Counted against the cap: every session in ``_open`` (its create was confirmed,
+  its destroy was not; retired ones and those being destroyed included) plus
+  every create admitted by :meth:`SessionCap.room` that has not left it yet
+  (``_admitted``). A create is admitted only while ``len(_open) + _admitted``
+  is under the cap, so the cap is never exceeded; a new session is counted
+  twice for the instant between its confirmation and leaving ``room()``, never
+  zero times.
+* A session leaves ``_open`` once the API confirmed its destroy (or said it does
+  not exist), or, before close, once its destroy failed for good: it then waits
+  in ``_undestroyed``, out of the cap's count so that a failing destroy cannot
+  hold room for ever, and is tried once more by :meth:`SessionCap.close`.
+* At most one destroy per session runs (``_destroying``), and none is started
+  once closing begins: :meth:`SessionCap.close` destroys everything itself.
+* At most one eviction is pending: ``room()`` evicts only when no retired
+  session is still counted. Its room appears when that session's destroy ends,
+  which always happens: a retired session is destroyed as soon as its last
+  lease ends (see ``_pools.py``) and a destroy ends within its attempts.
+* ``_changed`` is set whenever the count may have dropped or a create ended;
+  a waiter clears it and re-checks its condition after every wake-up.
+* :meth:`SessionCap.close` destroys every session in ``_open`` and
+  ``_undestroyed`` and whatever abandoned creates may have made, within
+  ``SCRAPPEY_CLOSE_TIMEOUT``; what is left is counted as leaked, logged, and
+  stays in the ledger for the next crawl or the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine
+
+    from scrapy.statscollectors import StatsCollector
+
+    from ._pools import Session
+    from ._tasks import TaskGroup
+    from .config import Config
+    from .session_api import SessionAPI
+
+logger = logging.getLogger(__name__)
+
+
+class SessionCap:
+    """Counts open sessions, makes room under the cap, destroys sessions."""
+
+    def __init__(
+        self,
+        config: Config,
+        api: SessionAPI,
+        stats: StatsCollector,
+        tasks: TaskGroup,
+        *,
+        on_evict: Callable[[Session], None],
+        extra: dict[str, Any],
+    ) -> None:
+        self._config = config
+        self._api = api
+        self._stats = stats
+        self._tasks = tasks
+        self._on_evict = on_evict
+        self._extra = extra
+        self._open: dict[str, Session] = {}
+        self._admitted = 0
+        self._destroying: set[str] = set()
+        self._undestroyed: dict[str, Session] = {}
+        self._changed = asyncio.Event()
+        self._closing = False
+
+    def add(self, session: Session) -> None:
+        """Count a session whose create the API confirmed (inside ``room()``)."""
+        self._open[session.id] = session
+
+    def notify(self) -> None:
+        """Wake whoever waits for room or for a pool to fill."""
+        self._changed.set()
+
+    async def wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    @contextlib.asynccontextmanager
+    async def room(self) -> AsyncIterator[None]:
+        """Admit one create under SCRAPPEY_MAX_SESSIONS, evicting one session at a time."""
+        cap = self._config.max_sessions
+        while cap and len(self._open) + self._admitted >= cap:
+            if not any(s.retired for s in self._open.values()):
+                self.evict()
+            await self.wait_change()
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+            self.notify()
+
+    def evict(self) -> bool:
+        """Retire the least recently used session to make room for another pool.
+
+        An idle one is preferred; a busy one is destroyed when its lease ends,
+        since a busy pool would otherwise keep the room for ever.
+        """
+        candidates = [s for s in self._open.values() if not s.retired]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda s: (s.in_flight > 0, s.last_used))
+        self._stats.inc_value("scrappey/sessions/evicted")
+        self._on_evict(victim)
+        return True
+
+    def destroy_soon(self, session: Session) -> None:
+        """Destroy *session* in the background, unless already under way or closing."""
+        if (
+            session.id in self._open
+            and session.id not in self._destroying
+            and not self._closing
+        ):
+            self._destroying.add(session.id)
+            self._tasks.spawn(self._destroy(session), name="scrappey-destroy")
+
+    def begin_close(self) -> None:
+        """Start no more destroys: :meth:`close` does them all."""
+        self._closing = True
+
+    async def close(self) -> None:
+        """Destroy every session still open, within ``close_timeout``."""
+        self._closing = True
+        self._open.update(self._undestroyed)  # one more try for earlier failures
+        self._undestroyed.clear()
+        work = [self._destroy(s) for s in list(self._open.values())]
+        await _bounded([*work, self._api.settle()], self._config.close_timeout)
+        leaked = [*self._open, *self._undestroyed, *self._api.unsettled_ids()]
+        if leaked:
+            self._stats.inc_value("scrappey/sessions/leaked", len(leaked))
+            logger.error(
+                "Could not destroy %(n)d Scrappey session(s) within SCRAPPEY_CLOSE_TIMEOUT "
+                "(%(timeout)gs): %(ids)s. They stay in the session ledger; the next crawl "
+                "or `python -m scrapy_scrappey sessions cleanup` destroys them.",
+                {
+                    "n": len(leaked),
+                    "timeout": self._config.close_timeout,
+                    "ids": ", ".join(leaked[:10]),
+                },
+                extra=self._extra,
+            )
+
+    async def _destroy(self, session: Session) -> None:
+        gone = False
+        try:
+            gone = await self._api.destroy(session.id)
+        finally:
+            self._destroying.discard(session.id)
+            if gone or not self._closing:
+                self._open.pop(session.id, None)
+                if not gone:
+                    self._undestroyed[session.id] = session
+            self.notify()
+
+
+async def _bounded(coros: list[Coroutine[Any, Any, Any]], timeout: float) -> None:
+    """Run *coros* concurrently; cancel what is still running after *timeout*."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,64 @@
+"""Sessions and the pools they are leased from (state only; see sessions.py).
+
+Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`):
+
+* Who may hold a lease: one request at a time per lease, from ``lease()`` to its
+  ``release()`` (the middleware's ``_send``); ``in_flight`` counts the leases
+  held and never exceeds ``SCRAPPEY_SESSION_CONCURRENCY``.
+* Only a session in its pool's ``sessions`` that is not ``retired`` is leased.
+  Waiters are served in arrival order: a lease takes a free session directly
+  only when nobody of its pool is waiting.
+* A retired session gets no new lease; it leaves ``sessions`` and is destroyed
+  as soon as its last lease ends (at once when it is idle or ``dead``). A dead
+  session is reported before its lease is released, so it is never handed to
+  the next waiter.
+* ``creating`` counts this pool's create tasks still running; ``_fill`` starts
+  ``size - live() - creating`` more. ``error`` is set only when the last create
+  failed with nothing live or creating, and cleared by the next success.
+* A waiter ends with a session, or with ``SessionWaitTimeout`` (only when
+  ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` is set), ``error``, or ``SpiderClosing``.
+  Without a bound it waits for as long as the spider is open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._waiters import WaiterQueue
+    from .exceptions import ScrappeyError
+
+
+@dataclass(eq=False)
+class Session:
+    """One remote session and its lease bookkeeping."""
+
+    id: str
+    pool: str
+    last_used: float
+    leases: int = 0
+    in_flight: int = 0
+    #: No new leases; destroyed as soon as nothing uses it.
+    retired: bool = False
+    dead: bool = False
+
+
+@dataclass(eq=False)
+class Pool:
+    """The sessions one pool key (spider, domain or name) leases from."""
+
+    key: str
+    size: int
+    sessions: list[Session] = field(default_factory=list)
+    creating: int = 0
+    error: ScrappeyError | None = None
+    waiters: WaiterQueue[Session] = field(init=False)
+
+    def live(self) -> int:
+        """Sessions that can still take leases, busy or not."""
+        return sum(not s.retired for s in self.sessions)
+
+    def missing(self) -> int:
+        """Sessions to create for the pool to be full."""
+        return max(0, self.size - self.live() - self.creating)

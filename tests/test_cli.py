@@ -14,6 +14,7 @@ import requests
 
 from scrapy_scrappey.cli import AUTH_MESSAGE, main
 from scrapy_scrappey.ledger import SessionLedger
+from tests.ledger_support import recorded_ids
 from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def test_cleanup_leaves_live_runs_and_untracked_sessions_alone(
     with SessionLedger(ledger_dir, api_url=api.url, api_key=KEY) as running:
         running.record(live)
         code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
-        assert running.open_ids() == [live]
+        assert recorded_ids(running) == [live]
         running.forget(live)
     assert code == 0
     lines = out.splitlines()
@@ -350,19 +351,26 @@ def test_server_down(
     assert len(SessionLedger(ledger_dir, api_url=url, api_key=KEY).orphans()) == 1
 
 
-def test_key_in_api_url_is_redacted(
+def test_key_in_api_url_is_refused_like_in_a_crawl(
     capsys: pytest.CaptureFixture[str], ledger_dir: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, _, err = sessions(
-        capsys, "list", f"http://127.0.0.1:{port}/v1?key={KEY}", ledger_dir
+    code, out, err = sessions(
+        capsys, "list", f"http://127.0.0.1:9/v1?key={KEY}", ledger_dir
     )
-    assert code == 1
-    assert (
-        f"at http://127.0.0.1:{port}/v1?key=*** ([Errno 111] Connection refused)" in err
-    )
+    assert code == 2
+    assert out == ""
+    assert "SCRAPPEY_API_URL must not contain the API key" in err
+
+
+def test_api_url_with_a_trailing_slash_finds_the_crawls_ledger(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    crashed = api.create()
+    run_and_kill(ledger_dir, api.url, [crashed])  # crawls record the normalised URL
+    code, out, _ = sessions(capsys, "cleanup", api.url + "/", ledger_dir)
+    assert code == 0
+    assert f"destroyed     {crashed}" in out.splitlines()
+    assert api.open_ids() == []
 
 
 @pytest.fixture
@@ -411,8 +419,21 @@ def test_unusable_ledger_directory(
     not_a_dir.write_text("")
     code, out, err = sessions(capsys, "cleanup", api.url, not_a_dir / "ledger")
     assert code == 0  # nothing recorded there, so nothing to clean
-    (tmp_path / ".scrapy").write_text("")  # the default directory cannot be created
+    assert out == "Nothing to clean up: no sessions left by dead runs.\n"
+    (tmp_path / ".scrapy").write_text("")  # the default directory cannot exist
     code, out, err = cli(capsys, "sessions", "cleanup", "--api-url", api.url)
+    assert code == 0  # the same for the default directory: reading creates nothing
+    assert out == "Nothing to clean up: no sessions left by dead runs.\n"
+    assert err == ""
+
+
+def test_ledger_write_errors_are_reported(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    run_and_kill(ledger_dir, api.url, [])  # a dead run with nothing left in it
+    (run_file,) = ledger_dir.rglob("*.json")
+    run_file.with_suffix(".tmp").mkdir()  # deleting the dead run now fails
+    code, out, err = sessions(capsys, "cleanup", api.url, ledger_dir)
     assert code == 1
     assert out == ""
     assert err.startswith(
@@ -427,7 +448,8 @@ def test_missing_key(capsys: pytest.CaptureFixture[str], ledger_dir: Path) -> No
     assert code == 2
     assert out == ""
     assert "usage:" in err
-    assert "no API key: set SCRAPPEY_API_KEY" in err
+    assert "SCRAPPEY_API_KEY is not set" in err
+    assert "or pass --key." in err
 
 
 @pytest.mark.parametrize(
@@ -512,3 +534,16 @@ def test_project_settings_are_used(api: Api, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert table(result.stdout)["crashed"] == ["ledger", "orphan (run dead)", "-"]
     assert KEY not in result.stdout + result.stderr
+    # The options win over the project's settings.
+    other = tmp_path / "other-ledger"
+    run_and_kill(other, api.url, ["elsewhere"])
+    result = subprocess.run(
+        [*cmd, "--ledger-dir", str(other)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(table(result.stdout)) == {"elsewhere"}

@@ -12,9 +12,9 @@ The ledger makes that recoverable:
   as long as it lives; the operating system drops that lock when the process
   dies, however it dies, so a lock that can be taken means the run is dead, even
   if its pid has since been reused;
-* the next crawl with the same API key calls :meth:`SessionLedger.orphans`,
-  destroys what dead runs left behind and calls
-  :meth:`SessionLedger.forget_orphan` for each.
+* the next crawl with the same API key (or ``sessions cleanup``) calls
+  :meth:`SessionLedger.orphans`, destroys what dead runs left behind and calls
+  :meth:`SessionLedger.forget_orphan` for each (:mod:`scrapy_scrappey.orphans`).
 
 Layout, under ``SCRAPPEY_LEDGER_DIR`` (by default ``.scrapy/scrappey-sessions``
 of the project, see :func:`scrapy_scrappey.config.default_ledger_dir`)::

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -373,6 +374,18 @@ def test_api_url_with_a_trailing_slash_finds_the_crawls_ledger(
     assert api.open_ids() == []
 
 
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/api/v1"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
 @pytest.fixture
 def broken_api() -> Iterator[str]:
     """A server that answers every call with an HTML error page."""
@@ -388,15 +401,7 @@ def broken_api() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/api/v1"
-    finally:
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
+    yield from _serve(Handler)
 
 
 @pytest.mark.parametrize("action", ["list", "cleanup"])
@@ -410,6 +415,49 @@ def test_broken_api(
         "sessions.list failed: The Scrappey API answered HTTP 502 with a non-JSON body"
         in err
     )
+
+
+@pytest.fixture
+def destroy_errors_api() -> Iterator[str]:
+    """Lists nothing; refuses each destroy with the error named by the session id."""
+    errors = {
+        "browser-crashed": "CODE-0026 Internal browser error",  # a SESSION code
+        "overloaded": "CODE-0001 Server is overloaded",  # transient
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            command = json.loads(self.rfile.read(length))
+            if command["cmd"] == "sessions.list":
+                reply: dict[str, Any] = {"sessions": [], "open": 0, "limit": 10}
+            else:
+                reply = {"data": "error", "error": errors[command["session"]]}
+            body = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    yield from _serve(Handler)
+
+
+def test_already_gone_is_the_api_errors_kind_not_its_wording(
+    capsys: pytest.CaptureFixture[str], destroy_errors_api: str, ledger_dir: Path
+) -> None:
+    run_and_kill(ledger_dir, destroy_errors_api, ["browser-crashed", "overloaded"])
+    code, out, _ = sessions(capsys, "cleanup", destroy_errors_api, ledger_dir)
+    assert code == 1
+    lines = out.splitlines()
+    assert "already gone  browser-crashed" in lines  # no "not found" in its text
+    assert "failed        overloaded: CODE-0001 Server is overloaded" in lines
+    remaining = SessionLedger(
+        ledger_dir, api_url=destroy_errors_api, api_key=KEY
+    ).orphans()
+    assert [e.session_id for e in remaining] == ["overloaded"]
 
 
 def test_unusable_ledger_directory(

@@ -19,7 +19,7 @@ from tests.ledger_support import recorded_ids
 from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 KEY = "MARKERKEY1234567890"
@@ -374,8 +374,28 @@ def test_api_url_with_a_trailing_slash_finds_the_crawls_ledger(
     assert api.open_ids() == []
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def _serve(
+    answer: Callable[[dict[str, Any] | None], tuple[int, bytes]],
+) -> Iterator[str]:
+    """Serve *answer* (the posted JSON, or None if not JSON → status and body)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            try:
+                posted = json.loads(raw)
+            except ValueError:
+                posted = None
+            status, body = answer(posted)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever)
     thread.start()
     try:
@@ -389,19 +409,7 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 @pytest.fixture
 def broken_api() -> Iterator[str]:
     """A server that answers every call with an HTML error page."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            page = b"<h1>Bad gateway</h1>"
-            self.send_response(502)
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    yield from _serve(Handler)
+    yield from _serve(lambda _: (502, b"<h1>Bad gateway</h1>"))
 
 
 @pytest.mark.parametrize("action", ["list", "cleanup"])
@@ -425,24 +433,15 @@ def destroy_errors_api() -> Iterator[str]:
         "overloaded": "CODE-0001 Server is overloaded",  # transient
     }
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            command = json.loads(self.rfile.read(length))
-            if command["cmd"] == "sessions.list":
-                reply: dict[str, Any] = {"sessions": [], "open": 0, "limit": 10}
-            else:
-                reply = {"data": "error", "error": errors[command["session"]]}
-            body = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(command: dict[str, Any] | None) -> tuple[int, bytes]:
+        assert command is not None
+        if command["cmd"] == "sessions.list":
+            reply: dict[str, Any] = {"sessions": [], "open": 0, "limit": 10}
+        else:
+            reply = {"data": "error", "error": errors[command["session"]]}
+        return 200, json.dumps(reply).encode()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    yield from _serve(Handler)
+    yield from _serve(answer)
 
 
 def test_already_gone_is_the_api_errors_kind_not_its_wording(

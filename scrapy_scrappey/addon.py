@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .middleware import ScrappeyMiddleware
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -17,8 +19,6 @@ class Addon:
     """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950."""
 
     def update_settings(self, settings: BaseSettings) -> None:
-        from .middleware import ScrappeyMiddleware  # an import cycle at module level
-
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES",
             ScrappeyMiddleware,

@@ -18,27 +18,29 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import requests
+from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
 from scrapy_scrappey.client import parse_reply
-from scrapy_scrappey.codes import SESSION_GONE_MARKERS
-from scrapy_scrappey.config import DEFAULT_API_URL
+from scrapy_scrappey.codes import ErrorKind
+from scrapy_scrappey.config import DEFAULT_API_URL, Account
 from scrapy_scrappey.exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
+    ScrappeyConfigError,
     ScrappeyTransportError,
 )
 from scrapy_scrappey.ledger import SessionLedger
+from scrapy_scrappey.orphans import destroy_orphans_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from scrapy_scrappey.ledger import LedgerEntry
 
 PROG = "python -m scrapy_scrappey"
 AUTH_MESSAGE = "the API rejected the key (HTTP 401); check SCRAPPEY_API_KEY"
@@ -55,7 +57,15 @@ class _CliError(Exception):
 
 
 class _ApiError(Exception):
-    """One API call failed, but the API is reachable and accepts the key."""
+    """One API call failed, but the API is reachable and accepts the key.
+
+    *kind* is what the API's error means (``client.classify``); ``None`` when
+    no reply came back.
+    """
+
+    def __init__(self, message: str, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,9 @@ class _ApiClient:
             reply.raise_for_error()
         except ScrappeyAuthError:
             raise _CliError(AUTH_MESSAGE) from None
-        except (ScrappeyAPIError, ScrappeyTransportError) as exc:
+        except ScrappeyAPIError as exc:
+            raise _ApiError(redact_text(str(exc), self._key), exc.kind) from None
+        except ScrappeyTransportError as exc:
             raise _ApiError(redact_text(str(exc), self._key)) from None
         return reply.data
 
@@ -205,63 +217,52 @@ def _destroy(client: _ApiClient, session_id: str) -> tuple[str, str]:
     try:
         client.call({"cmd": "sessions.destroy", "session": session_id})
     except _ApiError as exc:
-        reason = str(exc).lower()
-        if any(marker in reason for marker in SESSION_GONE_MARKERS):
+        if exc.kind is ErrorKind.SESSION:  # e.g. "session not found"
             return "already gone", ""
         return "failed", str(exc)
     return "destroyed", ""
 
 
-def _cleanup_targets(
-    ctx: _Context, listed: dict[str, str], everything: bool
-) -> dict[str, list[LedgerEntry]]:
-    """Session ids to destroy, each with the ledger entries that name it."""
-    targets: dict[str, list[LedgerEntry]] = {}
-    for entry in ctx.ledger.orphans():
-        targets.setdefault(entry.session_id, []).append(entry)
-    if everything:
-        for session_id in listed:
-            targets.setdefault(session_id, [])
-    return targets
-
-
-def _destroy_targets(
-    ctx: _Context, targets: dict[str, list[LedgerEntry]]
-) -> Counter[str]:
-    outcomes: Counter[str] = Counter()
-    for session_id, entries in targets.items():
+def _destroy_each(
+    ctx: _Context, outcomes: Counter[str], session_ids: list[str]
+) -> list[str]:
+    """Destroy one session after the other, printing each outcome; those gone."""
+    gone = []
+    for session_id in session_ids:
         outcome, reason = _destroy(ctx.client, session_id)
         outcomes[outcome] += 1
         if outcome != "failed":
-            for entry in entries:
-                ctx.ledger.forget_orphan(entry)
+            gone.append(session_id)
         ctx.out.line(f"{outcome:<12}  {session_id}" + (f": {reason}" if reason else ""))
-    ctx.out.line(
-        f"{outcomes['destroyed']} destroyed, {outcomes['already gone']} already gone, "
-        f"{outcomes['failed']} failed (of {sum(outcomes.values())})"
-    )
-    return outcomes
+    return gone
 
 
 def _cmd_cleanup(ctx: _Context, everything: bool) -> int:
     # Listing first checks the key and the connection before any ledger file
     # is claimed, and shows what a plain cleanup leaves alone.
     listed = _api_listing(ctx.client)[0]
-    targets = _cleanup_targets(ctx, listed, everything)
-    failed = 0
-    if targets:
-        failed = _destroy_targets(ctx, targets)["failed"]
+    outcomes: Counter[str] = Counter()
+    sweep = destroy_orphans_blocking(
+        ctx.ledger,
+        partial(_destroy_each, ctx, outcomes),
+        also=listed if everything else (),
+    )
+    if sweep.targets:
+        ctx.out.line(
+            f"{outcomes['destroyed']} destroyed, {outcomes['already gone']} already gone, "
+            f"{outcomes['failed']} failed (of {len(sweep.targets)})"
+        )
     else:
         what = "open sessions" if everything else "sessions left by dead runs"
         ctx.out.line(f"Nothing to clean up: no {what}.")
-    untouched = [sid for sid in listed if sid not in targets]
+    untouched = [sid for sid in listed if sid not in sweep.targets]
     if untouched and not everything:
         ctx.out.line(
             f"{len(untouched)} other open session(s) left alone (running crawls, or "
             f"not recorded in {ctx.ledger.directory}); "
             f"`{PROG} sessions cleanup --all --yes` destroys them too"
         )
-    return 1 if failed else 0
+    return 1 if sweep.failed else 0
 
 
 def _positive_float(text: str) -> float:
@@ -364,60 +365,45 @@ def _check_args(parsers: _Parsers, args: argparse.Namespace) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Target:
-    """Where to look: the same API URL, key and ledger a crawl here would use."""
-
-    api_url: str
-    key: str
-    ledger_dir: Path | None
-
-
-def _project_settings() -> dict[str, str]:
-    """The SCRAPPEY_* settings of the Scrapy project around the current directory."""
+def _project_settings() -> Settings:
+    """The settings of the Scrapy project around the current directory, if any."""
     if not inside_project():
-        return {}
+        return Settings()
     try:
-        settings = get_project_settings()
+        return get_project_settings()
     except Exception as exc:  # noqa: BLE001 - a broken project must not block a cleanup
         # Only the type: the message may quote a settings line holding the key.
         print(
             f"{PROG}: warning: ignoring the project settings ({type(exc).__name__})",
             file=sys.stderr,
         )
-        return {}
-    names = ("SCRAPPEY_API_URL", "SCRAPPEY_API_KEY", "SCRAPPEY_LEDGER_DIR")
-    return {name: str(settings[name]) for name in names if settings.get(name)}
+        return Settings()
 
 
-def _target(parsers: _Parsers, args: argparse.Namespace) -> _Target:
-    """Options first, then project settings, then environment, like a crawl."""
-    project = _project_settings()
-    env = os.environ
-    key = args.key or project.get("SCRAPPEY_API_KEY") or env.get("SCRAPPEY_API_KEY")
-    if not key:
-        parsers.actions[args.action].error(
-            "no API key: set SCRAPPEY_API_KEY (environment variable or project "
-            "setting) or pass --key"
-        )
-    api_url = (
-        args.api_url
-        or project.get("SCRAPPEY_API_URL")
-        or env.get("SCRAPPEY_API_URL")
-        or DEFAULT_API_URL
-    )
-    ledger_dir = args.ledger_dir
-    if ledger_dir is None and "SCRAPPEY_LEDGER_DIR" in project:
-        ledger_dir = Path(project["SCRAPPEY_LEDGER_DIR"])
-    return _Target(api_url, key, ledger_dir)
-
-
-def _run(args: argparse.Namespace, target: _Target) -> int:
-    out = _Output(target.key)
-    client = _ApiClient(target.api_url, target.key, args.timeout)
+def _account(parsers: _Parsers, args: argparse.Namespace) -> Account:
+    """The API URL, key and ledger a crawl here would use, options first."""
+    settings = _project_settings()
+    options = {
+        "SCRAPPEY_API_KEY": args.key,
+        "SCRAPPEY_API_URL": args.api_url,
+        "SCRAPPEY_LEDGER_DIR": args.ledger_dir,
+    }
+    for name, value in options.items():
+        if value:
+            settings.set(name, value, priority="cmdline")
     try:
-        directory = target.ledger_dir or SessionLedger.default_directory()
-        ledger = SessionLedger(directory, api_url=target.api_url, api_key=target.key)
+        return Account.from_settings(settings, missing_key_advice="or pass --key")
+    except ScrappeyConfigError as exc:
+        parsers.actions[args.action].error(str(exc))
+
+
+def _run(args: argparse.Namespace, account: Account) -> int:
+    out = _Output(account.api_key)
+    client = _ApiClient(account.api_url, account.api_key, args.timeout)
+    try:
+        ledger = SessionLedger(
+            account.ledger_dir, api_url=account.api_url, api_key=account.api_key
+        )
         try:
             ctx = _Context(client, ledger, out)
             if args.action == "list":
@@ -443,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parsers.main.parse_args(argv)
         _check_args(parsers, args)
-        target = _target(parsers, args)
+        account = _account(parsers, args)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    return _run(args, target)
+    return _run(args, account)

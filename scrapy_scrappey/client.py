@@ -40,10 +40,6 @@ class ApiReply:
     data: dict[str, Any]
     body: bytes
 
-    @property
-    def ok(self) -> bool:
-        return _error_of(self.data) is None
-
     def error(self) -> ScrappeyAPIError | None:
         """The error this reply reports, if any."""
         message = _error_of(self.data)
@@ -62,18 +58,16 @@ class ApiReply:
 class ScrappeyClient:
     """POSTs commands to ``api_url?key=…``; the key never leaves this object."""
 
-    def __init__(
-        self, api_url: str, api_key: str, *, connection_limit: int = 0
-    ) -> None:
+    def __init__(self, api_url: str, api_key: str) -> None:
         self.api_url = api_url
         self._key = api_key
-        self._limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily so that it binds to the running loop (the reactor's).
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit)
+            # No limit: CONCURRENT_REQUESTS and SCRAPPEY_API_CONCURRENCY bound the calls.
+            connector = aiohttp.TCPConnector(limit=0)
             self._session = aiohttp.ClientSession(
                 connector=connector, json_serialize=json.dumps
             )

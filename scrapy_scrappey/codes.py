@@ -1,8 +1,9 @@
 """The Scrappey error codes, their messages and how the plugin treats them.
 
 The table comes from the community n8n node that the Scrappey maintainer kept
-(see ``scrappey-fixtures/error_codes_table.json`` in the shared reference); the
-classification is ours, because the API documents no retry semantics.
+(a copy is ``tests/fixtures/scrappey/error_codes_table.json``, with its source
+next to it); the classification is ours, because the API documents no retry
+semantics.
 """
 
 from __future__ import annotations

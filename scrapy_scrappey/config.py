@@ -1,13 +1,23 @@
-"""All of the plugin's settings, read once into a typed :class:`Config`."""
+"""Every setting the plugin reads, read once into a typed :class:`Config`.
+
+That includes the Scrapy settings the plugin honours (``SCRAPPEY_ENABLED``,
+``HTTPCACHE_ENABLED``, ``DOWNLOAD_TIMEOUT`` and the politeness settings of
+:class:`ThrottleConfig`): no other module reads ``crawler.settings``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
+
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import is_asyncio_available
+from scrapy.utils.project import data_path
 
 from .exceptions import ScrappeyConfigError
 
@@ -21,6 +31,119 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://publisher.scrappey.com/api/v1"
 SCOPES = ("spider", "domain", "none")
 Scope = Literal["spider", "domain", "none"]
+
+_ASYNCIO_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+_CRAWL_KEY_ADVICE = (
+    "or set SCRAPPEY_ENABLED = False to crawl without Scrappey. Requests are "
+    "never sent directly as a fallback"
+)
+
+
+def require_asyncio() -> None:
+    """Refuse to start on a Twisted reactor that cannot run asyncio code.
+
+    The plugin awaits aiohttp and asyncio futures; on another reactor the
+    crawl would fail later, deep inside asyncio, on the first request.
+    """
+    try:
+        available = is_asyncio_available()
+    except RuntimeError:  # no reactor and no loop yet: not a crawl
+        return
+    if not available:
+        raise ScrappeyConfigError(
+            "scrapy-scrappey needs the asyncio reactor, and TWISTED_REACTOR "
+            "installed another one: set TWISTED_REACTOR = "
+            f"{_ASYNCIO_REACTOR!r} (Scrapy's default) or remove the setting."
+        )
+
+
+def default_ledger_dir() -> Path:
+    """``.scrapy/scrappey-sessions`` of the current Scrapy project.
+
+    Outside a project, ``.scrapy/scrappey-sessions`` under the current
+    directory. The ledger creates the folder when a crawl first writes to it.
+    """
+    return Path(data_path("scrappey-sessions")).absolute()
+
+
+@dataclass(frozen=True)
+class Account:
+    """The API endpoint and key, and the folder of their session ledger.
+
+    Crawls and ``python -m scrapy_scrappey sessions`` must agree on these to
+    find the same sessions, so both read them with :meth:`from_settings`.
+    """
+
+    api_key: str
+    api_url: str = DEFAULT_API_URL
+    ledger_dir: Path = field(default_factory=default_ledger_dir)
+
+    @classmethod
+    def from_settings(
+        cls, settings: BaseSettings, *, missing_key_advice: str = _CRAWL_KEY_ADVICE
+    ) -> Self:
+        """Read ``SCRAPPEY_API_KEY`` and ``SCRAPPEY_API_URL`` (setting, then
+        environment variable) and ``SCRAPPEY_LEDGER_DIR``.
+
+        *missing_key_advice* ends the error raised when there is no key.
+        """
+        key = settings.get("SCRAPPEY_API_KEY") or os.environ.get("SCRAPPEY_API_KEY")
+        if not isinstance(key, str) or not key.strip():
+            raise ScrappeyConfigError(
+                "SCRAPPEY_API_KEY is not set: set the SCRAPPEY_API_KEY setting or "
+                f"environment variable, {missing_key_advice}."
+            )
+        return cls(key.strip(), _api_url(settings), _ledger_dir(settings))
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """Concurrency and delay of one download slot."""
+
+    concurrency: int
+    delay: float
+    jitter: float
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    """Scrapy's politeness settings, read as Scrapy's downloader reads them.
+
+    Requests answered by a downloader middleware never reach the downloader's
+    slots, so :class:`~scrapy_scrappey.throttle.TargetThrottle` applies these
+    numbers per target slot itself.
+    """
+
+    #: ``CONCURRENT_REQUESTS_PER_DOMAIN``.
+    concurrency: int = 8
+    #: ``DOWNLOAD_DELAY``, or the spider's ``download_delay`` attribute.
+    delay: float = 0.0
+    #: ``DOWNLOAD_DELAY_JITTER`` (or the older ``RANDOMIZE_DOWNLOAD_DELAY``).
+    jitter: float = 0.5
+    #: ``DOWNLOAD_SLOTS``: per slot, the values it sets itself.
+    slots: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> Self:
+        """Read the politeness settings; ScrappeyConfigError names a bad one."""
+        return cls(
+            concurrency=_int(settings, "CONCURRENT_REQUESTS_PER_DOMAIN", 8, minimum=1),
+            delay=_positive_float(settings, "DOWNLOAD_DELAY", 0.0, allow_zero=True),
+            jitter=_jitter(settings),
+            slots={
+                key: _slot(conf, f"DOWNLOAD_SLOTS[{key!r}]")
+                for key, conf in _dict(settings, "DOWNLOAD_SLOTS").items()
+            },
+        )
+
+    def slot(self, key: str) -> SlotConfig:
+        """The numbers of slot *key*: its ``DOWNLOAD_SLOTS`` entry, then the defaults."""
+        own = self.slots.get(key, {})
+        return SlotConfig(
+            concurrency=int(own.get("concurrency", self.concurrency)),
+            delay=own.get("delay", self.delay),
+            jitter=own.get("jitter", self.jitter),
+        )
 
 
 @dataclass(frozen=True)
@@ -47,25 +170,31 @@ class Config:
     control_timeout: float = 30.0
     close_timeout: float = 30.0
     request_timeout: float = 180.0
-    ledger_dir: Path | None = None
+    #: Whether sessions are recorded in the ledger (``SCRAPPEY_LEDGER_ENABLED``).
+    ledger_enabled: bool = True
+    #: The ledger's folder, resolved (also when the ledger is disabled).
+    ledger_dir: Path = field(default_factory=default_ledger_dir)
+    #: ``HTTPCACHE_ENABLED``: sessions are then created on the first cache miss.
+    http_cache: bool = False
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
-        """Read and validate every ``SCRAPPEY_*`` setting.
+        """Read and validate every setting the plugin uses.
 
-        Raises :class:`ScrappeyConfigError` naming the culprit setting.
+        Raises :class:`~scrapy.exceptions.NotConfigured` when
+        ``SCRAPPEY_ENABLED`` is False, and :class:`ScrappeyConfigError` naming
+        the culprit setting when a value is wrong.
         """
-        key = settings.get("SCRAPPEY_API_KEY") or os.environ.get("SCRAPPEY_API_KEY", "")
-        if not isinstance(key, str) or not key.strip():
-            raise ScrappeyConfigError(
-                "SCRAPPEY_API_KEY is not set: set the SCRAPPEY_API_KEY setting or "
-                "environment variable, or set SCRAPPEY_ENABLED = False to crawl "
-                "without Scrappey. Requests are never sent directly as a fallback."
+        if not _bool(settings, "SCRAPPEY_ENABLED", True):
+            raise NotConfigured(
+                "SCRAPPEY_ENABLED is False: requests are not sent through Scrappey"
             )
+        account = Account.from_settings(settings)
         request_timeout = _positive_float(settings, "DOWNLOAD_TIMEOUT", 180.0)
         return cls(
-            api_key=key.strip(),
-            api_url=_api_url(settings),
+            api_key=account.api_key,
+            api_url=account.api_url,
             transparent=_bool(settings, "SCRAPPEY_TRANSPARENT", True),
             default_params=_dict(settings, "SCRAPPEY_DEFAULT_PARAMS"),
             session_scope=_scope(
@@ -100,14 +229,33 @@ class Config:
             control_timeout=_positive_float(settings, "SCRAPPEY_CONTROL_TIMEOUT", 30.0),
             close_timeout=_positive_float(settings, "SCRAPPEY_CLOSE_TIMEOUT", 30.0),
             request_timeout=request_timeout,
-            ledger_dir=_ledger_dir(settings),
+            ledger_enabled=_bool(settings, "SCRAPPEY_LEDGER_ENABLED", True),
+            ledger_dir=account.ledger_dir,
+            http_cache=_bool(settings, "HTTPCACHE_ENABLED", False),
+            throttle=ThrottleConfig.from_settings(settings),
         )
 
     def for_spider(self, spider: Spider | None) -> Self:
-        """Apply the ``scrappey_session_scope`` / ``scrappey_session_params`` spider attributes."""
+        """Apply the spider attributes that override settings.
+
+        ``scrappey_session_scope``, ``scrappey_session_params`` and, as in
+        Scrapy's downloader, ``download_delay``.
+        """
         if spider is None:
             return self
         changes: dict[str, Any] = {}
+        delay = getattr(spider, "download_delay", None)
+        if delay is not None:
+            changes["throttle"] = replace(
+                self.throttle,
+                delay=_positive_float(
+                    {"download_delay": delay},
+                    "download_delay",
+                    0.0,
+                    allow_zero=True,
+                    label="The download_delay spider attribute",
+                ),
+            )
         scope = getattr(spider, "scrappey_session_scope", None)
         if scope is not None:
             changes["session_scope"] = _scope(
@@ -129,14 +277,16 @@ def _api_url(settings: BaseSettings) -> str:
         or os.environ.get("SCRAPPEY_API_URL")
         or DEFAULT_API_URL
     )
+    # The key check comes first: the other message quotes the URL.
+    if isinstance(url, str) and "key=" in url:
+        raise ScrappeyConfigError(
+            "SCRAPPEY_API_URL must not contain the API key; put it in SCRAPPEY_API_KEY instead."
+        )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ScrappeyConfigError(
             f"SCRAPPEY_API_URL must be an http(s) URL, got {url!r}."
         )
-    if "key=" in url:
-        raise ScrappeyConfigError(
-            "SCRAPPEY_API_URL must not contain the API key; put it in SCRAPPEY_API_KEY instead."
-        )
+    # The one place the URL is normalised: the ledger's folder name hashes it.
     return url.rstrip("/")
 
 
@@ -149,57 +299,67 @@ def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
         ) from ex
 
 
-def _int(settings: BaseSettings, name: str, default: int, *, minimum: int) -> int:
-    raw = settings.get(name, default)
+def _int(
+    values: Mapping[str, Any],
+    name: str,
+    default: int,
+    *,
+    minimum: int,
+    label: str | None = None,
+) -> int:
+    raw = values.get(name, default)
+    label = label or name
     try:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise TypeError
         value = int(raw)
     except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(f"{name} must be an integer, got {raw!r}.") from ex
+        raise ScrappeyConfigError(f"{label} must be an integer, got {raw!r}.") from ex
     if value < minimum:
-        raise ScrappeyConfigError(f"{name} must be at least {minimum}, got {value}.")
+        raise ScrappeyConfigError(f"{label} must be at least {minimum}, got {value}.")
     return value
 
 
 def _positive_float(
-    settings: BaseSettings, name: str, default: float, *, allow_zero: bool = False
+    values: Mapping[str, Any],
+    name: str,
+    default: float,
+    *,
+    allow_zero: bool = False,
+    label: str | None = None,
+    unit: str = " seconds",
 ) -> float:
-    raw = settings.get(name, default)
+    raw = values.get(name, default)
+    label = label or name
     try:
         if isinstance(raw, bool):
             raise TypeError
         value = float(raw)
     except (TypeError, ValueError) as ex:
         raise ScrappeyConfigError(
-            f"{name} must be a number of seconds, got {raw!r}."
+            f"{label} must be a number{' of' + unit if unit else ''}, got {raw!r}."
         ) from ex
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "0 or more" if allow_zero else "more than 0"
-        raise ScrappeyConfigError(f"{name} must be {bound} seconds, got {raw!r}.")
+        raise ScrappeyConfigError(f"{label} must be {bound}{unit}, got {raw!r}.")
     return value
 
 
 def _dict(settings: BaseSettings, name: str) -> dict[str, Any]:
     raw = settings.get(name)
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as ex:
-            raise ScrappeyConfigError(
-                f"{name} must be a dict (or a JSON object string), got {raw!r}."
-            ) from ex
-    if hasattr(raw, "copy_to_dict"):  # a BaseSettings instance
-        raw = raw.copy_to_dict()
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, (str, Mapping)):
         raise ScrappeyConfigError(f"{name} must be a dict, got {raw!r}.")
     try:
-        json.dumps(raw)
+        value = settings.getdict(name)
+    except (TypeError, ValueError) as ex:  # not JSON, or JSON but not an object
+        raise ScrappeyConfigError(
+            f"{name} must be a dict (or a JSON object string), got {raw!r}."
+        ) from ex
+    try:
+        json.dumps(value)
     except (TypeError, ValueError) as ex:
         raise ScrappeyConfigError(f"{name} must hold JSON values only: {ex}.") from ex
-    return dict(raw)
+    return value
 
 
 def _scope(value: object, where: str) -> Scope:
@@ -210,12 +370,45 @@ def _scope(value: object, where: str) -> Scope:
     return cast("Scope", value)
 
 
-def _ledger_dir(settings: BaseSettings) -> Path | None:
-    if not _bool(settings, "SCRAPPEY_LEDGER_ENABLED", True):
-        return None
+def _ledger_dir(settings: BaseSettings) -> Path:
     raw = settings.get("SCRAPPEY_LEDGER_DIR")
     if raw is None or raw == "":
-        return None  # resolved lazily to the project data dir, see ledger.py
+        return default_ledger_dir()
     if not isinstance(raw, (str, os.PathLike)):
         raise ScrappeyConfigError(f"SCRAPPEY_LEDGER_DIR must be a path, got {raw!r}.")
-    return Path(raw)
+    return Path(raw).absolute()
+
+
+def _jitter(settings: BaseSettings) -> float:
+    # As Scrapy's downloader does: DOWNLOAD_DELAY_JITTER (2.19+), unless the
+    # older RANDOMIZE_DOWNLOAD_DELAY switch was set at a higher priority.
+    jitter_priority = settings.getpriority("DOWNLOAD_DELAY_JITTER") or 0
+    if jitter_priority and jitter_priority >= (
+        settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0
+    ):
+        return _positive_float(
+            settings, "DOWNLOAD_DELAY_JITTER", 0.5, allow_zero=True, unit=""
+        )
+    return 0.5 if _bool(settings, "RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
+
+
+def _slot(conf: object, where: str) -> dict[str, float]:
+    """A ``DOWNLOAD_SLOTS`` entry, checked: only the values it sets."""
+    if not isinstance(conf, Mapping):
+        raise ScrappeyConfigError(f"{where} must be a dict, got {conf!r}.")
+    own: dict[str, float] = {}
+    if "concurrency" in conf:
+        own["concurrency"] = _int(
+            conf, "concurrency", 1, minimum=1, label=f"{where}['concurrency']"
+        )
+    if "delay" in conf:
+        own["delay"] = _positive_float(
+            conf, "delay", 0.0, allow_zero=True, label=f"{where}['delay']"
+        )
+    if "jitter" in conf:
+        own["jitter"] = _positive_float(
+            conf, "jitter", 0.0, allow_zero=True, label=f"{where}['jitter']", unit=""
+        )
+    elif "randomize_delay" in conf:  # the key before Scrapy 2.19
+        own["jitter"] = 0.5 if conf["randomize_delay"] else 0.0
+    return own

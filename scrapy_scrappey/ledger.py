@@ -12,11 +12,12 @@ The ledger makes that recoverable:
   as long as it lives; the operating system drops that lock when the process
   dies, however it dies, so a lock that can be taken means the run is dead, even
   if its pid has since been reused;
-* the next crawl with the same API key calls :meth:`SessionLedger.orphans`,
-  destroys what dead runs left behind and calls
-  :meth:`SessionLedger.forget_orphan` for each.
+* the next crawl with the same API key (or ``sessions cleanup``) calls
+  :meth:`SessionLedger.orphans`, destroys what dead runs left behind and calls
+  :meth:`SessionLedger.forget_orphan` for each (:mod:`scrapy_scrappey.orphans`).
 
-Layout, under :meth:`SessionLedger.default_directory` unless configured::
+Layout, under ``SCRAPPEY_LEDGER_DIR`` (by default ``.scrapy/scrappey-sessions``
+of the project, see :func:`scrapy_scrappey.config.default_ledger_dir`)::
 
     scrappey-sessions/
         <fingerprint>/              # 16 hex chars of sha256(api_url NUL key)
@@ -40,8 +41,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from scrapy.utils.project import data_path
 
 from scrapy_scrappey._redact import redact_url
 
@@ -82,10 +81,10 @@ else:
 def fingerprint(api_url: str, api_key: str) -> str:
     """Identify an (API URL, key) pair without revealing the key.
 
-    A trailing slash of *api_url* is ignored, so that ``…/api/v1`` and
-    ``…/api/v1/`` share their ledger.
+    *api_url* is compared as given: :class:`~scrapy_scrappey.config.Account`
+    normalises it (no trailing slash) for crawls and the command line alike.
     """
-    material = f"{api_url.rstrip('/')}\0{api_key}".encode()
+    material = f"{api_url}\0{api_key}".encode()
     return hashlib.sha256(material).hexdigest()[:16]
 
 
@@ -180,16 +179,6 @@ class SessionLedger:
         self._own: _RunFile | None = None
         self._used = False  # a closed run's id is never reused
         self._claims: dict[Path, _RunFile] = {}
-        # The middleware may call in from the reactor and from worker threads.
-
-    @classmethod
-    def default_directory(cls) -> Path:
-        """``.scrapy/scrappey-sessions`` of the current Scrapy project.
-
-        Outside a project, ``.scrapy/scrappey-sessions`` under the current
-        directory. The directory is created if needed.
-        """
-        return Path(data_path("scrappey-sessions", createdir=True)).absolute()
 
     @property
     def path(self) -> Path | None:
@@ -214,10 +203,6 @@ class SessionLedger:
         run = self._own
         if run is not None and run.sessions.pop(session_id, None) is not None:
             _write(run)
-
-    def open_ids(self) -> list[str]:
-        """The session ids this run recorded and has not forgotten."""
-        return list(self._own.sessions) if self._own else []
 
     def orphans(self) -> list[LedgerEntry]:
         """Sessions recorded by dead runs with the same API URL and key.

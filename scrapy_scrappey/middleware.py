@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals, version_info
 from scrapy.downloadermiddlewares.retry import get_retry_request
-from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
+from scrapy.exceptions import CloseSpider, IgnoreRequest
 
 from ._redact import key_hint, redact_url
 from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
 from .codes import ErrorKind
-from .config import Config
+from .config import Config, require_asyncio
 from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
@@ -26,6 +25,7 @@ from .exceptions import (
     SpiderClosing,
 )
 from .ledger import SessionLedger
+from .orphans import destroy_orphans
 from .payload import build_payload
 from .responses import from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
@@ -57,13 +57,10 @@ class ScrappeyMiddleware:
     """
 
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool("SCRAPPEY_ENABLED", True):
-            raise NotConfigured(
-                "SCRAPPEY_ENABLED is False: requests are not sent through Scrappey"
-            )
         self.crawler = crawler
         spider = _spider_of(crawler)
         self.config = Config.from_settings(crawler.settings).for_spider(spider)
+        require_asyncio()
         self._client = ScrappeyClient(self.config.api_url, self.config.api_key)
         self._ledger = self._make_ledger()
         self._sessions = SessionManager(
@@ -74,13 +71,12 @@ class ScrappeyMiddleware:
             on_fatal=self._on_fatal,
             extra={"spider": spider},
         )
-        self._throttle = TargetThrottle(crawler.settings, spider)
+        self._throttle = TargetThrottle(self.config.throttle)
         self._router = Router(
             self.config,
             allowed_domains=allowed_domains(spider),
             pool_of=self._sessions.pool_of,
         )
-        self._http_cache = crawler.settings.getbool("HTTPCACHE_ENABLED")
         self._fatal: str | None = None
         self._opened = False
         self._closing = False
@@ -115,7 +111,7 @@ class ScrappeyMiddleware:
         )
         # With the HTTP cache on, a fully cached re-run must cost nothing:
         # pools are then created by the first request the cache misses.
-        pools = [] if self._http_cache else self._router.initial_pools()
+        pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
             await self._destroy_orphans()
             await self._sessions.start(pools)
@@ -183,7 +179,7 @@ class ScrappeyMiddleware:
     async def _send(self, request: Request, route: Route) -> Request | Response:
         if route.raw:
             self._inc("scrappey/raw/requests")
-        async with self._throttle.slot(route.slot_key(request)):
+        async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
                 reply = await self._call(
@@ -207,6 +203,13 @@ class ScrappeyMiddleware:
             request.meta["scrappey_session"] = session.id
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
+
+    def _slot_key(self, request: Request, route: Route) -> str:
+        # Scrapy's own keying (the download_slot meta key, else the hostname)
+        # of the page fetched, so that DOWNLOAD_SLOTS entries match.
+        engine = self.crawler.engine
+        assert engine is not None  # requests only flow while the engine runs
+        return engine.downloader.get_slot_key(route.slot_request(request))
 
     def _payload(
         self, request: Request, route: Route, session: Session | None
@@ -277,11 +280,12 @@ class ScrappeyMiddleware:
     # -- lifecycle helpers ---------------------------------------------------
 
     def _make_ledger(self) -> SessionLedger | None:
-        if not self.crawler.settings.getbool("SCRAPPEY_LEDGER_ENABLED", True):
+        if not self.config.ledger_enabled:
             return None
-        directory = self.config.ledger_dir or SessionLedger.default_directory()
         ledger = SessionLedger(
-            directory, api_url=self.config.api_url, api_key=self.config.api_key
+            self.config.ledger_dir,
+            api_url=self.config.api_url,
+            api_key=self.config.api_key,
         )
         ledger.open()
         return ledger
@@ -290,7 +294,7 @@ class ScrappeyMiddleware:
         if self._ledger is None:
             return
         try:
-            orphans = self._ledger.orphans()
+            sweep = await destroy_orphans(self._ledger, self._sessions.destroy_ids)
         except OSError as ex:
             # Cleaning up after an earlier crash must not stop this crawl.
             logger.warning(
@@ -299,22 +303,13 @@ class ScrappeyMiddleware:
                 extra={"spider": _spider_of(self.crawler)},
             )
             return
-        if not orphans:
+        if not sweep.targets:
             return
-        destroyed = set(
-            await self._sessions.destroy_ids([e.session_id for e in orphans])
-        )
-        for entry in orphans:
-            if entry.session_id in destroyed:
-                with contextlib.suppress(
-                    OSError
-                ):  # it is gone; a stale line is harmless
-                    self._ledger.forget_orphan(entry)
-        self._inc("scrappey/sessions/orphans_destroyed", len(destroyed))
+        self._inc("scrappey/sessions/orphans_destroyed", len(sweep.gone))
         logger.warning(
             "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "
             "shut down cleanly; destroyed %(ok)d, the rest stay in the ledger",
-            {"n": len(orphans), "ok": len(destroyed)},
+            {"n": len(sweep.targets), "ok": len(sweep.gone)},
             extra={"spider": _spider_of(self.crawler)},
         )
 

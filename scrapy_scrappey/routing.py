@@ -36,10 +36,15 @@ class Route:
     target: str
     raw: bool = False
 
-    def slot_key(self, request: Request) -> str:
-        """The target's download slot, keyed like Scrapy's own slots."""
-        slot = request.meta.get("download_slot")
-        return slot if isinstance(slot, str) else urlsplit(self.target).hostname or ""
+    def slot_request(self, request: Request) -> Request:
+        """The request whose download slot the fetched page belongs to.
+
+        In raw mode, a copy of *request* addressed to the URL inside the
+        command, not to the API; otherwise *request* itself.
+        """
+        if self.target == request.url:
+            return request
+        return request.replace(url=self.target)
 
 
 class Router:
@@ -99,7 +104,8 @@ class Router:
                 f"a Scrappey command."
             )
         url = command.get("url")
-        target = url if isinstance(url, str) else request.url
+        # Only an absolute URL names a download slot; the API rejects the rest.
+        target = url if isinstance(url, str) and _is_http_url(url) else request.url
         managed = command["cmd"].startswith("request.") and "session" not in command
         pool = self._pool_for(request, target) if managed else None
         return Route(params=command, pool=pool, target=target, raw=True)
@@ -145,6 +151,14 @@ def allowed_domains(spider: object) -> list[str]:
     """The spider's ``allowed_domains``, normalised."""
     domains = getattr(spider, "allowed_domains", None) or []
     return [d.lower().lstrip(".") for d in domains if isinstance(d, str) and d]
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def url_root(url: str) -> tuple[str, str, str]:

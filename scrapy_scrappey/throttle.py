@@ -4,7 +4,7 @@ A downloader middleware that answers in ``process_request`` runs before
 Scrapy's downloader slots, so without this a routed crawl would ignore
 ``CONCURRENT_REQUESTS_PER_DOMAIN``, ``DOWNLOAD_DELAY`` and ``DOWNLOAD_SLOTS``
 (the bug scrapy-flaresolverr users hit). This gate applies the same numbers,
-keyed like Scrapy's slots (hostname, or the ``download_slot`` meta key).
+keyed by the downloader's own slot keys (see ``Downloader.get_slot_key``).
 
 Invariants of a gate: ``active`` counts the starts granted and not yet ended
 (a start granted to a waiter that left is given back through its queue) and
@@ -22,7 +22,7 @@ import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._waiters import WaiterQueue
 from .exceptions import SpiderClosing
@@ -30,29 +30,10 @@ from .exceptions import SpiderClosing
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from scrapy.settings import BaseSettings
+    from .config import ThrottleConfig
 
 
 _PRUNE_AT = 1000  # gates kept before idle ones are swept
-
-
-def _jitter(settings: BaseSettings) -> float:
-    # As Scrapy's downloader does: DOWNLOAD_DELAY_JITTER (2.19+), unless the
-    # older RANDOMIZE_DOWNLOAD_DELAY switch was set at a higher priority.
-    jitter_priority = settings.getpriority("DOWNLOAD_DELAY_JITTER") or 0
-    if jitter_priority and jitter_priority >= (
-        settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0
-    ):
-        return settings.getfloat("DOWNLOAD_DELAY_JITTER")
-    return 0.5 if settings.getbool("RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
-
-
-def _slot_jitter(conf: dict[str, Any], default: float) -> float:
-    if "jitter" in conf:
-        return float(conf["jitter"])
-    if "randomize_delay" in conf:  # the DOWNLOAD_SLOTS key before Scrapy 2.19
-        return 0.5 if conf["randomize_delay"] else 0.0
-    return default
 
 
 @dataclass(eq=False)
@@ -81,13 +62,8 @@ class _Gate:
 class TargetThrottle:
     """Gates keyed by download slot, created on demand and dropped when idle."""
 
-    def __init__(self, settings: BaseSettings, spider: Any = None) -> None:
-        self._concurrency = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
-        self._delay = float(
-            getattr(spider, "download_delay", settings.getfloat("DOWNLOAD_DELAY"))
-        )
-        self._jitter = _jitter(settings)
-        self._per_slot: dict[str, dict[str, Any]] = settings.getdict("DOWNLOAD_SLOTS")
+    def __init__(self, config: ThrottleConfig) -> None:
+        self._config = config
         self._gates: dict[str, _Gate] = {}
         self._closing = False
 
@@ -119,11 +95,9 @@ class TargetThrottle:
     def _gate(self, key: str) -> _Gate:
         gate = self._gates.get(key)
         if gate is None:
-            conf = self._per_slot.get(key, {})
+            conf = self._config.slot(key)
             gate = self._gates[key] = _Gate(
-                concurrency=max(1, int(conf.get("concurrency", self._concurrency))),
-                delay=float(conf.get("delay", self._delay)),
-                jitter=_slot_jitter(conf, self._jitter),
+                concurrency=conf.concurrency, delay=conf.delay, jitter=conf.jitter
             )
             gate.waiters = WaiterQueue(lambda: self._take(gate), self._end)
         return gate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from scrapy_scrappey.ledger import SessionLedger
 
 _CHILD = """
 import os, sys, time
@@ -35,3 +38,10 @@ def run_and_kill(directory: Path, api_url: str, ids: list[str], *, key: str) -> 
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+def recorded_ids(ledger: SessionLedger) -> list[str]:
+    """The session ids in *ledger*'s own run file, as written on disk."""
+    if ledger.path is None:
+        return []
+    return list(json.loads(ledger.path.read_text(encoding="utf-8"))["sessions"])

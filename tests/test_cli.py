@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -14,10 +15,11 @@ import requests
 
 from scrapy_scrappey.cli import AUTH_MESSAGE, main
 from scrapy_scrappey.ledger import SessionLedger
+from tests.ledger_support import recorded_ids
 from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 KEY = "MARKERKEY1234567890"
@@ -243,7 +245,7 @@ def test_cleanup_leaves_live_runs_and_untracked_sessions_alone(
     with SessionLedger(ledger_dir, api_url=api.url, api_key=KEY) as running:
         running.record(live)
         code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir)
-        assert running.open_ids() == [live]
+        assert recorded_ids(running) == [live]
         running.forget(live)
     assert code == 0
     lines = out.splitlines()
@@ -350,32 +352,45 @@ def test_server_down(
     assert len(SessionLedger(ledger_dir, api_url=url, api_key=KEY).orphans()) == 1
 
 
-def test_key_in_api_url_is_redacted(
+def test_key_in_api_url_is_refused_like_in_a_crawl(
     capsys: pytest.CaptureFixture[str], ledger_dir: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, _, err = sessions(
-        capsys, "list", f"http://127.0.0.1:{port}/v1?key={KEY}", ledger_dir
+    code, out, err = sessions(
+        capsys, "list", f"http://127.0.0.1:9/v1?key={KEY}", ledger_dir
     )
-    assert code == 1
-    assert (
-        f"at http://127.0.0.1:{port}/v1?key=*** ([Errno 111] Connection refused)" in err
-    )
+    assert code == 2
+    assert out == ""
+    assert "SCRAPPEY_API_URL must not contain the API key" in err
 
 
-@pytest.fixture
-def broken_api() -> Iterator[str]:
-    """A server that answers every call with an HTML error page."""
+def test_api_url_with_a_trailing_slash_finds_the_crawls_ledger(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    crashed = api.create()
+    run_and_kill(ledger_dir, api.url, [crashed])  # crawls record the normalised URL
+    code, out, _ = sessions(capsys, "cleanup", api.url + "/", ledger_dir)
+    assert code == 0
+    assert f"destroyed     {crashed}" in out.splitlines()
+    assert api.open_ids() == []
+
+
+def _serve(
+    answer: Callable[[dict[str, Any] | None], tuple[int, bytes]],
+) -> Iterator[str]:
+    """Serve *answer* (the posted JSON, or None if not JSON → status and body)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            page = b"<h1>Bad gateway</h1>"
-            self.send_response(502)
-            self.send_header("Content-Length", str(len(page)))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            try:
+                posted = json.loads(raw)
+            except ValueError:
+                posted = None
+            status, body = answer(posted)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(page)
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -391,6 +406,12 @@ def broken_api() -> Iterator[str]:
         httpd.server_close()
 
 
+@pytest.fixture
+def broken_api() -> Iterator[str]:
+    """A server that answers every call with an HTML error page."""
+    yield from _serve(lambda _: (502, b"<h1>Bad gateway</h1>"))
+
+
 @pytest.mark.parametrize("action", ["list", "cleanup"])
 def test_broken_api(
     capsys: pytest.CaptureFixture[str], broken_api: str, ledger_dir: Path, action: str
@@ -404,6 +425,40 @@ def test_broken_api(
     )
 
 
+@pytest.fixture
+def destroy_errors_api() -> Iterator[str]:
+    """Lists nothing; refuses each destroy with the error named by the session id."""
+    errors = {
+        "browser-crashed": "CODE-0026 Internal browser error",  # a SESSION code
+        "overloaded": "CODE-0001 Server is overloaded",  # transient
+    }
+
+    def answer(command: dict[str, Any] | None) -> tuple[int, bytes]:
+        assert command is not None
+        if command["cmd"] == "sessions.list":
+            reply: dict[str, Any] = {"sessions": [], "open": 0, "limit": 10}
+        else:
+            reply = {"data": "error", "error": errors[command["session"]]}
+        return 200, json.dumps(reply).encode()
+
+    yield from _serve(answer)
+
+
+def test_already_gone_is_the_api_errors_kind_not_its_wording(
+    capsys: pytest.CaptureFixture[str], destroy_errors_api: str, ledger_dir: Path
+) -> None:
+    run_and_kill(ledger_dir, destroy_errors_api, ["browser-crashed", "overloaded"])
+    code, out, _ = sessions(capsys, "cleanup", destroy_errors_api, ledger_dir)
+    assert code == 1
+    lines = out.splitlines()
+    assert "already gone  browser-crashed" in lines  # no "not found" in its text
+    assert "failed        overloaded: CODE-0001 Server is overloaded" in lines
+    remaining = SessionLedger(
+        ledger_dir, api_url=destroy_errors_api, api_key=KEY
+    ).orphans()
+    assert [e.session_id for e in remaining] == ["overloaded"]
+
+
 def test_unusable_ledger_directory(
     capsys: pytest.CaptureFixture[str], api: Api, tmp_path: Path
 ) -> None:
@@ -411,8 +466,21 @@ def test_unusable_ledger_directory(
     not_a_dir.write_text("")
     code, out, err = sessions(capsys, "cleanup", api.url, not_a_dir / "ledger")
     assert code == 0  # nothing recorded there, so nothing to clean
-    (tmp_path / ".scrapy").write_text("")  # the default directory cannot be created
+    assert out == "Nothing to clean up: no sessions left by dead runs.\n"
+    (tmp_path / ".scrapy").write_text("")  # the default directory cannot exist
     code, out, err = cli(capsys, "sessions", "cleanup", "--api-url", api.url)
+    assert code == 0  # the same for the default directory: reading creates nothing
+    assert out == "Nothing to clean up: no sessions left by dead runs.\n"
+    assert err == ""
+
+
+def test_ledger_write_errors_are_reported(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path
+) -> None:
+    run_and_kill(ledger_dir, api.url, [])  # a dead run with nothing left in it
+    (run_file,) = ledger_dir.rglob("*.json")
+    run_file.with_suffix(".tmp").mkdir()  # deleting the dead run now fails
+    code, out, err = sessions(capsys, "cleanup", api.url, ledger_dir)
     assert code == 1
     assert out == ""
     assert err.startswith(
@@ -427,7 +495,8 @@ def test_missing_key(capsys: pytest.CaptureFixture[str], ledger_dir: Path) -> No
     assert code == 2
     assert out == ""
     assert "usage:" in err
-    assert "no API key: set SCRAPPEY_API_KEY" in err
+    assert "SCRAPPEY_API_KEY is not set" in err
+    assert "or pass --key." in err
 
 
 @pytest.mark.parametrize(
@@ -512,3 +581,16 @@ def test_project_settings_are_used(api: Api, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert table(result.stdout)["crashed"] == ["ledger", "orphan (run dead)", "-"]
     assert KEY not in result.stdout + result.stderr
+    # The options win over the project's settings.
+    other = tmp_path / "other-ledger"
+    run_and_kill(other, api.url, ["elsewhere"])
+    result = subprocess.run(
+        [*cmd, "--ledger-dir", str(other)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(table(result.stdout)) == {"elsewhere"}

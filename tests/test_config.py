@@ -1,11 +1,21 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from scrapy import Spider
+from scrapy.exceptions import NotConfigured
 from scrapy.settings import Settings
 
 from scrapy_scrappey import Config, ScrappeyConfigError
-from scrapy_scrappey.config import DEFAULT_API_URL
+from scrapy_scrappey.config import (
+    DEFAULT_API_URL,
+    Account,
+    SlotConfig,
+    ThrottleConfig,
+    default_ledger_dir,
+)
 
 
 def config(**settings):
@@ -25,7 +35,11 @@ def test_defaults():
     assert c.max_sessions == 0
     assert c.session_wait_timeout == 0  # no bound: wait while the spider is open
     assert c.close_timeout == 30.0
-    assert c.ledger_dir is None
+    assert c.ledger_enabled is True
+    assert c.ledger_dir == default_ledger_dir()
+    assert c.ledger_dir.is_absolute()
+    assert c.http_cache is False
+    assert c.throttle == ThrottleConfig(concurrency=8, delay=0.0, jitter=0.5)
 
 
 def test_every_setting_is_read():
@@ -47,7 +61,12 @@ def test_every_setting_is_read():
         SCRAPPEY_CONTROL_TIMEOUT=3,
         SCRAPPEY_CLOSE_TIMEOUT=4,
         SCRAPPEY_LEDGER_DIR="/tmp/x",
+        SCRAPPEY_LEDGER_ENABLED=False,
+        HTTPCACHE_ENABLED=True,
         DOWNLOAD_TIMEOUT=60,
+        CONCURRENT_REQUESTS_PER_DOMAIN=3,
+        DOWNLOAD_DELAY=1.5,
+        DOWNLOAD_SLOTS={"a.org": {"concurrency": 1, "delay": 2}},
     )
     assert c.api_url == "http://127.0.0.1:1/api/v1"
     assert c.transparent is False
@@ -60,7 +79,11 @@ def test_every_setting_is_read():
     assert c.session_wait_timeout == 5
     assert (c.create_attempts, c.create_backoff, c.api_concurrency) == (2, 0.5, 8)
     assert (c.control_timeout, c.close_timeout, c.request_timeout) == (3, 4, 60)
-    assert c.ledger_dir == Path("/tmp/x")
+    assert c.ledger_enabled is False
+    assert c.ledger_dir == Path("/tmp/x")  # known even when disabled
+    assert c.http_cache is True
+    assert c.throttle.slot("a.org") == SlotConfig(concurrency=1, delay=2.0, jitter=0.5)
+    assert c.throttle.slot("b.org") == SlotConfig(concurrency=3, delay=1.5, jitter=0.5)
 
 
 def test_key_from_environment(monkeypatch):
@@ -135,6 +158,32 @@ def test_missing_key_names_the_setting():
             "must not contain the API key",
         ),
         ("SCRAPPEY_TRANSPARENT", "maybe", "SCRAPPEY_TRANSPARENT must be a boolean"),
+        (
+            "SCRAPPEY_LEDGER_ENABLED",
+            "maybe",
+            "SCRAPPEY_LEDGER_ENABLED must be a boolean",
+        ),
+        ("SCRAPPEY_LEDGER_DIR", 3, "SCRAPPEY_LEDGER_DIR must be a path"),
+        ("SCRAPPEY_DEFAULT_PARAMS", "[1, 2]", "SCRAPPEY_DEFAULT_PARAMS must be a dict"),
+        ("HTTPCACHE_ENABLED", "maybe", "HTTPCACHE_ENABLED must be a boolean"),
+        ("DOWNLOAD_DELAY", -1, "DOWNLOAD_DELAY must be 0 or more seconds"),
+        ("DOWNLOAD_DELAY_JITTER", "lots", "DOWNLOAD_DELAY_JITTER must be a number"),
+        (
+            "CONCURRENT_REQUESTS_PER_DOMAIN",
+            0,
+            "CONCURRENT_REQUESTS_PER_DOMAIN must be at least 1",
+        ),
+        ("DOWNLOAD_SLOTS", {"a": 1}, r"DOWNLOAD_SLOTS\['a'\] must be a dict"),
+        (
+            "DOWNLOAD_SLOTS",
+            {"a": {"concurrency": "two"}},
+            r"DOWNLOAD_SLOTS\['a'\]\['concurrency'\] must be an integer",
+        ),
+        (
+            "DOWNLOAD_SLOTS",
+            {"a": {"delay": -1}},
+            r"DOWNLOAD_SLOTS\['a'\]\['delay'\] must be 0 or more seconds",
+        ),
     ],
 )
 def test_invalid_values_name_the_setting(name, value, message):
@@ -169,3 +218,166 @@ def test_invalid_spider_attributes(attr, value, message):
     setattr(spider, attr, value)
     with pytest.raises(ScrappeyConfigError, match=message):
         config().for_spider(spider)
+
+
+def test_disabled_plugin_is_not_configured_whatever_else_is_set():
+    with pytest.raises(NotConfigured, match="SCRAPPEY_ENABLED is False"):
+        Config.from_settings(Settings({"SCRAPPEY_ENABLED": False}))  # no key either
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_ENABLED must be a boolean"):
+        config(SCRAPPEY_ENABLED="maybe")
+
+
+def test_missing_key_advice_depends_on_the_reader():
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_ENABLED = False"):
+        Account.from_settings(Settings())
+    with pytest.raises(ScrappeyConfigError, match=r"or pass --key\.$"):
+        Account.from_settings(Settings(), missing_key_advice="or pass --key")
+
+
+def test_account_is_what_config_reads(tmp_path):
+    settings = Settings(
+        {
+            "SCRAPPEY_API_KEY": " k-1 ",
+            "SCRAPPEY_API_URL": "http://127.0.0.1:1/api/v1/",
+            "SCRAPPEY_LEDGER_DIR": str(tmp_path),
+        }
+    )
+    account = Account.from_settings(settings)
+    assert account == Account("k-1", "http://127.0.0.1:1/api/v1", tmp_path)
+    c = Config.from_settings(settings)
+    assert (c.api_key, c.api_url, c.ledger_dir) == (
+        account.api_key,
+        account.api_url,
+        account.ledger_dir,
+    )
+
+
+def test_api_url_is_normalised_once_so_crawls_and_the_cli_share_a_ledger():
+    with_slash = config(SCRAPPEY_API_URL="http://127.0.0.1:1/api/v1/").api_url
+    assert with_slash == config(SCRAPPEY_API_URL="http://127.0.0.1:1/api/v1").api_url
+
+
+def test_api_url_with_a_key_is_refused_without_quoting_it():
+    for url in ("https://x/api/v1?key=SECRET123", "ftp://x/?key=SECRET123"):
+        with pytest.raises(ScrappeyConfigError) as info:
+            config(SCRAPPEY_API_URL=url)
+        assert "SECRET123" not in str(info.value)
+
+
+def test_default_ledger_dir_outside_and_inside_a_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SCRAPY_SETTINGS_MODULE", raising=False)
+    directory = tmp_path / ".scrapy" / "scrappey-sessions"
+    assert config().ledger_dir == directory
+    assert not (tmp_path / ".scrapy").exists()  # reading settings creates nothing
+    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = x.settings\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert config().ledger_dir == directory
+    assert config(SCRAPPEY_LEDGER_DIR="rel").ledger_dir == tmp_path / "sub" / "rel"
+
+
+@pytest.mark.parametrize(
+    ("settings", "jitter"),
+    [
+        ({}, 0.5),
+        ({"RANDOMIZE_DOWNLOAD_DELAY": False}, 0.0),
+        ({"DOWNLOAD_DELAY_JITTER": 0.2}, 0.2),
+        ({"DOWNLOAD_DELAY_JITTER": 0, "RANDOMIZE_DOWNLOAD_DELAY": True}, 0.0),
+    ],
+)
+def test_jitter_follows_scrapy(settings, jitter):
+    assert ThrottleConfig.from_settings(Settings(settings)).jitter == jitter
+
+
+def test_older_randomize_delay_wins_only_at_a_higher_priority():
+    settings = Settings({"DOWNLOAD_DELAY_JITTER": 0.2})
+    settings.set("RANDOMIZE_DOWNLOAD_DELAY", False, priority="cmdline")
+    assert ThrottleConfig.from_settings(settings).jitter == 0.0
+
+
+def test_download_slots_complete_their_entries_with_the_defaults():
+    throttle = ThrottleConfig.from_settings(
+        Settings(
+            {
+                "DOWNLOAD_DELAY": 1,
+                "DOWNLOAD_SLOTS": {
+                    "a": {"randomize_delay": False},
+                    "b": {"jitter": 0.1, "concurrency": 2},
+                },
+            }
+        )
+    )
+    assert throttle.slot("a") == SlotConfig(concurrency=8, delay=1.0, jitter=0.0)
+    assert throttle.slot("b") == SlotConfig(concurrency=2, delay=1.0, jitter=0.1)
+    assert throttle.slot("c") == SlotConfig(concurrency=8, delay=1.0, jitter=0.5)
+
+
+def test_download_slots_as_a_json_string():
+    throttle = ThrottleConfig.from_settings(
+        Settings({"DOWNLOAD_SLOTS": '{"a": {"delay": 3}}'})
+    )
+    assert throttle.slot("a").delay == 3.0
+
+
+def test_spider_download_delay_overrides_the_setting():
+    class S(Spider):
+        name = "s"
+        download_delay = 2
+
+    c = config(DOWNLOAD_DELAY=1, DOWNLOAD_SLOTS={"a": {"delay": 5}}).for_spider(S())
+    assert c.throttle.delay == 2.0
+    assert c.throttle.slot("x").delay == 2.0
+    assert c.throttle.slot("a").delay == 5.0  # a slot's own delay still wins
+    S.download_delay = -1
+    with pytest.raises(ScrappeyConfigError, match="download_delay spider attribute"):
+        config().for_spider(S())
+
+
+_SELECT_REACTOR_SPIDER = """
+import scrapy
+
+class S(scrapy.Spider):
+    name = "s"
+    start_urls = ["http://127.0.0.1:9/"]
+
+    def parse(self, response):
+        pass
+"""
+
+
+def test_another_reactor_stops_the_crawl_at_startup_naming_twisted_reactor(tmp_path):
+    (tmp_path / "spider.py").write_text(_SELECT_REACTOR_SPIDER)
+    settings = {
+        "TWISTED_REACTOR": "twisted.internet.selectreactor.SelectReactor",
+        "DOWNLOADER_MIDDLEWARES": '{"scrapy_scrappey.ScrappeyMiddleware": 950}',
+        "SCRAPPEY_API_KEY": "TESTKEY-reactor",
+        "SCRAPPEY_API_URL": "http://127.0.0.1:9/api/v1",
+        "SCRAPPEY_LEDGER_ENABLED": "False",
+        "TELNETCONSOLE_ENABLED": "False",
+    }
+    cmd = [sys.executable, "-m", "scrapy", "runspider", "spider.py"]
+    for name, value in settings.items():
+        cmd += ["-s", f"{name}={value}"]
+    env = {k: v for k, v in os.environ.items() if k != "SCRAPY_SETTINGS_MODULE"}
+    result = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    errors = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("scrapy_scrappey.exceptions.ScrappeyConfigError")
+    ]
+    # Twisted prints an unhandled startup error and logs it too: one message.
+    assert len(set(errors)) == 1, result.stderr
+    assert "TWISTED_REACTOR" in errors[0]
+    assert "needs the asyncio reactor" in errors[0]
+    assert "no running event loop" not in result.stderr
+    assert "Crawled" not in result.stderr  # it stopped before any request

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scrapy_scrappey.ledger import FORMAT, LedgerEntry, SessionLedger, fingerprint
+from tests.ledger_support import recorded_ids
 from tests.ledger_support import run_and_kill as _run_and_kill
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def test_record_and_forget_round_trip(tmp_path: Path) -> None:
     ledger.open()
     ledger.record("s1")
     ledger.record("s2")
-    assert ledger.open_ids() == ["s1", "s2"]
+    assert recorded_ids(ledger) == ["s1", "s2"]
     assert ledger.path is not None
     doc = json.loads(ledger.path.read_text())
     assert doc["format"] == FORMAT
@@ -45,7 +46,7 @@ def test_record_and_forget_round_trip(tmp_path: Path) -> None:
 
     ledger.forget("s1")
     ledger.forget("never-recorded")
-    assert ledger.open_ids() == ["s2"]
+    assert recorded_ids(ledger) == ["s2"]
     assert list(json.loads(ledger.path.read_text())["sessions"]) == ["s2"]
     ledger.forget("s2")
     ledger.close()
@@ -61,13 +62,13 @@ def test_run_file_layout(tmp_path: Path) -> None:
 
 def test_record_opens_implicitly_and_open_is_idempotent(tmp_path: Path) -> None:
     ledger = make(tmp_path)
-    assert ledger.open_ids() == []
+    assert recorded_ids(ledger) == []
     assert ledger.path is None
     ledger.record("s1")
     path = ledger.path
     ledger.open()
     assert ledger.path == path
-    assert ledger.open_ids() == ["s1"]
+    assert recorded_ids(ledger) == ["s1"]
     ledger.forget("s1")
     ledger.close()
     ledger.close()
@@ -80,7 +81,7 @@ def test_reopening_after_close_starts_a_new_run(tmp_path: Path) -> None:
     ledger.close()
     ledger.open()
     assert ledger.run_id != first
-    assert ledger.open_ids() == []
+    assert recorded_ids(ledger) == []
     assert [e.session_id for e in ledger.orphans()] == ["leaked"]
     ledger.close()
 
@@ -113,7 +114,7 @@ def test_file_is_always_valid_json(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert reads
-    assert len(ledger.open_ids()) == 150
+    assert len(recorded_ids(ledger)) == 150
     ledger.close()
 
 
@@ -187,8 +188,9 @@ def test_other_keys_and_urls_are_not_orphans(tmp_path: Path) -> None:
     assert [e.session_id for e in entries] == ["other-key"]
 
 
-def test_fingerprint_ignores_trailing_slash_only() -> None:
-    assert fingerprint(API_URL, KEY) == fingerprint(API_URL + "/", KEY)
+def test_fingerprint_tells_urls_and_keys_apart() -> None:
+    # The URL comes normalised from Account (see test_config): taken as given.
+    assert fingerprint(API_URL, KEY) == fingerprint(API_URL, KEY)
     assert fingerprint(API_URL, KEY) != fingerprint(API_URL, KEY + "x")
     assert fingerprint(API_URL, KEY) != fingerprint(API_URL + "2", KEY)
 
@@ -250,15 +252,3 @@ def test_key_is_never_written(tmp_path: Path) -> None:
     for path in written:
         assert KEY not in path.name
         assert KEY.encode() not in path.read_bytes()
-
-
-def test_default_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SCRAPY_SETTINGS_MODULE", raising=False)
-    directory = SessionLedger.default_directory()
-    assert directory == tmp_path / ".scrapy" / "scrappey-sessions"
-    assert directory.is_dir()
-    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = x.settings\n")
-    (tmp_path / "sub").mkdir()
-    monkeypatch.chdir(tmp_path / "sub")
-    assert SessionLedger.default_directory() == directory

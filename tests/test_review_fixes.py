@@ -288,11 +288,19 @@ def test_a_stale_session_id_in_meta_uses_the_scope_pool_not_a_new_named_pool():
 def test_download_slots_randomize_delay_key():
     from scrapy.settings import Settings
 
+    from scrapy_scrappey.config import ThrottleConfig
     from scrapy_scrappey.throttle import TargetThrottle
 
     throttle = TargetThrottle(
-        Settings(
-            {"DOWNLOAD_SLOTS": {"a": {"randomize_delay": False}, "b": {"jitter": 0.1}}}
+        ThrottleConfig.from_settings(
+            Settings(
+                {
+                    "DOWNLOAD_SLOTS": {
+                        "a": {"randomize_delay": False},
+                        "b": {"jitter": 0.1},
+                    }
+                }
+            )
         )
     )
     assert throttle._gate("a").jitter == 0.0

@@ -1,9 +1,15 @@
 import pytest
-from scrapy import Request
+from scrapy import Request, Spider
+from scrapy.core.downloader import Downloader
 from scrapy.http import JsonRequest
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, ScrappeyConfigError
+from scrapy_scrappey.local import LocalScrappey
 from scrapy_scrappey.routing import Router
+from tests.crawl import PagesSpider, crawl, settings_for
+from tests.site import TargetSite
 
 API = "http://127.0.0.1:9/api/v1"
 
@@ -71,18 +77,38 @@ def test_opt_out_opt_in_and_unroutable():
     assert router().route(Request("data:,hi")) is None
 
 
-def test_defaults_merge_and_slot_key():
+def test_defaults_merge():
     route = router(requestType="request").route(
-        Request(
-            "https://x.org/p",
-            meta={"scrappey": {"premiumProxy": True}, "download_slot": "s1"},
-        )
+        Request("https://x.org/p", meta={"scrappey": {"premiumProxy": True}})
     )
     assert route.params == {"requestType": "request", "premiumProxy": True}
-    assert (
-        route.slot_key(Request("https://x.org/p", meta={"download_slot": "s1"})) == "s1"
-    )
-    assert route.slot_key(Request("https://x.org/p")) == "x.org"
+
+
+def downloader():
+    return Downloader(get_crawler(Spider, {"DOWNLOAD_SLOTS": {"s1": {"delay": 1}}}))
+
+
+def test_slot_key_is_the_downloaders_own():
+    slot_key = downloader().get_slot_key
+    request = Request("https://X.org:8080/p")
+    route = router().route(request)
+    assert route.slot_request(request) is request
+    assert slot_key(route.slot_request(request)) == "x.org"
+    pinned = Request("https://x.org/p", meta={"download_slot": "s1"})
+    assert slot_key(router().route(pinned).slot_request(pinned)) == "s1"
+
+
+def test_raw_mode_slot_key_is_the_target_urls():
+    slot_key = downloader().get_slot_key
+    raw = JsonRequest(API, data={"cmd": "request.get", "url": "https://shop.test/x"})
+    assert slot_key(router().route(raw).slot_request(raw)) == "shop.test"
+    pinned = raw.replace(meta={"download_slot": "s1"})
+    assert slot_key(router().route(pinned).slot_request(pinned)) == "s1"
+    for url in ("not a url", "https://", 42, "http://[::1"):
+        odd = JsonRequest(API, data={"cmd": "request.get", "url": url})
+        route = router().route(odd)
+        assert route.target == API  # the API rejects the command itself
+        assert slot_key(route.slot_request(odd)) == "127.0.0.1"
 
 
 def test_raw_mode_detection_and_target_pool():
@@ -113,3 +139,50 @@ def test_raw_mode_rejects_a_body_without_command():
     with pytest.raises(ScrappeyConfigError) as info:
         router().route(Request(API + "?key=SECRET123", method="POST", body=b"[]"))
     assert "SECRET123" not in str(info.value)
+
+
+class _RawPages(PagesSpider):
+    """Addresses the API itself (raw mode), one command per target URL."""
+
+    def __init__(self, api_url, **kwargs):
+        super().__init__(**kwargs)
+        self.api_url = api_url
+
+    async def start(self):
+        for url in self.urls:
+            data = {"cmd": "request.get", "url": url}
+            yield JsonRequest(self.api_url, data=data, dont_filter=True)
+
+    def parse(self, response):
+        yield {"url": response.json()["solution"]["currentUrl"]}
+
+
+@pytest.mark.parametrize("raw", [False, True])
+@deferred_f_from_coro_f
+async def test_download_slots_of_the_target_apply_in_a_crawl(tmp_path, raw):
+    # The API listens on 127.0.0.1 and the pages are fetched as "localhost":
+    # only the target's slot (not the API's) allows one request at a time.
+    async with LocalScrappey() as server, TargetSite(delay=0.1) as site:
+        urls = [site.url(f"/page/{i}", host="localhost") for i in range(4)]
+        spider, extra = (
+            (_RawPages, {"api_url": server.url}) if raw else (PagesSpider, {})
+        )
+        maxima = []
+        for slots in (
+            {"127.0.0.1": {"concurrency": 1}},
+            {"localhost": {"concurrency": 1}},
+        ):
+            settings = settings_for(
+                server,
+                tmp_path,
+                CONCURRENT_REQUESTS_PER_DOMAIN=8,
+                SCRAPPEY_SESSION_POOL_SIZE=4,
+                SCRAPPEY_SESSION_CONCURRENCY=4,
+                DOWNLOAD_SLOTS=slots,
+            )
+            site.max_active = 0
+            result = await crawl(spider, settings, urls=urls, **extra)
+            assert len(result.items) == 4
+            maxima.append(site.max_active)
+    assert maxima[0] > 1
+    assert maxima[1] == 1

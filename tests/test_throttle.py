@@ -5,13 +5,18 @@ import pytest
 from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey.config import ThrottleConfig
 from scrapy_scrappey.exceptions import SpiderClosing
 from scrapy_scrappey.throttle import TargetThrottle
 
 
 def throttle(**settings):
     return TargetThrottle(
-        Settings({"CONCURRENT_REQUESTS_PER_DOMAIN": 2, "DOWNLOAD_DELAY": 0, **settings})
+        ThrottleConfig.from_settings(
+            Settings(
+                {"CONCURRENT_REQUESTS_PER_DOMAIN": 2, "DOWNLOAD_DELAY": 0, **settings}
+            )
+        )
     )
 
 
@@ -48,22 +53,6 @@ async def test_delay_without_jitter():
     starts = sorted(t for *_, t in log)
     assert starts[1] - starts[0] >= 0.14
     assert starts[2] - starts[1] >= 0.14
-    assert TargetThrottle(Settings({"RANDOMIZE_DOWNLOAD_DELAY": False}))._jitter in (
-        0.0,
-        0.5,
-    )
-
-
-@pytest.mark.parametrize(
-    ("settings", "jitter"),
-    [
-        ({}, 0.5),
-        ({"RANDOMIZE_DOWNLOAD_DELAY": False}, 0.0),
-        ({"DOWNLOAD_DELAY_JITTER": 0.2}, 0.2),
-    ],
-)
-def test_jitter_follows_scrapy(settings, jitter):
-    assert TargetThrottle(Settings(settings))._jitter == jitter
 
 
 @deferred_f_from_coro_f

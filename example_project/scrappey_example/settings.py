@@ -33,7 +33,7 @@ SCRAPPEY_API_URL = (
 
 # -- The demo site ----------------------------------------------------------
 
-# Base URL of the demo site (python -m example_project.site). The spiders
+# Base URL of the demo site (python -m example_project.demo_site). The spiders
 # take it from `-a site=URL` first, then from this setting.
 DEMO_SITE = os.environ.get("DEMO_SITE", "")
 

@@ -1,7 +1,7 @@
 """The wire format the local server speaks: command names, error texts, envelopes.
 
-Every reply shape here mirrors the fixtures in the shared Scrappey reference
-(``scrappey-fixtures/``). Error texts put the documented code first
+Every reply shape here mirrors the fixtures in ``tests/fixtures/scrappey/``
+(each ``.json`` with a ``.source.txt`` naming where it comes from). Error texts put the documented code first
 (``"CODE-0031 Request error, please try again: <cause>"``) because clients
 extract codes with a ``CODE-\\d+`` search over the ``error`` string.
 
@@ -9,7 +9,7 @@ Problems with a request field have no documented code, so their error text
 carries none: ``"Invalid parameter 'customHeaders': must be an object"``. An
 unknown session is reported as ``"Session not found: <id>"``, again without a
 code, which clients recognise through
-:data:`scrapy_scrappey.codes.SESSION_GONE_MARKERS`.
+:data:`scrapy_scrappey.codes.SESSION_GONE_MARKERS` (see ``client.classify``).
 """
 
 from __future__ import annotations

@@ -90,6 +90,13 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         default=1000.0,
         help="starting balance; 1 per successful request.* (default 1000)",
     )
+    add(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request's headers, then its body "
+        "(default 30)",
+    )
     add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
 
 
@@ -187,6 +194,7 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         faults=faults_from_args(args),
         static_body=static,
         balance=args.balance,
+        read_timeout=args.read_timeout,
     )
 
 

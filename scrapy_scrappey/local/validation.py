@@ -7,12 +7,20 @@ command"); bad fields use ``"Invalid parameter '<field>': <why>"`` without a
 code, because the API documents none for them. Unknown fields are accepted
 and ignored, as a client written for the real API may send options the local
 server cannot honour (``browserActions``, ``screenshot``, captcha options, …).
+
+Every field, known or not, must be nested at most :data:`MAX_NESTING` levels
+deep and hold valid Unicode (no lone surrogates, which JSON's ``\\ud800``
+escapes can carry but UTF-8 cannot): the server recurses into some values and
+encodes others, and either would fail later without naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from yarl import URL
@@ -25,7 +33,16 @@ from scrapy_scrappey.local.protocol import (
     ApiError,
 )
 
+#: How deep a field's value may nest arrays and objects.
+MAX_NESTING = 100
+#: The longest ``timeout`` accepted, in milliseconds (a day).
+MAX_TIMEOUT_MS = 86_400_000
+#: The longest session id accepted; ids are kept for the server's lifetime.
+MAX_SESSION_ID = 256
+
 _BROWSER_NAMES = ("firefox", "chrome", "safari")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
 _JSON_TYPES: dict[type, str] = {
     list: "an array",
     str: "a string",
@@ -72,15 +89,30 @@ def invalid(name: str, why: str) -> ApiError:
     return ApiError(None, f"Invalid parameter {name!r}: {why}")
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Decode the POST body into a JSON object."""
+def invalid_body(why: str) -> ApiError:
+    """The error for a body that is not a usable JSON object."""
+    return ApiError(None, f"Invalid request body: {why}")
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a JSON body; any failure is an :class:`ApiError`."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(None, f"Invalid request body: not valid JSON ({exc})") from exc
+        return json.loads(raw)
+    except RecursionError as exc:
+        # The C decoder gives up near the interpreter's recursion limit.
+        raise invalid_body(_TOO_DEEP) from exc
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise invalid_body(f"not valid JSON ({exc})") from exc
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode the POST body into a JSON object whose fields are all usable."""
+    body = decode_json(raw)
     if not isinstance(body, dict):
         kind = _JSON_TYPES.get(type(body), type(body).__name__)
-        raise ApiError(None, f"Invalid request body: must be a JSON object, not {kind}")
+        raise invalid_body(f"must be a JSON object, not {kind}")
+    for name, value in body.items():
+        _check_field(name, value)
     return body
 
 
@@ -105,6 +137,8 @@ def optional_session(body: dict[str, Any]) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise invalid("session", "must be a non-empty string")
+    if len(value) > MAX_SESSION_ID:
+        raise invalid("session", f"must be at most {MAX_SESSION_ID} characters")
     return value
 
 
@@ -223,7 +257,26 @@ def _cookie_spec(item: object) -> CookieSpec:
         path, (str, type(None))
     ):
         raise invalid("cookiejar", f"domain and path of {name!r} must be strings")
+    _check_cookie(name, domain)
     return CookieSpec(name, value, domain or None, path or None)
+
+
+def _check_cookie(name: str, domain: str | None) -> None:
+    # The session's jar takes cookies through Python's parser and a URL of the
+    # domain; what they refuse is refused here, naming the cookie.
+    try:
+        SimpleCookie()[name] = ""
+    except CookieError as exc:
+        raise invalid(
+            "cookiejar", f"cookie name {name!r:.80} is refused ({exc})"
+        ) from exc
+    if domain:
+        try:
+            URL.build(scheme="http", host=domain.lstrip("."))
+        except ValueError as exc:
+            raise invalid(
+                "cookiejar", f"domain of {name!r} is not a host ({exc})"
+            ) from exc
 
 
 def _timeout(body: dict[str, Any]) -> float | None:
@@ -232,6 +285,35 @@ def _timeout(body: dict[str, Any]) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid("timeout", "must be a number of milliseconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid("timeout", f"must be a finite number, got {value!r}")
+    # Compared before any float(): a 400-digit integer does not fit a float.
+    if value > MAX_TIMEOUT_MS:
+        raise invalid("timeout", f"must be at most {MAX_TIMEOUT_MS} ms (a day)")
     if value <= 0:
         raise invalid("timeout", "must be positive")
     return float(value) / 1000.0
+
+
+def _check_field(name: str, value: object) -> None:
+    """Walk *value* without recursion: depth and Unicode of every part."""
+    _check_text(name, name)
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _check_text(name, item)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_NESTING:
+                raise invalid(name, _TOO_DEEP)
+            if isinstance(item, dict):
+                pending.extend((key, depth) for key in item)
+                item = item.values()
+            pending.extend((child, depth + 1) for child in item)
+
+
+def _check_text(name: str, text: str) -> None:
+    if _SURROGATE_RE.search(text):
+        raise invalid(
+            name, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode"
+        )

@@ -156,11 +156,15 @@ def test_bad_flags_exit_with_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         ["--error-rate", "2"],
         ["--latency", "request.get"],
         ["--unknown-session", "x"],
+        ["--read-timeout", "0"],
+        ["--slow-seconds", "nan"],
     ):
         with pytest.raises(SystemExit) as excinfo:
             main(argv)
         assert excinfo.value.code == 2
-    assert "error_rate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    for name in ("error_rate", "read_timeout", "slow_seconds"):
+        assert name in err
 
 
 def test_port_in_use_exits_1() -> None:
@@ -198,6 +202,7 @@ def test_help_documents_the_rules(capsys: pytest.CaptureFixture[str]) -> None:
         "--fail-creates",
         "--fail-destroys",
         "--seed",
+        "--read-timeout",
         "CODE-0029",
         "Session not found",
     ):

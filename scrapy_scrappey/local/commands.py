@@ -34,6 +34,7 @@ from scrapy_scrappey.local.validation import (
     MAX_SESSION_ID,
     check_browser,
     command_name,
+    header_string,
     optional_session,
     parse_body,
     request_params,
@@ -136,6 +137,7 @@ class CommandHandler:
 
     async def _create(self, cmd: str, body: dict[str, Any], started: float) -> Reply:
         check_browser(body)
+        header_string(body, "userAgent")  # sent with every request of the session
         session_id = optional_session(body)
         await self._delay(cmd)
         if self._injector().take_create_failure():

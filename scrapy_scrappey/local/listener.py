@@ -9,8 +9,9 @@ without any of the bytes the client sent.
 
 A request must also arrive in time: its headers within ``read_timeout``
 seconds of the connection opening or of the previous reply (else the
-connection is closed), its body within ``read_timeout`` of the headers (else
-HTTP 408). Time spent serving a command does not count.
+connection is closed, as is an idle kept-alive one), its body within
+``read_timeout`` of the headers (else HTTP 408). Time spent serving a command
+does not count.
 """
 
 from __future__ import annotations

@@ -118,7 +118,16 @@ class LocalScrappey:
             stats=self._stats,
             closer=self._engine.release,
         )
-        self._handler = CommandHandler(
+        self._handler = self._command_handler(unknown_session, balance)
+        self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    def _command_handler(
+        self, unknown_session: UnknownSession, balance: float
+    ) -> CommandHandler:
+        return CommandHandler(
             registry=self._registry,
             engine=self._engine,
             stats=self._stats,
@@ -126,10 +135,6 @@ class LocalScrappey:
             unknown_session=unknown_session,
             balance=balance,
         )
-        self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self._port: int | None = None
 
     @property
     def faults(self) -> Faults:

@@ -42,6 +42,8 @@ MAX_SESSION_ID = 256
 
 _BROWSER_NAMES = ("firefox", "chrome", "safari")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_HEADER_BREAK_RE = re.compile("[\r\n\x00]")
 _TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
 _JSON_TYPES: dict[type, str] = {
     list: "an array",
@@ -182,11 +184,11 @@ def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
         session=optional_session(body),
         post_data=_post_data(body),
         custom_headers=_custom_headers(body),
-        cookies=optional_string(body, "cookies"),
+        cookies=header_string(body, "cookies"),
         cookiejar=_cookiejar(body),
         timeout=_timeout(body),
-        user_agent=optional_string(body, "userAgent"),
-        referer=optional_string(body, "referer"),
+        user_agent=header_string(body, "userAgent"),
+        referer=header_string(body, "referer"),
         inner_text=body.get("innerText") is True,
         base64_response=body.get("base64Response") is True,
         list_all_redirects=body.get("listAllRedirects") is True,
@@ -226,11 +228,28 @@ def _custom_headers(body: dict[str, Any]) -> dict[str, str]:
         raise invalid("customHeaders", "must be an object")
     headers: dict[str, str] = {}
     for name, header in value.items():
+        if not _TOKEN_RE.fullmatch(name):
+            raise invalid("customHeaders", f"{name!r:.80} is not a header name")
         # bool is an int subclass but "True" is never a meant header value.
         if isinstance(header, bool) or not isinstance(header, (str, int, float)):
             raise invalid("customHeaders", f"value of {name!r} must be a string")
-        headers[name] = str(header)
+        headers[name] = _check_header("customHeaders", str(header), name)
     return headers
+
+
+def header_string(body: dict[str, Any], name: str) -> str | None:
+    """A string field that is sent as (part of) an HTTP header."""
+    value = optional_string(body, name)
+    return value if value is None else _check_header(name, value)
+
+
+def _check_header(field: str, value: str, header: str | None = None) -> str:
+    # The HTTP client refuses these (header injection); as a fetch error the
+    # refusal would read as a transient CODE-0031 and be retried for ever.
+    if _HEADER_BREAK_RE.search(value):
+        subject = f"value of {header!r} " if header else ""
+        raise invalid(field, f"{subject}must not contain CR, LF or NUL characters")
+    return value
 
 
 def _cookiejar(body: dict[str, Any]) -> tuple[CookieSpec, ...]:

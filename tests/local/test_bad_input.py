@@ -218,6 +218,26 @@ BAD_BODIES: list[tuple[Any, str]] = [
         "Invalid parameter 'timeout': must be at most 86400000 ms",
     ),
     (
+        {"cmd": "request.get", "url": URL, "customHeaders": {"X-A": "1\r\nX-B: 2"}},
+        "Invalid parameter 'customHeaders': value of 'X-A' must not contain CR, LF",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "customHeaders": {"X A": "1"}},
+        "Invalid parameter 'customHeaders': 'X A' is not a header name",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "userAgent": "UA\nX-B: 2"},
+        "Invalid parameter 'userAgent': must not contain CR, LF or NUL",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "cookies": "a=1\x00"},
+        "Invalid parameter 'cookies': must not contain CR, LF or NUL",
+    ),
+    (
+        {"cmd": "sessions.create", "userAgent": "UA\r\n"},
+        "Invalid parameter 'userAgent': must not contain CR, LF or NUL",
+    ),
+    (
         {"cmd": "request.get", "url": URL, "session": "s" * 257},
         "Invalid parameter 'session': must be at most 256 characters",
     ),

@@ -96,7 +96,7 @@ def invalid_body(why: str) -> ApiError:
     return ApiError(None, f"Invalid request body: {why}")
 
 
-def decode_json(raw: bytes) -> Any:
+def _decode_json(raw: bytes) -> Any:
     """Decode a JSON body; any failure is an :class:`ApiError`."""
     try:
         return json.loads(raw)
@@ -109,7 +109,7 @@ def decode_json(raw: bytes) -> Any:
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode the POST body into a JSON object whose fields are all usable."""
-    body = decode_json(raw)
+    body = _decode_json(raw)
     if not isinstance(body, dict):
         kind = _JSON_TYPES.get(type(body), type(body).__name__)
         raise invalid_body(f"must be a JSON object, not {kind}")

@@ -67,6 +67,19 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         help="the only key accepted (HTTP 401 otherwise); default: any key",
     )
     add(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request's headers, then its body "
+        "(default 30)",
+    )
+    add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+    _add_session_args(parser)
+
+
+def _add_session_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
         "--session-ttl",
         type=float,
         default=240.0,
@@ -90,7 +103,6 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         default=1000.0,
         help="starting balance; 1 per successful request.* (default 1000)",
     )
-    add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
 
 
 # Shares (0..1) of request.* commands that misbehave.
@@ -187,6 +199,7 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         faults=faults_from_args(args),
         static_body=static,
         balance=args.balance,
+        read_timeout=args.read_timeout,
     )
 
 

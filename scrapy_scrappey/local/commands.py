@@ -23,14 +23,18 @@ from scrapy_scrappey.local.protocol import (
     REQUEST_ERROR_CODE,
     ApiError,
     error_envelope,
+    server_bug,
     session_not_found,
     success_envelope,
 )
 from scrapy_scrappey.local.sessions import user_agent_for
+from scrapy_scrappey.local.stats import clip
 from scrapy_scrappey.local.translate import build_solution, build_spec
 from scrapy_scrappey.local.validation import (
+    MAX_SESSION_ID,
     check_browser,
     command_name,
+    header_string,
     optional_session,
     parse_body,
     request_params,
@@ -87,15 +91,19 @@ class CommandHandler:
             "sessions.active": self._active,
         }
 
+    def refuse(self, error: ApiError, started: float | None = None) -> Reply:
+        """Answer a body that cannot be used at all (counted as ``invalid``)."""
+        self._stats.command("invalid", None, None)
+        logger.info("Answering with an error: %s", error.text)
+        return _error(error, time.monotonic() if started is None else started, {})
+
     async def handle(self, raw: bytes) -> Reply:
         """Answer one ``POST /api/v1`` body."""
         started = time.monotonic()
         try:
             body = parse_body(raw)
         except ApiError as error:
-            self._stats.command("invalid", None, None)
-            logger.info("Answering with an error: %s", error.text)
-            return _error(error, started, {})
+            return self.refuse(error, started)
         try:
             self._receive(body)
             cmd = command_name(body)  # CODE-0004 unless a supported command
@@ -106,7 +114,7 @@ class CommandHandler:
             return _error(error, started, body)
         except Exception:
             logger.exception("Internal error in the local Scrappey server")
-            return _error(ApiError("CODE-10000", "local server bug"), started, body)
+            return _error(server_bug(), started, body)
 
     def _receive(self, body: dict[str, Any]) -> None:
         """Count and log a command, valid or not, before anything can fail."""
@@ -118,9 +126,9 @@ class CommandHandler:
         # An invalid cmd can be anything the client sent: show a short repr.
         shown = known if known != "invalid" else f"invalid cmd {cmd!r:.60}"
         if url is None:
-            logger.info("%s session=%s", shown, session)
+            logger.info("%s session=%s", shown, clip(session))
         else:
-            logger.info("%s session=%s url=%s", shown, session, url)
+            logger.info("%s session=%s url=%s", shown, clip(session), clip(url))
 
     async def _delay(self, cmd: str) -> None:
         seconds = self._injector().latency(cmd)
@@ -129,6 +137,7 @@ class CommandHandler:
 
     async def _create(self, cmd: str, body: dict[str, Any], started: float) -> Reply:
         check_browser(body)
+        header_string(body, "userAgent")  # sent with every request of the session
         session_id = optional_session(body)
         await self._delay(cmd)
         if self._injector().take_create_failure():
@@ -258,5 +267,7 @@ def _elapsed(started: float) -> int:
 
 def _error(error: ApiError, started: float, body: dict[str, Any]) -> Reply:
     session = body.get("session")
-    named = session if isinstance(session, str) and session else None
+    # A session id too long to be valid is not sent back.
+    usable = isinstance(session, str) and 0 < len(session) <= MAX_SESSION_ID
+    named = session if usable else None
     return Reply(error_envelope(error, _elapsed(started), named))

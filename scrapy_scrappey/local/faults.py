@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -97,13 +98,14 @@ class Faults:
             rate = getattr(self, name)
             if not _is_number(rate) or not 0.0 <= rate <= 1.0:
                 raise ValueError(
-                    f"Faults.{name} must be a number in 0..1, got {rate!r}"
+                    f"Faults.{name} must be a number in 0..1, got {rate!r:.40}"
                 )
         _check_latency(self.latency)
         _check_codes(self.error_codes)
         if not _is_number(self.slow_seconds) or self.slow_seconds < 0:
             raise ValueError(
-                f"Faults.slow_seconds must be >= 0, got {self.slow_seconds!r}"
+                "Faults.slow_seconds must be a finite number >= 0, "
+                f"got {self.slow_seconds!r:.40}"
             )
         for name in ("fail_creates", "fail_destroys"):
             if not _is_count(getattr(self, name)):
@@ -206,7 +208,13 @@ def truncate_json(payload: dict[str, Any]) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: NaN, infinities and huge integers would stall sleeps."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _is_count(value: object) -> bool:
@@ -218,11 +226,18 @@ def _check_latency(latency: dict[str, float]) -> None:
         if cmd not in ALL_COMMANDS:
             raise ValueError(f"Faults.latency: unknown command {cmd!r}")
         if not _is_number(seconds) or seconds < 0:
-            raise ValueError(f"Faults.latency[{cmd!r}] must be >= 0, got {seconds!r}")
+            raise ValueError(
+                f"Faults.latency[{cmd!r}] must be a finite number >= 0, "
+                f"got {seconds!r:.40}"
+            )
 
 
 def _check_codes(codes: tuple[str, ...]) -> None:
-    unknown = [code for code in codes if code not in ERROR_CODES]
+    unknown = [
+        f"{code!r:.40}"
+        for code in codes
+        if not isinstance(code, str) or code not in ERROR_CODES
+    ]
     if unknown:
         raise ValueError(f"Faults.error_codes: unknown codes {', '.join(unknown)}")
     if not codes:

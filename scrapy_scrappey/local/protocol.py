@@ -1,9 +1,9 @@
 """The wire format the local server speaks: command names, error texts, envelopes.
 
-Every reply shape here mirrors the fixtures in ``tests/fixtures/scrappey/``
-(each ``.json`` with a ``.source.txt`` naming where it comes from). Error texts put the documented code first
-(``"CODE-0031 Request error, please try again: <cause>"``) because clients
-extract codes with a ``CODE-\\d+`` search over the ``error`` string.
+Every reply shape here mirrors the fixtures in ``tests/fixtures/scrappey/``.
+Error texts put the documented code first (``"CODE-0031 Request error, please
+try again: <cause>"``) because clients extract codes with a ``CODE-\\d+``
+search over the ``error`` string.
 
 Problems with a request field have no documented code, so their error text
 carries none: ``"Invalid parameter 'customHeaders': must be an object"``. An
@@ -78,6 +78,11 @@ def error_text(code: str | None, detail: str | None = None) -> str:
     if code in _DETAILS:
         text = f"{text}; {_DETAILS[code]}"
     return f"{text}: {detail}" if detail else text
+
+
+def server_bug() -> ApiError:
+    """The error for a failure of the local server itself (a bug: it is logged)."""
+    return ApiError("CODE-10000", "local server bug")
 
 
 def session_not_found(session_id: str) -> ApiError:

@@ -9,7 +9,9 @@ Routes (all on ``base_url``):
   (the body is a JSON object of :class:`~scrapy_scrappey.local.faults.Faults`
   fields; absent fields take their defaults).
 
-The ``/__local__`` routes need no key: they are for the test harness.
+The ``/__local__`` routes need no key: they are for the test harness. Every
+error, including an unknown route, a wrong method or an oversized body, is
+answered with the JSON error envelope (see ``listener.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,16 @@ from scrapy_scrappey._redact import key_hint
 from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
 from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
 from scrapy_scrappey.local.faults import FaultInjector, Faults
-from scrapy_scrappey.local.protocol import API_PATH, BALANCE_PATH, INVALID_KEY_BODY
+from scrapy_scrappey.local.listener import json_error, json_errors, listen, read_body
+from scrapy_scrappey.local.protocol import (
+    API_PATH,
+    BALANCE_PATH,
+    INVALID_KEY_BODY,
+    ApiError,
+)
 from scrapy_scrappey.local.sessions import SessionRegistry
 from scrapy_scrappey.local.stats import Stats
+from scrapy_scrappey.local.validation import parse_body
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -68,6 +76,9 @@ class LocalScrappey:
     * ``static_body``: answer every ``request.*`` with this HTML page
       (status 200, ``currentUrl`` = the requested URL) and fetch nothing.
     * ``balance``: starting credits; each successful ``request.*`` costs 1.
+    * ``read_timeout``: seconds a client has to send a request's headers,
+      then its body (default 30); a connection that stalls is closed, a
+      stalled body answered with HTTP 408.
 
     Session rules in short (details in ``sessions.py``): ids come from the
     client or are uuid4s; re-creating an open id succeeds with the same id;
@@ -89,9 +100,11 @@ class LocalScrappey:
         faults: Faults | None = None,
         static_body: str | None = None,
         balance: float = 1000.0,
+        read_timeout: float = 30.0,
     ) -> None:
-        _check_args(session_ttl, max_sessions, unknown_session)
+        _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
         self._api_key = api_key or None
+        self._read_timeout = read_timeout
         self._host = host
         self._requested_port = port
         self._stats = Stats()
@@ -105,7 +118,16 @@ class LocalScrappey:
             stats=self._stats,
             closer=self._engine.release,
         )
-        self._handler = CommandHandler(
+        self._handler = self._command_handler(unknown_session, balance)
+        self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    def _command_handler(
+        self, unknown_session: UnknownSession, balance: float
+    ) -> CommandHandler:
+        return CommandHandler(
             registry=self._registry,
             engine=self._engine,
             stats=self._stats,
@@ -113,9 +135,6 @@ class LocalScrappey:
             unknown_session=unknown_session,
             balance=balance,
         )
-        self._runner: web.AppRunner | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self._port: int | None = None
 
     @property
     def faults(self) -> Faults:
@@ -170,7 +189,7 @@ class LocalScrappey:
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for callers that run it themselves."""
-        app = web.Application(client_max_size=_MAX_BODY)
+        app = web.Application(client_max_size=_MAX_BODY, middlewares=[json_errors])
         app.router.add_post(API_PATH, self._api)
         app.router.add_get(BALANCE_PATH, self._balance)
         app.router.add_get("/__local__/stats", self._get_stats)
@@ -183,15 +202,17 @@ class LocalScrappey:
         """Start listening (inside the running event loop)."""
         if self._runner is not None:
             return
-        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(self.make_app(), shutdown_timeout=2.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._requested_port).start()
+            self._listener = await listen(
+                runner, self._host, self._requested_port, self._read_timeout
+            )
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._port = int(self._listener.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep_forever())
         logger.info(
             "Local Scrappey listening on %s (key: %s)",
@@ -206,9 +227,14 @@ class LocalScrappey:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
         await self._registry.close_all()
         await self._engine.close()
         logger.info("Local Scrappey stopped")
@@ -248,7 +274,11 @@ class LocalScrappey:
         if not self._key_ok(request):
             logger.warning("Rejected a command with a wrong or missing API key")
             return web.json_response(INVALID_KEY_BODY, status=401)
-        return _response(await self._handler.handle(await request.read()))
+        try:
+            raw = await read_body(request, self._read_timeout, _MAX_BODY)
+        except ApiError as error:
+            return _response(self._handler.refuse(error))
+        return _response(await self._handler.handle(raw))
 
     async def _balance(self, request: web.Request) -> web.StreamResponse:
         if not self._key_ok(request):
@@ -267,12 +297,12 @@ class LocalScrappey:
 
     async def _set_faults(self, request: web.Request) -> web.StreamResponse:
         try:
-            data = json.loads(await request.read())
-            if not isinstance(data, dict):
-                raise TypeError("the body must be a JSON object of Faults fields")
-            self.faults = Faults.from_dict(data)
-        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
-            return web.json_response({"error": str(exc)}, status=400)
+            raw = await read_body(request, self._read_timeout, _MAX_BODY)
+            self.faults = Faults.from_dict(parse_body(raw))
+        except ApiError as error:
+            return json_error(400, error)
+        except (ValueError, TypeError) as exc:
+            return json_error(400, ApiError(None, str(exc)))
         return web.json_response(self.faults.to_dict())
 
 
@@ -297,7 +327,11 @@ def _describe_key(key: str | None) -> str:
     return key_hint(key) if key else "any key accepted"
 
 
-def _check_args(ttl: float | None, max_sessions: int, unknown: str) -> None:
+def _check_args(
+    ttl: float | None, max_sessions: int, unknown: str, read_timeout: float
+) -> None:
+    if not read_timeout > 0:  # NaN included
+        raise ValueError(f"read_timeout must be > 0, got {read_timeout!r}")
     if ttl is not None and ttl < 0:
         raise ValueError(f"session_ttl must be >= 0 or None, got {ttl!r}")
     if max_sessions < 0:

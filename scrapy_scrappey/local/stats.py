@@ -13,6 +13,9 @@ from typing import Any
 
 #: How many commands the ``commands`` log keeps (oldest dropped first).
 COMMAND_LOG_SIZE = 10_000
+#: How many characters of a command's ``url`` and ``session`` the log keeps:
+#: a full log of multi-megabyte URLs would hold gigabytes.
+LOGGED_CHARS = 512
 
 _FAULT_COUNTERS = (
     "errors",
@@ -45,7 +48,12 @@ class Stats:
         self.total += 1
         self.by_command[cmd] += 1
         self.commands.append(
-            {"cmd": cmd, "session": session, "url": url, "t": time.time()}
+            {
+                "cmd": cmd,
+                "session": clip(session),
+                "url": clip(url),
+                "t": time.time(),
+            }
         )
 
     def session_event(self, event: str) -> None:
@@ -79,3 +87,10 @@ class Stats:
             "faults": dict(self.faults),
             "commands": list(self.commands),
         }
+
+
+def clip(text: str | None, limit: int = LOGGED_CHARS) -> str | None:
+    """*text* cut to *limit* characters, marked with ``…`` when it was longer."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"

@@ -7,12 +7,20 @@ command"); bad fields use ``"Invalid parameter '<field>': <why>"`` without a
 code, because the API documents none for them. Unknown fields are accepted
 and ignored, as a client written for the real API may send options the local
 server cannot honour (``browserActions``, ``screenshot``, captcha options, …).
+
+Every field, known or not, must be nested at most :data:`MAX_NESTING` levels
+deep and hold valid Unicode (no lone surrogates, which JSON's ``\\ud800``
+escapes can carry but UTF-8 cannot): the server recurses into some values and
+encodes others, and either would fail later without naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from yarl import URL
@@ -25,7 +33,18 @@ from scrapy_scrappey.local.protocol import (
     ApiError,
 )
 
+#: How deep a field's value may nest arrays and objects.
+MAX_NESTING = 100
+#: The longest ``timeout`` accepted, in milliseconds (a day).
+MAX_TIMEOUT_MS = 86_400_000
+#: The longest session id accepted; ids are kept for the server's lifetime.
+MAX_SESSION_ID = 256
+
 _BROWSER_NAMES = ("firefox", "chrome", "safari")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_HEADER_BREAK_RE = re.compile("[\r\n\x00]")
+_TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
 _JSON_TYPES: dict[type, str] = {
     list: "an array",
     str: "a string",
@@ -72,15 +91,30 @@ def invalid(name: str, why: str) -> ApiError:
     return ApiError(None, f"Invalid parameter {name!r}: {why}")
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Decode the POST body into a JSON object."""
+def invalid_body(why: str) -> ApiError:
+    """The error for a body that is not a usable JSON object."""
+    return ApiError(None, f"Invalid request body: {why}")
+
+
+def _decode_json(raw: bytes) -> Any:
+    """Decode a JSON body; any failure is an :class:`ApiError`."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(None, f"Invalid request body: not valid JSON ({exc})") from exc
+        return json.loads(raw)
+    except RecursionError as exc:
+        # The C decoder gives up near the interpreter's recursion limit.
+        raise invalid_body(_TOO_DEEP) from exc
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise invalid_body(f"not valid JSON ({exc})") from exc
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode the POST body into a JSON object whose fields are all usable."""
+    body = _decode_json(raw)
     if not isinstance(body, dict):
         kind = _JSON_TYPES.get(type(body), type(body).__name__)
-        raise ApiError(None, f"Invalid request body: must be a JSON object, not {kind}")
+        raise invalid_body(f"must be a JSON object, not {kind}")
+    for name, value in body.items():
+        _check_field(name, value)
     return body
 
 
@@ -105,6 +139,8 @@ def optional_session(body: dict[str, Any]) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise invalid("session", "must be a non-empty string")
+    if len(value) > MAX_SESSION_ID:
+        raise invalid("session", f"must be at most {MAX_SESSION_ID} characters")
     return value
 
 
@@ -148,11 +184,11 @@ def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
         session=optional_session(body),
         post_data=_post_data(body),
         custom_headers=_custom_headers(body),
-        cookies=optional_string(body, "cookies"),
+        cookies=header_string(body, "cookies"),
         cookiejar=_cookiejar(body),
         timeout=_timeout(body),
-        user_agent=optional_string(body, "userAgent"),
-        referer=optional_string(body, "referer"),
+        user_agent=header_string(body, "userAgent"),
+        referer=header_string(body, "referer"),
         inner_text=body.get("innerText") is True,
         base64_response=body.get("base64Response") is True,
         list_all_redirects=body.get("listAllRedirects") is True,
@@ -192,11 +228,28 @@ def _custom_headers(body: dict[str, Any]) -> dict[str, str]:
         raise invalid("customHeaders", "must be an object")
     headers: dict[str, str] = {}
     for name, header in value.items():
+        if not _TOKEN_RE.fullmatch(name):
+            raise invalid("customHeaders", f"{name!r:.80} is not a header name")
         # bool is an int subclass but "True" is never a meant header value.
         if isinstance(header, bool) or not isinstance(header, (str, int, float)):
             raise invalid("customHeaders", f"value of {name!r} must be a string")
-        headers[name] = str(header)
+        headers[name] = _check_header("customHeaders", str(header), name)
     return headers
+
+
+def header_string(body: dict[str, Any], name: str) -> str | None:
+    """A string field that is sent as (part of) an HTTP header."""
+    value = optional_string(body, name)
+    return value if value is None else _check_header(name, value)
+
+
+def _check_header(field: str, value: str, header: str | None = None) -> str:
+    # The HTTP client refuses these (header injection); as a fetch error the
+    # refusal would read as a transient CODE-0031 and be retried for ever.
+    if _HEADER_BREAK_RE.search(value):
+        subject = f"value of {header!r} " if header else ""
+        raise invalid(field, f"{subject}must not contain CR, LF or NUL characters")
+    return value
 
 
 def _cookiejar(body: dict[str, Any]) -> tuple[CookieSpec, ...]:
@@ -223,7 +276,26 @@ def _cookie_spec(item: object) -> CookieSpec:
         path, (str, type(None))
     ):
         raise invalid("cookiejar", f"domain and path of {name!r} must be strings")
+    _check_cookie(name, domain)
     return CookieSpec(name, value, domain or None, path or None)
+
+
+def _check_cookie(name: str, domain: str | None) -> None:
+    # The session's jar takes cookies through Python's parser and a URL of the
+    # domain; what they refuse is refused here, naming the cookie.
+    try:
+        SimpleCookie()[name] = ""
+    except CookieError as exc:
+        raise invalid(
+            "cookiejar", f"cookie name {name!r:.80} is refused ({exc})"
+        ) from exc
+    if domain:
+        try:
+            URL.build(scheme="http", host=domain.lstrip("."))
+        except ValueError as exc:
+            raise invalid(
+                "cookiejar", f"domain of {name!r} is not a host ({exc})"
+            ) from exc
 
 
 def _timeout(body: dict[str, Any]) -> float | None:
@@ -232,6 +304,35 @@ def _timeout(body: dict[str, Any]) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid("timeout", "must be a number of milliseconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid("timeout", f"must be a finite number, got {value!r}")
+    # Compared before any float(): a 400-digit integer does not fit a float.
+    if value > MAX_TIMEOUT_MS:
+        raise invalid("timeout", f"must be at most {MAX_TIMEOUT_MS} ms (a day)")
     if value <= 0:
         raise invalid("timeout", "must be positive")
     return float(value) / 1000.0
+
+
+def _check_field(name: str, value: object) -> None:
+    """Walk *value* without recursion: depth and Unicode of every part."""
+    _check_text(name, name)
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _check_text(name, item)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_NESTING:
+                raise invalid(name, _TOO_DEEP)
+            if isinstance(item, dict):
+                pending.extend((key, depth) for key in item)
+                item = item.values()
+            pending.extend((child, depth + 1) for child in item)
+
+
+def _check_text(name: str, text: str) -> None:
+    if _SURROGATE_RE.search(text):
+        raise invalid(
+            name, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode"
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,7 @@ from aiohttp import web
 from scrapy_scrappey.local import LocalScrappey
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import AsyncIterator
 
 BINARY = bytes(range(256)) * 4
@@ -180,3 +183,14 @@ async def harness(
         aiohttp.ClientSession() as http,
     ):
         yield Harness(server, site, Api(http, server, key))
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The first stdout line of a server subprocess: its API URL."""
+    # readline() blocks; a reader thread lets a broken start fail the test
+    # instead of hanging it.
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    return lines.get(timeout=timeout).strip()

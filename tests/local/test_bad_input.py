@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import zlib
 from typing import Any
 
 import pytest
@@ -12,6 +14,18 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from ._support import harness
 
 URL = "http://127.0.0.1:1/never-fetched"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Deeper than Python's JSON decoder can go (it stops near the recursion limit).
+TOO_DEEP_TO_DECODE = b"[" * 100_000 + b"]" * 100_000
 
 BAD_BODIES: list[tuple[Any, str]] = [
     (b"{not json", "Invalid request body: not valid JSON"),
@@ -136,6 +150,97 @@ BAD_BODIES: list[tuple[Any, str]] = [
         {"cmd": "sessions.active", "session": None},
         "Invalid parameter 'session': required for sessions.active",
     ),
+    (TOO_DEEP_TO_DECODE, "Invalid request body: nested more than 100 levels deep"),
+    (
+        b'{"cmd": "request.get", "extra": ' + TOO_DEEP_TO_DECODE + b"}",
+        "Invalid request body: nested more than 100 levels deep",
+    ),
+    (
+        {
+            "cmd": "request.post",
+            "url": URL,
+            "customHeaders": FORM,
+            "postData": {"field": _nested(500)},
+        },
+        "Invalid parameter 'postData': nested more than 100 levels deep",
+    ),
+    (
+        {"cmd": "sessions.create", "locales": _nested(101)},
+        "Invalid parameter 'locales': nested more than 100 levels deep",
+    ),
+    (
+        {"cmd": "request.post", "url": URL, "postData": "caf\ud800"},
+        "Invalid parameter 'postData': contains a lone surrogate",
+    ),
+    (
+        {
+            "cmd": "request.post",
+            "url": URL,
+            "customHeaders": FORM,
+            "postData": {"\udfff": 1},
+        },
+        "Invalid parameter 'postData': contains a lone surrogate",
+    ),
+    (
+        {"cmd": "request.get", "url": URL + "\ud800"},
+        "Invalid parameter 'url': contains a lone surrogate",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "cookiejar": [{"key": "a b", "value": "v"}]},
+        "Invalid parameter 'cookiejar': cookie name 'a b' is refused",
+    ),
+    (
+        {
+            "cmd": "request.get",
+            "url": URL,
+            "cookiejar": [{"key": "expires", "value": ""}],
+        },
+        "Invalid parameter 'cookiejar': cookie name 'expires' is refused",
+    ),
+    (
+        {
+            "cmd": "request.get",
+            "url": URL,
+            "cookiejar": [{"key": "k", "value": "v", "domain": "a b.example"}],
+        },
+        "Invalid parameter 'cookiejar': domain of 'k' is not a host",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "timeout": float("inf")},
+        "Invalid parameter 'timeout': must be a finite number, got inf",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "timeout": float("nan")},
+        "Invalid parameter 'timeout': must be a finite number, got nan",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "timeout": 10**400},
+        "Invalid parameter 'timeout': must be at most 86400000 ms",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "customHeaders": {"X-A": "1\r\nX-B: 2"}},
+        "Invalid parameter 'customHeaders': value of 'X-A' must not contain CR, LF",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "customHeaders": {"X A": "1"}},
+        "Invalid parameter 'customHeaders': 'X A' is not a header name",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "userAgent": "UA\nX-B: 2"},
+        "Invalid parameter 'userAgent': must not contain CR, LF or NUL",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "cookies": "a=1\x00"},
+        "Invalid parameter 'cookies': must not contain CR, LF or NUL",
+    ),
+    (
+        {"cmd": "sessions.create", "userAgent": "UA\r\n"},
+        "Invalid parameter 'userAgent': must not contain CR, LF or NUL",
+    ),
+    (
+        {"cmd": "request.get", "url": URL, "session": "s" * 257},
+        "Invalid parameter 'session': must be at most 256 characters",
+    ),
 ]
 
 
@@ -213,3 +318,90 @@ async def test_unhonoured_options_are_accepted() -> None:
     assert "screenshot" not in reply["solution"]
     assert "javascriptReturn" not in reply["solution"]
     assert "innerText" not in reply["solution"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "error"),
+    [
+        ("gzip", "cannot be decoded as Content-Encoding 'gzip'"),
+        ("deflate", "cannot be decoded as Content-Encoding 'deflate'"),
+        ("br", "Content-Encoding 'br' is not supported"),
+    ],
+)
+@deferred_f_from_coro_f
+async def test_body_not_in_its_declared_encoding(
+    encoding: str, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = json.dumps({"cmd": "sessions.list"}).encode()
+    headers = {"Content-Encoding": encoding}
+    async with harness() as h:
+        replies = []
+        # Short and long bodies: aiohttp used to fail on the short ones while
+        # parsing, before any route was known.
+        for data in (b"{}", body * 200):
+            async with h.api.http.post(
+                h.server.url, data=data, headers=headers
+            ) as response:
+                replies.append((response.status, await response.json()))
+        faults_url = h.server.base_url + "/__local__/faults"
+        async with h.api.http.post(faults_url, data=b"{}", headers=headers) as response:
+            faults_reply = response.status, await response.json()
+        stats = h.server.stats()
+    for status, reply in replies:
+        assert status == 200
+        assert reply["data"] == "error"
+        assert reply["error"].startswith(f"Invalid request body: {error}")
+    assert faults_reply[0] == 400
+    assert faults_reply[1]["error"].startswith(f"Invalid request body: {error}")
+    assert stats["requests"]["by_command"] == {"invalid": 2}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@deferred_f_from_coro_f
+async def test_compressed_bodies_are_decoded() -> None:
+    body = json.dumps({"cmd": "sessions.list"}).encode()
+    async with harness() as h:
+        replies = []
+        for encoding, data in (
+            ("gzip", gzip.compress(body)),
+            ("deflate", zlib.compress(body)),
+            ("gzip, identity", gzip.compress(body)),
+            ("deflate, gzip", gzip.compress(zlib.compress(body))),
+        ):
+            headers = {"Content-Encoding": encoding}
+            async with h.api.http.post(
+                h.server.url, data=data, headers=headers
+            ) as response:
+                replies.append((await response.json())["data"])
+    assert replies == ["success"] * 4
+
+
+@deferred_f_from_coro_f
+async def test_faults_route_refuses_deep_json_with_an_envelope() -> None:
+    async with harness() as h:
+        url = h.server.base_url + "/__local__/faults"
+        async with h.api.http.post(url, data=TOO_DEEP_TO_DECODE) as response:
+            deep = response.status, await response.json()
+        async with h.api.http.post(
+            url, json={"latency": {"request.get": _nested(200)}}
+        ) as response:
+            nested = response.status, await response.json()
+        async with h.api.http.post(url, data=b"[1]") as response:
+            array = response.status, await response.json()
+        unchanged = h.server.faults
+    assert deep == (
+        400,
+        {
+            "data": "error",
+            "error": "Invalid request body: nested more than 100 levels deep",
+            "solution": {"verified": False},
+            "timeElapsed": 0,
+        },
+    )
+    assert nested[0] == 400
+    assert nested[1]["error"] == (
+        "Invalid parameter 'latency': nested more than 100 levels deep"
+    )
+    assert array[0] == 400
+    assert array[1]["error"].startswith("Invalid request body: must be a JSON object")
+    assert unchanged.latency == {}

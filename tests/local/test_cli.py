@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -18,7 +16,7 @@ from scrapy_scrappey.codes import TRANSIENT_CODES
 from scrapy_scrappey.local.__main__ import build_parser, faults_from_args, main
 from scrapy_scrappey.local.faults import Faults
 
-from ._support import target_site
+from ._support import first_line, target_site
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,16 +33,6 @@ def _start(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _first_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
-    # readline() blocks; a reader thread lets a broken start fail the test
-    # instead of hanging it.
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    return lines.get(timeout=timeout).strip()
-
-
 def _stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=15)
@@ -58,7 +46,7 @@ async def test_subprocess_serves_and_stops_on_sigterm() -> None:
             "--api-key", KEY, "--max-sessions", "1", "--latency", "sessions.list=0.05"
         ) as proc:
             try:
-                url = _first_line(proc)
+                url = first_line(proc)
                 assert url.startswith("http://127.0.0.1:")
                 assert url.endswith("/api/v1")
                 async with aiohttp.ClientSession() as http:
@@ -129,7 +117,7 @@ async def test_subprocess_static_file_faults_and_sigint(tmp_path: Path) -> None:
         "--static-file", str(page), "--fail-creates", "1", "--seed", "1"
     ) as proc:
         try:
-            url = _first_line(proc)
+            url = first_line(proc)
             async with aiohttp.ClientSession() as http:
                 failed = await _post(http, url, {"cmd": "sessions.create"})
                 fetched = await _post(
@@ -156,17 +144,21 @@ def test_bad_flags_exit_with_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         ["--error-rate", "2"],
         ["--latency", "request.get"],
         ["--unknown-session", "x"],
+        ["--read-timeout", "0"],
+        ["--slow-seconds", "nan"],
     ):
         with pytest.raises(SystemExit) as excinfo:
             main(argv)
         assert excinfo.value.code == 2
-    assert "error_rate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    for name in ("error_rate", "read_timeout", "slow_seconds"):
+        assert name in err
 
 
 def test_port_in_use_exits_1() -> None:
     with _start() as first:
         try:
-            port = _first_line(first).split(":")[2].split("/")[0]
+            port = first_line(first).split(":")[2].split("/")[0]
             with _start("--port", port) as second:
                 _, stderr = second.communicate(timeout=15)
                 assert second.returncode == 1
@@ -198,6 +190,7 @@ def test_help_documents_the_rules(capsys: pytest.CaptureFixture[str]) -> None:
         "--fail-creates",
         "--fail-destroys",
         "--seed",
+        "--read-timeout",
         "CODE-0029",
         "Session not found",
     ):

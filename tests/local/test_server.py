@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import aiohttp
@@ -9,7 +10,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.local import Faults, LocalScrappey
-from scrapy_scrappey.local.stats import COMMAND_LOG_SIZE, Stats
+from scrapy_scrappey.local.stats import COMMAND_LOG_SIZE, LOGGED_CHARS, Stats
 
 from ._support import harness
 
@@ -155,6 +156,39 @@ def test_command_log_is_bounded() -> None:
     assert snapshot["requests"]["total"] == COMMAND_LOG_SIZE + 5
 
 
+def test_command_log_keeps_a_prefix_of_long_strings() -> None:
+    stats = Stats()
+    url = "http://127.0.0.1/" + "u" * 5_000_000
+    stats.command("request.get", "s" * 5_000_000, url)
+    stats.command("request.get", "short", "http://127.0.0.1/" + "u" * 495)
+    long_entry, short_entry = stats.snapshot([])["commands"]
+    assert long_entry["url"] == url[: LOGGED_CHARS - 1] + "…"
+    assert long_entry["session"] == "s" * (LOGGED_CHARS - 1) + "…"
+    assert short_entry["url"] == "http://127.0.0.1/" + "u" * 495  # 512: kept whole
+    assert short_entry["session"] == "short"
+
+
+@deferred_f_from_coro_f
+async def test_stats_stay_small_after_huge_commands() -> None:
+    # Under 1 MB a body: aiohttp warns about bigger ones sent as bytes.
+    url = "http://127.0.0.1:1/" + "u" * 400_000
+    async with harness(static_body="<p>static</p>") as h:
+        for _ in range(5):
+            reply = await h.api.cmd("request.get", url=url)
+            assert reply["data"] == "success"
+        too_long = await h.api.cmd("request.get", url=url, session="s" * 400_000)
+        status, stats = await h.api.local("GET", "/__local__/stats")
+    assert status == 200
+    assert too_long["error"] == (
+        "Invalid parameter 'session': must be at most 256 characters"
+    )
+    assert "session" not in too_long  # not echoed back either
+    assert len(stats["commands"]) == 6
+    assert {len(c["url"]) for c in stats["commands"]} == {LOGGED_CHARS}
+    assert len(stats["commands"][-1]["session"]) == LOGGED_CHARS
+    assert len(json.dumps(stats)) < 10 * LOGGED_CHARS
+
+
 @deferred_f_from_coro_f
 async def test_static_mode_fetches_nothing() -> None:
     page = "<html><body><h1>Static</h1></body></html>"
@@ -225,6 +259,8 @@ async def test_stop_closes_sessions_with_clients() -> None:
         ({"session_ttl": -1}, "session_ttl"),
         ({"max_sessions": -1}, "max_sessions"),
         ({"unknown_session": "ignore"}, "unknown_session"),
+        ({"read_timeout": 0}, "read_timeout"),
+        ({"read_timeout": float("nan")}, "read_timeout"),
     ],
 )
 def test_invalid_constructor_arguments(kwargs: dict[str, object], message: str) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from scrapy import Request, signals
@@ -20,7 +20,9 @@ from example_project.scrappey_example.spiders.existing import ExistingSpider
 from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
-from scrapy_scrappey.local import LocalScrappey
+
+if TYPE_CHECKING:
+    from scrapy_scrappey.local import LocalScrappey
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "TESTKEY-example-project"
@@ -102,10 +104,13 @@ async def test_demo_site_members_pages_need_the_login_cookie():
 
 
 @deferred_f_from_coro_f
-async def test_members_spider_logs_in_once_and_reads_every_members_page(tmp_path):
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, stats = await run(MembersSpider, server, site, tmp_path)
-        server_stats = server.stats()
+async def test_members_spider_logs_in_once_and_reads_every_members_page(
+    tmp_path, make_local_server, started
+):
+    server = await make_local_server(api_key=KEY)
+    site = await started(DemoSite())
+    items, stats = await run(MembersSpider, server, site, tmp_path)
+    server_stats = server.stats()
     # Every note is only on members pages: the login held for all three pages.
     assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)
     assert {i["page"] for i in items} == {1, 2, 3}
@@ -131,10 +136,13 @@ async def test_members_spider_logs_in_once_and_reads_every_members_page(tmp_path
 
 
 @deferred_f_from_coro_f
-async def test_multi_spider_uses_one_session_per_host_name(tmp_path):
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, _ = await run(MultiSpider, server, site, tmp_path)
-        server_stats = server.stats()
+async def test_multi_spider_uses_one_session_per_host_name(
+    tmp_path, make_local_server, started
+):
+    server = await make_local_server(api_key=KEY)
+    site = await started(DemoSite())
+    items, _ = await run(MultiSpider, server, site, tmp_path)
+    server_stats = server.stats()
     titles = sorted(title for _, title, _ in ARTICLES)
     by_host: dict[str, list[dict[str, Any]]] = {}
     for item in items:
@@ -162,11 +170,14 @@ async def test_multi_spider_uses_one_session_per_host_name(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(tmp_path):
+async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(
+    tmp_path, make_local_server, started
+):
     scheduled: list[Request] = []
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, stats = await run(ExistingSpider, server, site, tmp_path, scheduled)
-        server_stats = server.stats()
+    server = await make_local_server(api_key=KEY)
+    site = await started(DemoSite())
+    items, stats = await run(ExistingSpider, server, site, tmp_path, scheduled)
+    server_stats = server.stats()
     # The login (request.post) and the pages after it ran in one session,
     # so the members-only notes were visible.
     assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)

@@ -13,10 +13,8 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 import dev
 from scrapy_scrappey import Config
-from scrapy_scrappey.local import LocalScrappey
 from scrapy_scrappey.local.__main__ import build_parser
 from tests.crawl import KEY, crawl, settings_for
-from tests.site import TargetSite
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
@@ -79,25 +77,24 @@ def test_settings_snippets_are_valid(marker):
 
 
 @deferred_f_from_coro_f
-async def test_settings_snippets_enable_the_plugin(tmp_path):
+async def test_settings_snippets_enable_the_plugin(tmp_path, local_server, target_site):
     for marker in ("DOWNLOADER_MIDDLEWARES", "ADDONS"):
         namespace: dict = {}
         exec(snippet(marker), namespace)
-        async with LocalScrappey() as server, TargetSite() as site:
-            code = snippet("class ExistingSpider").replace(
-                "https://example.com", site.url("/page/1")
-            )
-            code = code.replace(
-                '"https://publisher.scrappey.com/api/v1"', repr(server.url)
-            )
-            module = load(code, tmp_path, f"existing_{marker.lower()}")
-            settings = settings_for(
-                server, tmp_path, WARN_ON_GENERATOR_RETURN_VALUE=False
-            )
-            del settings["DOWNLOADER_MIDDLEWARES"]
-            settings.update({k: v for k, v in namespace.items() if k.isupper()})
-            result = await crawl(module.ExistingSpider, settings)
-            stats = server.stats()
+        code = snippet("class ExistingSpider").replace(
+            "https://example.com", target_site.url("/page/1")
+        )
+        code = code.replace(
+            '"https://publisher.scrappey.com/api/v1"', repr(local_server.url)
+        )
+        module = load(code, tmp_path, f"existing_{marker.lower()}")
+        settings = settings_for(
+            local_server, tmp_path, WARN_ON_GENERATOR_RETURN_VALUE=False
+        )
+        del settings["DOWNLOADER_MIDDLEWARES"]
+        settings.update({k: v for k, v in namespace.items() if k.isupper()})
+        result = await crawl(module.ExistingSpider, settings)
+        stats = local_server.stats()
         (item,) = result.items
         assert item["session"].startswith("scrapy-scrappey-")  # raw mode got a session
         assert item["length"] > 0
@@ -105,23 +102,22 @@ async def test_settings_snippets_enable_the_plugin(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_login_spider_snippet(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        code = snippet("class LoginSpider").replace(
-            "https://example.com", site.url("").rstrip("/")
-        )
-        namespace: dict = {}
-        exec(code, namespace)
-        result = await crawl(
-            namespace["LoginSpider"],
-            settings_for(
-                server,
-                tmp_path,
-                HTTPERROR_ALLOW_ALL=True,
-                WARN_ON_GENERATOR_RETURN_VALUE=False,
-            ),
-        )
-        stats = server.stats()
+async def test_login_spider_snippet(tmp_path, local_server, target_site):
+    code = snippet("class LoginSpider").replace(
+        "https://example.com", target_site.url("").rstrip("/")
+    )
+    namespace: dict = {}
+    exec(code, namespace)
+    result = await crawl(
+        namespace["LoginSpider"],
+        settings_for(
+            local_server,
+            tmp_path,
+            HTTPERROR_ALLOW_ALL=True,
+            WARN_ON_GENERATOR_RETURN_VALUE=False,
+        ),
+    )
+    stats = local_server.stats()
     routed = {
         c["url"].rsplit("/", 1)[1]: c["session"]
         for c in stats["commands"]

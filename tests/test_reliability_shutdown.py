@@ -15,9 +15,8 @@ from scrapy import signals
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, settings_for
-from tests.site import TargetSite
 
 LATENCY = 2.0
 
@@ -48,13 +47,15 @@ async def _timed_crawl(settings, urls):  # type: ignore[no-untyped-def]
 
 
 @deferred_f_from_coro_f
-async def test_itemcount_reached_with_40_waiters_closes_promptly(tmp_path):
+async def test_itemcount_reached_with_40_waiters_closes_promptly(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(latency={"request.get": LATENCY})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(40)]
-        settings = _slow_settings(server, tmp_path, CLOSESPIDER_ITEMCOUNT=2)
-        crawler, items, elapsed = await _timed_crawl(settings, urls)
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(40)]
+    settings = _slow_settings(server, tmp_path, CLOSESPIDER_ITEMCOUNT=2)
+    crawler, items, elapsed = await _timed_crawl(settings, urls)
+    stats = server.stats()
     assert crawler.stats.get_value("finish_reason") == "closespider_itemcount"
     # Two pages at 2 s each, then the close: not 40 x 2 s, not a 60 s timeout.
     assert 2 <= len(items) < 5
@@ -65,13 +66,15 @@ async def test_itemcount_reached_with_40_waiters_closes_promptly(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_closespider_timeout_with_40_waiters_closes_promptly(tmp_path):
+async def test_closespider_timeout_with_40_waiters_closes_promptly(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(latency={"request.get": LATENCY})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(40)]
-        settings = _slow_settings(server, tmp_path, CLOSESPIDER_TIMEOUT=3)
-        crawler, items, elapsed = await _timed_crawl(settings, urls)
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(40)]
+    settings = _slow_settings(server, tmp_path, CLOSESPIDER_TIMEOUT=3)
+    crawler, items, elapsed = await _timed_crawl(settings, urls)
+    stats = server.stats()
     assert crawler.stats.get_value("finish_reason") == "closespider_timeout"
     assert 1 <= len(items) <= 2
     assert elapsed < 3 + 3
@@ -81,22 +84,24 @@ async def test_closespider_timeout_with_40_waiters_closes_promptly(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_close_while_sessions_are_still_being_created(tmp_path):
+async def test_close_while_sessions_are_still_being_created(
+    tmp_path, make_local_server, target_site
+):
     """CLOSESPIDER_TIMEOUT fires while sessions.create is slow: the creations
     are cancelled, and whatever the server did create is destroyed."""
     faults = Faults(latency={"sessions.create": 3})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(10)]
-        settings = {
-            **_slow_settings(server, tmp_path, CLOSESPIDER_TIMEOUT=1),
-            "SCRAPPEY_SESSION_SCOPE": "domain",
-            "SCRAPPEY_SESSION_POOL_SIZE": 3,
-        }
-        _, items, elapsed = await _timed_crawl(settings, urls)
-        # The server finishes the creates the client gave up on; give it the
-        # time to, then nothing may be left open (no late creation).
-        await sleep(1)
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    settings = {
+        **_slow_settings(server, tmp_path, CLOSESPIDER_TIMEOUT=1),
+        "SCRAPPEY_SESSION_SCOPE": "domain",
+        "SCRAPPEY_SESSION_POOL_SIZE": 3,
+    }
+    _, items, elapsed = await _timed_crawl(settings, urls)
+    # The server finishes the creates the client gave up on; give it the
+    # time to, then nothing may be left open (no late creation).
+    await sleep(1)
+    stats = server.stats()
     assert elapsed < 1 + 4
     assert not items
     assert stats["sessions"]["open"] == 0, stats["open_sessions"]

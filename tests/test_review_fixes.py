@@ -18,10 +18,9 @@ from scrapy_scrappey import (
 )
 from scrapy_scrappey.client import ScrappeyClient, parse_reply
 from scrapy_scrappey.codes import ErrorKind
-from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local import Faults
 from scrapy_scrappey.responses import from_api_response
 from tests.crawl import PagesSpider, crawl, settings_for
-from tests.site import TargetSite
 
 SECRET = "SECRETKEY-0a1b2c3d4e5f"
 
@@ -29,41 +28,45 @@ SECRET = "SECRETKEY-0a1b2c3d4e5f"
 @pytest.mark.parametrize(("pools", "cap", "pool_size"), [(4, 2, 1), (1, 1, 3)])
 @deferred_f_from_coro_f
 async def test_session_cap_is_never_exceeded_and_never_deadlocks(
-    tmp_path, pools, cap, pool_size
+    tmp_path,
+    pools,
+    cap,
+    pool_size,
+    make_local_server,
+    target_site,
 ):
     # The server refuses anything over the cap, so over_limit counts overshoots.
-    async with LocalScrappey(max_sessions=cap) as server, TargetSite() as site:
+    server = await make_local_server(max_sessions=cap)
 
-        class Capped(PagesSpider):
-            allowed_domains = [f"d{i}.test" for i in range(pools - 1)] + ["127.0.0.1"]
+    class Capped(PagesSpider):
+        allowed_domains = [f"d{i}.test" for i in range(pools - 1)] + ["127.0.0.1"]
 
-        settings = settings_for(
-            server,
-            tmp_path,
-            SCRAPPEY_SESSION_SCOPE="domain",
-            SCRAPPEY_MAX_SESSIONS=cap,
-            SCRAPPEY_SESSION_POOL_SIZE=pool_size,
-        )
-        result = await asyncio.wait_for(
-            crawl(Capped, settings, urls=[site.url(f"/page/{i}") for i in range(4)]),
-            timeout=30,
-        )
-        stats = server.stats()
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="domain",
+        SCRAPPEY_MAX_SESSIONS=cap,
+        SCRAPPEY_SESSION_POOL_SIZE=pool_size,
+    )
+    result = await asyncio.wait_for(
+        crawl(Capped, settings, urls=[target_site.url(f"/page/{i}") for i in range(4)]),
+        timeout=30,
+    )
+    stats = server.stats()
     assert len(result.items) == 4
     assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
     assert stats["sessions"]["open"] == 0
 
 
 @deferred_f_from_coro_f
-async def test_dead_session_is_not_handed_to_the_next_waiter(tmp_path):
-    async with (
-        LocalScrappey(faults=Faults(expire_after_requests=1)) as server,
-        TargetSite() as site,
-    ):
-        urls = [site.url(f"/page/{i}") for i in range(8)]
-        settings = settings_for(server, tmp_path, RETRY_TIMES=10, CONCURRENT_REQUESTS=8)
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+async def test_dead_session_is_not_handed_to_the_next_waiter(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(expire_after_requests=1))
+    urls = [target_site.url(f"/page/{i}") for i in range(8)]
+    settings = settings_for(server, tmp_path, RETRY_TIMES=10, CONCURRENT_REQUESTS=8)
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
     assert len(result.items) == 8
     gets = stats["requests"]["by_command"]["request.get"]
     failed = gets - 8
@@ -134,36 +137,41 @@ def test_text_body_declares_utf8_so_cache_replays_decode_right():
 
 
 @deferred_f_from_coro_f
-async def test_download_delay_applies_to_sequential_requests(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
+async def test_download_delay_applies_to_sequential_requests(
+    tmp_path, local_server, target_site
+):
 
-        class Chain(PagesSpider):
-            async def start(self):
-                yield Request(site.url("/page/0"), callback=self.next_page)
+    class Chain(PagesSpider):
+        async def start(self):
+            yield Request(target_site.url("/page/0"), callback=self.next_page)
 
-            def next_page(self, response):
-                n = int(response.url.rsplit("/", 1)[1])
-                yield from self.parse(response)
-                if n < 3:
-                    yield Request(site.url(f"/page/{n + 1}"), callback=self.next_page)
+        def next_page(self, response):
+            n = int(response.url.rsplit("/", 1)[1])
+            yield from self.parse(response)
+            if n < 3:
+                yield Request(
+                    target_site.url(f"/page/{n + 1}"), callback=self.next_page
+                )
 
-        settings = settings_for(
-            server, tmp_path, DOWNLOAD_DELAY=0.4, DOWNLOAD_DELAY_JITTER=0
-        )
-        started = time.monotonic()
-        result = await crawl(Chain, settings, urls=[])
-        elapsed = time.monotonic() - started
+    settings = settings_for(
+        local_server, tmp_path, DOWNLOAD_DELAY=0.4, DOWNLOAD_DELAY_JITTER=0
+    )
+    started = time.monotonic()
+    result = await crawl(Chain, settings, urls=[])
+    elapsed = time.monotonic() - started
     assert len(result.items) == 4
     assert elapsed >= 3 * 0.4
 
 
 @deferred_f_from_coro_f
-async def test_dont_retry_is_honoured_for_session_wait_timeouts(tmp_path):
+async def test_dont_retry_is_honoured_for_session_wait_timeouts(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(latency={"request.get": 1.0})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [(site.url(f"/page/{i}"), {"dont_retry": True}) for i in range(3)]
-        settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=0.3)
-        result = await crawl(PagesSpider, settings, urls=urls)
+    server = await make_local_server(faults=faults)
+    urls = [(target_site.url(f"/page/{i}"), {"dont_retry": True}) for i in range(3)]
+    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=0.3)
+    result = await crawl(PagesSpider, settings, urls=urls)
     assert len(result.items) == 1
     assert result.stats.get("retry/count", 0) == 0
     assert len(result.spider.errors) == 2
@@ -186,30 +194,27 @@ def test_session_params_must_be_json():
 
 
 @deferred_f_from_coro_f
-async def test_a_busy_pool_cannot_starve_another_under_the_cap(tmp_path):
+async def test_a_busy_pool_cannot_starve_another_under_the_cap(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(latency={"request.get": 0.1})
-    async with (
-        LocalScrappey(max_sessions=1, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        # the default pool stays busy for ~3 s, longer than the wait bound
-        urls = [site.url(f"/page/{i}") for i in range(30)]
-        b_urls = [
-            site.url(f"/page/b{i}", host="localhost") for i in range(2)
-        ]  # own slot
-        urls += [(url, {"scrappey_session": "b"}) for url in b_urls]
-        settings = settings_for(
-            server,
-            tmp_path,
-            SCRAPPEY_MAX_SESSIONS=1,
-            RETRY_TIMES=0,
-            CONCURRENT_REQUESTS=32,
-            SCRAPPEY_SESSION_WAIT_TIMEOUT=2,
-        )
-        result = await asyncio.wait_for(
-            crawl(PagesSpider, settings, urls=urls), timeout=30
-        )
-        stats = server.stats()
+    server = await make_local_server(max_sessions=1, faults=faults)
+    # the default pool stays busy for ~3 s, longer than the wait bound
+    urls = [target_site.url(f"/page/{i}") for i in range(30)]
+    b_urls = [
+        target_site.url(f"/page/b{i}", host="localhost") for i in range(2)
+    ]  # own slot
+    urls += [(url, {"scrappey_session": "b"}) for url in b_urls]
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_MAX_SESSIONS=1,
+        RETRY_TIMES=0,
+        CONCURRENT_REQUESTS=32,
+        SCRAPPEY_SESSION_WAIT_TIMEOUT=2,
+    )
+    result = await asyncio.wait_for(crawl(PagesSpider, settings, urls=urls), timeout=30)
+    stats = server.stats()
     assert len(result.items) == 32
     assert result.spider.errors == []
     assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
@@ -217,7 +222,7 @@ async def test_a_busy_pool_cannot_starve_another_under_the_cap(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot():
+async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot(local_server):
     from scrapy.statscollectors import MemoryStatsCollector
     from scrapy.utils.test import get_crawler
 
@@ -235,28 +240,27 @@ async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot():
                 self.failures -= 1
                 raise OSError("disk full")
 
-    async with LocalScrappey() as server:
-        config = Config(
-            api_key="k", api_url=server.url, max_sessions=1, session_wait_timeout=3
-        )
-        client = ScrappeyClient(server.url, "k")
-        stats = MemoryStatsCollector(get_crawler())
-        manager = SessionManager(
-            config, client, stats, ledger=FlakyLedger(), on_fatal=lambda *a: None
-        )
-        try:
-            first = await manager.lease("name:a")
-            manager.release(first)
-            second = await asyncio.wait_for(
-                manager.lease("name:b"), timeout=5
-            )  # evicts "a"
-            manager.release(second)
-            third = await asyncio.wait_for(manager.lease("name:c"), timeout=5)
-            manager.release(third)
-        finally:
-            await manager.close()
-            await client.close()
-        assert server.stats()["sessions"]["open"] == 0
+    config = Config(
+        api_key="k", api_url=local_server.url, max_sessions=1, session_wait_timeout=3
+    )
+    client = ScrappeyClient(local_server.url, "k")
+    stats = MemoryStatsCollector(get_crawler())
+    manager = SessionManager(
+        config, client, stats, ledger=FlakyLedger(), on_fatal=lambda *a: None
+    )
+    try:
+        first = await manager.lease("name:a")
+        manager.release(first)
+        second = await asyncio.wait_for(
+            manager.lease("name:b"), timeout=5
+        )  # evicts "a"
+        manager.release(second)
+        third = await asyncio.wait_for(manager.lease("name:c"), timeout=5)
+        manager.release(third)
+    finally:
+        await manager.close()
+        await client.close()
+    assert local_server.stats()["sessions"]["open"] == 0
     assert stats.get_value("scrappey/sessions/leaked") is None
 
 

@@ -159,3 +159,16 @@ def test_invalid_spider_attributes(attr, value, message):
     setattr(spider, attr, value)
     with pytest.raises(ScrappeyConfigError, match=message):
         config().for_spider(spider)
+
+
+def test_session_params_must_be_json():
+    from scrapy.settings import Settings
+
+    from scrapy_scrappey import Config
+
+    with pytest.raises(
+        ScrappeyConfigError, match="SCRAPPEY_SESSION_PARAMS must hold JSON"
+    ):
+        Config.from_settings(
+            Settings({"SCRAPPEY_API_KEY": "k", "SCRAPPEY_SESSION_PARAMS": {"x": {1}}})
+        )

@@ -23,7 +23,7 @@ from scrapy_scrappey import (
 )
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.responses import ScrappeyMixin
-from tests.crawl import KEY, settings_for
+from tests.crawl import KEY, PagesSpider, crawl, settings_for
 
 LOGGER = "scrapy_scrappey.middleware"
 TRANSIENT = "CODE-0001"  # "Server is overloaded": retried
@@ -202,3 +202,17 @@ async def test_spider_opened_creates_the_spider_session_and_closed_destroys_it(
     assert f"with the key {KEY[:4] + '…'!r}" in messages[0]
     assert messages[-1].startswith("Scrappey: 0 API request(s); sessions created 1")
     assert KEY not in caplog.text
+
+
+@deferred_f_from_coro_f
+async def test_dont_retry_is_honoured_for_session_wait_timeouts(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(latency={"request.get": 1.0})
+    server = await make_local_server(faults=faults)
+    urls = [(target_site.url(f"/page/{i}"), {"dont_retry": True}) for i in range(3)]
+    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=0.3)
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 1
+    assert result.stats.get("retry/count", 0) == 0
+    assert len(result.spider.errors) == 2

@@ -9,10 +9,13 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
 from scrapy import Request, Spider
 from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey import ScrappeyConfigError, ScrappeyTransportError
+from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
 
@@ -291,3 +294,31 @@ def test_marker_is_a_real_check():
     assert FORBIDDEN in f"http://x/api?key={MARKER}"
     assert FORBIDDEN not in f"key: {VISIBLE}…"
     assert Request  # imported for the raw spider's siblings
+
+
+@deferred_f_from_coro_f
+async def test_timeout_error_chain_does_not_carry_the_key():
+    async def slow(request):
+        await asyncio.sleep(2)
+        return web.json_response({"data": "success"})
+
+    app = web.Application()
+    app.router.add_post("/api/v1", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    client = ScrappeyClient(f"http://127.0.0.1:{port}/api/v1", MARKER)
+    try:
+        with pytest.raises(ScrappeyTransportError) as info:
+            await client.call({"cmd": "request.get", "url": "http://x"}, timeout=0.2)
+        text = "".join(traceback.format_exception(info.value))
+        assert MARKER not in text
+        assert MARKER[4:] not in text
+        with pytest.raises(ScrappeyConfigError, match="not JSON"):
+            await client.call(
+                {"cmd": "request.get", "url": "http://x", "bad": {1, 2}}, timeout=1
+            )
+    finally:
+        await client.close()
+        await runner.cleanup()

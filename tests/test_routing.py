@@ -113,3 +113,12 @@ def test_raw_mode_rejects_a_body_without_command():
     with pytest.raises(ScrappeyConfigError) as info:
         router().route(Request(API + "?key=SECRET123", method="POST", body=b"[]"))
     assert "SECRET123" not in str(info.value)
+
+
+def test_a_stale_session_id_in_meta_uses_the_scope_pool_not_a_new_named_pool():
+    from scrapy_scrappey import Config
+    from scrapy_scrappey.routing import Router
+
+    router = Router(Config(api_key="k"), allowed_domains=[], pool_of={}.get)
+    meta = {"scrappey_session": "scrapy-scrappey-0123456789abcdef"}
+    assert router.route(Request("https://e.com", meta=meta)).pool == "spider"

@@ -2,11 +2,13 @@ import asyncio
 import time
 
 import pytest
+from scrapy import Request
 from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.sessions import SpiderClosing
 from scrapy_scrappey.throttle import TargetThrottle
+from tests.crawl import PagesSpider, crawl, settings_for
 
 
 def throttle(**settings):
@@ -106,3 +108,45 @@ async def test_many_keys_are_pruned():
     await asyncio.sleep(0.01)
     await hold(gate, "last", 0, log)
     assert len(gate._gates) < 1100
+
+
+@deferred_f_from_coro_f
+async def test_download_delay_applies_to_sequential_requests(
+    tmp_path, local_server, target_site
+):
+
+    class Chain(PagesSpider):
+        async def start(self):
+            yield Request(target_site.url("/page/0"), callback=self.next_page)
+
+        def next_page(self, response):
+            n = int(response.url.rsplit("/", 1)[1])
+            yield from self.parse(response)
+            if n < 3:
+                yield Request(
+                    target_site.url(f"/page/{n + 1}"), callback=self.next_page
+                )
+
+    settings = settings_for(
+        local_server, tmp_path, DOWNLOAD_DELAY=0.4, DOWNLOAD_DELAY_JITTER=0
+    )
+    started = time.monotonic()
+    result = await crawl(Chain, settings, urls=[])
+    elapsed = time.monotonic() - started
+    assert len(result.items) == 4
+    assert elapsed >= 3 * 0.4
+
+
+def test_download_slots_randomize_delay_key():
+    from scrapy.settings import Settings
+
+    from scrapy_scrappey.throttle import TargetThrottle
+
+    throttle = TargetThrottle(
+        Settings(
+            {"DOWNLOAD_SLOTS": {"a": {"randomize_delay": False}, "b": {"jitter": 0.1}}}
+        )
+    )
+    assert throttle._gate("a").jitter == 0.0
+    assert throttle._gate("b").jitter == 0.1
+    assert throttle._gate("c").jitter == 0.5

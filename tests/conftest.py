@@ -10,6 +10,8 @@ is stopped after it, whether the test passed or not.
   the rest of the test.
 * ``make_server_process(*flags)``: ``python -m scrapy_scrappey.local`` in a
   subprocess, for tests that kill or signal processes.
+* ``api_calls``: the order in which the crawl's API calls start and end, so
+  that tests assert on overlap and order instead of on elapsed time.
 
 Tests use them from ``@deferred_f_from_coro_f`` coroutines; the fixtures
 themselves are plain ones that block on the reactor through pytest-twisted,
@@ -19,13 +21,16 @@ await the asyncio futures aiohttp needs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
 from scrapy.utils.defer import deferred_from_coro
 
+from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
 from tests.reliability_support import ServerProcess
 from tests.site import TargetSite
@@ -98,3 +103,50 @@ def make_server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]
             return stack.enter_context(ServerProcess(log, *flags))
 
         yield make
+
+
+@dataclass
+class ApiCalls:
+    """``(event, cmd)`` for every ``ScrappeyClient.call``, in order.
+
+    The event is ``"start"``, then ``"end"`` (answered or failed) or
+    ``"cancelled"`` (given up on by the crawl).
+    """
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, event: str, cmd: str) -> int:
+        return self.events.count((event, cmd))
+
+    def max_in_flight(self, cmd: str) -> int:
+        """The most calls of *cmd* that were under way at the same time."""
+        now = most = 0
+        for event, name in self.events:
+            if name == cmd:
+                now += 1 if event == "start" else -1
+                most = max(most, now)
+        return most
+
+
+@pytest.fixture
+def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
+    """Records the API calls of every client made during the test."""
+    record = ApiCalls()
+    call = ScrappeyClient.call
+
+    async def recorded(self: ScrappeyClient, payload: dict[str, Any], **kw: Any) -> Any:
+        cmd = str(payload.get("cmd"))
+        record.events.append(("start", cmd))
+        try:
+            reply = await call(self, payload, **kw)
+        except asyncio.CancelledError:
+            record.events.append(("cancelled", cmd))
+            raise
+        except BaseException:
+            record.events.append(("end", cmd))
+            raise
+        record.events.append(("end", cmd))
+        return reply
+
+    monkeypatch.setattr(ScrappeyClient, "call", recorded)
+    return record

@@ -106,4 +106,3 @@ def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path, make_server_process
     )
     assert ledger_ids(tmp_path / "ledger") == set()
     assert growth < 30
-    assert elapsed < 180

@@ -19,7 +19,7 @@ from tests.reliability_support import (
     ROOT,
     STATIC_BODY,
     ServerProcess,
-    _env,
+    child_env,
     ledger_ids,
     spider_cmd,
     start_spider,
@@ -188,7 +188,7 @@ def test_after_kill_9_the_cleanup_command_destroys_the_orphans(
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env(),
+        env=child_env(),
         cwd=ROOT,
     )
     stats = server.stats()

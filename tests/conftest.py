@@ -6,8 +6,9 @@ is stopped after it, whether the test passed or not.
 * ``local_server`` / ``target_site``: started with their defaults.
 * ``make_local_server(**kwargs)`` / ``make_target_site(**kwargs)``: await them
   inside the test for a server with other arguments (faults, a key, a cap…).
-* ``started(cm)``: enter any other async context manager (``DemoSite()``) for
-  the rest of the test.
+* ``demo_site``: the example project's demo website.
+* ``started(cm)``: enter any other async context manager for the rest of the
+  test.
 * ``make_server_process(*flags)``: ``python -m scrapy_scrappey.local`` in a
   subprocess, for tests that kill or signal processes.
 * ``api_calls``: the order in which the crawl's API calls start and end, so
@@ -30,6 +31,7 @@ import pytest
 import pytest_twisted
 from scrapy.utils.defer import deferred_from_coro
 
+from example_project.demo_site import DemoSite
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
 from tests.reliability_support import ServerProcess
@@ -87,6 +89,13 @@ def make_target_site(started: Any) -> Callable[..., Awaitable[TargetSite]]:
 def target_site(make_target_site: Any) -> TargetSite:
     """A running :class:`TargetSite` that answers at once."""
     site: TargetSite = _wait(make_target_site())
+    return site
+
+
+@pytest.fixture
+def demo_site(started: Any) -> DemoSite:
+    """The example project's demo website, which ``python3 dev.py demo`` crawls."""
+    site: DemoSite = _wait(started(DemoSite()))
     return site
 
 

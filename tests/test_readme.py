@@ -197,39 +197,28 @@ def test_shell_commands_exist():
             assert words[0] in ("pip", "export"), line
 
 
-def test_cli_commands_from_readme(tmp_path):
+def test_cli_commands_from_readme(tmp_path, make_server_process):
     lines = [
         shlex.split(line)
         for line in SHELL
         if line.startswith("python -m scrapy_scrappey ")
     ]
     assert len(lines) == 3
-    server = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_scrappey.local", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        url = server.stdout.readline().strip()
-        env = {
-            "SCRAPPEY_API_KEY": KEY,
-            "SCRAPPEY_API_URL": url,
-            "PATH": "/usr/bin:/bin",
-        }
-        for words in lines:
-            done = subprocess.run(
-                [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                cwd=tmp_path,
-            )
-            assert done.returncode == 0, done.stderr
-            assert KEY not in done.stdout + done.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        server.stdout.close()
+    server = make_server_process()
+    env = {
+        "SCRAPPEY_API_KEY": KEY,
+        "SCRAPPEY_API_URL": server.url,
+        "PATH": "/usr/bin:/bin",
+    }
+    for words in lines:
+        done = subprocess.run(
+            [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert KEY not in done.stdout + done.stderr

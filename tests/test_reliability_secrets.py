@@ -9,7 +9,6 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiohttp import web
 from scrapy import Request, Spider
 from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
@@ -297,18 +296,9 @@ def test_marker_is_a_real_check():
 
 
 @deferred_f_from_coro_f
-async def test_timeout_error_chain_does_not_carry_the_key():
-    async def slow(request):
-        await asyncio.sleep(2)
-        return web.json_response({"data": "success"})
-
-    app = web.Application()
-    app.router.add_post("/api/v1", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    client = ScrappeyClient(f"http://127.0.0.1:{port}/api/v1", MARKER)
+async def test_timeout_error_chain_does_not_carry_the_key(make_local_server):
+    server = await make_local_server(faults=Faults(latency={"request.get": 2}))
+    client = ScrappeyClient(server.url, MARKER)
     try:
         with pytest.raises(ScrappeyTransportError) as info:
             await client.call({"cmd": "request.get", "url": "http://x"}, timeout=0.2)
@@ -321,4 +311,3 @@ async def test_timeout_error_chain_does_not_carry_the_key():
             )
     finally:
         await client.close()
-        await runner.cleanup()

@@ -34,6 +34,7 @@ from scrapy.utils.defer import deferred_from_coro
 from example_project.demo_site import DemoSite
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
+from tests.crawl import max_overlap
 from tests.reliability_support import ServerProcess
 from tests.site import TargetSite
 
@@ -129,12 +130,7 @@ class ApiCalls:
 
     def max_in_flight(self, cmd: str) -> int:
         """The most calls of *cmd* that were under way at the same time."""
-        now = most = 0
-        for event, name in self.events:
-            if name == cmd:
-                now += 1 if event == "start" else -1
-                most = max(most, now)
-        return most
+        return max_overlap(self.events, cmd)
 
 
 @pytest.fixture
@@ -146,16 +142,14 @@ def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
     async def recorded(self: ScrappeyClient, payload: dict[str, Any], **kw: Any) -> Any:
         cmd = str(payload.get("cmd"))
         record.events.append(("start", cmd))
+        outcome = "end"
         try:
-            reply = await call(self, payload, **kw)
+            return await call(self, payload, **kw)
         except asyncio.CancelledError:
-            record.events.append(("cancelled", cmd))
+            outcome = "cancelled"
             raise
-        except BaseException:
-            record.events.append(("end", cmd))
-            raise
-        record.events.append(("end", cmd))
-        return reply
+        finally:
+            record.events.append((outcome, cmd))
 
     monkeypatch.setattr(ScrappeyClient, "call", recorded)
     return record

@@ -8,7 +8,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.sessions import SpiderClosing
 from scrapy_scrappey.throttle import TargetThrottle
-from tests.crawl import PagesSpider, crawl, settings_for
+from tests.crawl import PagesSpider, crawl, max_overlap, settings_for
 
 
 def throttle(**settings):
@@ -24,16 +24,6 @@ async def hold(gate, key, seconds, log):
         log.append(("end", key, time.monotonic()))
 
 
-def max_active(log, key):
-    """The most slots of *key* held at once, from the start/end order in *log*."""
-    now = most = 0
-    for event, name, _ in log:
-        if name == key:
-            now += 1 if event == "start" else -1
-            most = max(most, now)
-    return most
-
-
 @deferred_f_from_coro_f
 async def test_concurrency_per_key_and_download_slots():
     gate = throttle(DOWNLOAD_SLOTS={"b": {"concurrency": 1}})
@@ -43,8 +33,8 @@ async def test_concurrency_per_key_and_download_slots():
         *(hold(gate, "b", 0.05, log) for _ in range(2)),
     )
     assert [event for event, *_ in log].count("start") == 6
-    assert max_active(log, "a") == 2  # CONCURRENT_REQUESTS_PER_DOMAIN
-    assert max_active(log, "b") == 1  # its DOWNLOAD_SLOTS concurrency
+    assert max_overlap(log, "a") == 2  # CONCURRENT_REQUESTS_PER_DOMAIN
+    assert max_overlap(log, "b") == 1  # its DOWNLOAD_SLOTS concurrency
     # The keys do not wait for each other: both started before either ended.
     first_end = next(i for i, (event, *_) in enumerate(log) if event == "end")
     assert {key for event, key, _ in log[:first_end]} == {"a", "b"}

@@ -7,9 +7,9 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from scrapy_scrappey import ScrappeyAPIError, ScrappeyConfigError, ScrappeyMiddleware
+from scrapy_scrappey import ScrappeyAPIError, ScrappeyConfigError
 from scrapy_scrappey.local import Faults
-from tests.crawl import KEY, PagesSpider, crawl, settings_for
+from tests.crawl import PagesSpider, crawl, settings_for
 
 
 @deferred_f_from_coro_f
@@ -130,15 +130,6 @@ async def test_every_create_failing_closes_with_named_reason_after_bounded_budge
     assert not target_site.hits
 
 
-def test_missing_key_stops_at_startup_naming_the_setting():
-    crawler = get_crawler(
-        PagesSpider,
-        {"DOWNLOADER_MIDDLEWARES": {"scrapy_scrappey.ScrappeyMiddleware": 950}},
-    )
-    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
-        ScrappeyMiddleware.from_crawler(crawler)
-
-
 @deferred_f_from_coro_f
 async def test_missing_key_fails_the_crawl_without_fetching(tmp_path, target_site):
     crawler = get_crawler(
@@ -179,13 +170,3 @@ async def test_invalid_meta_fails_that_request_naming_the_key(
     (error,) = result.spider.errors
     assert isinstance(error, ScrappeyConfigError)
     assert message in str(error)
-
-
-def test_disabled_plugin_is_not_configured():
-    from scrapy.exceptions import NotConfigured
-
-    crawler = get_crawler(
-        PagesSpider, {"SCRAPPEY_ENABLED": False, "SCRAPPEY_API_KEY": KEY}
-    )
-    with pytest.raises(NotConfigured, match="SCRAPPEY_ENABLED"):
-        ScrappeyMiddleware.from_crawler(crawler)

@@ -8,10 +8,12 @@ check what comes back, the stats and the log. The API is the local server.
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from scrapy import Request, Spider
-from scrapy.exceptions import NotConfigured
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
@@ -20,6 +22,7 @@ from scrapy_scrappey import (
     ScrappeyAPIError,
     ScrappeyConfigError,
     ScrappeyMiddleware,
+    ScrappeyTransportError,
 )
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.responses import ScrappeyMixin
@@ -59,16 +62,23 @@ def request_commands(server):
     return [c for c in server.stats()["commands"] if c["cmd"].startswith("request.")]
 
 
-def test_disabled_is_not_configured():
+def test_disabled_plugin_is_not_configured():
+    crawler = get_crawler(
+        PagesSpider, {"SCRAPPEY_ENABLED": False, "SCRAPPEY_API_KEY": KEY}
+    )
     with pytest.raises(NotConfigured, match="SCRAPPEY_ENABLED"):
-        build({"SCRAPPEY_ENABLED": False, "SCRAPPEY_API_KEY": KEY})
+        ScrappeyMiddleware.from_crawler(crawler)
 
 
-def test_missing_key_is_an_error_naming_the_setting(monkeypatch):
+def test_missing_key_stops_at_startup_naming_the_setting(monkeypatch):
     monkeypatch.delenv("SCRAPPEY_API_KEY", raising=False)
-    # Not NotConfigured: a crawl that was meant to use Scrappey must not run without it.
-    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY is not set"):
-        build({})
+    # Not NotConfigured: a crawl meant to use Scrappey must not run without it.
+    crawler = get_crawler(
+        PagesSpider,
+        {"DOWNLOADER_MIDDLEWARES": {"scrapy_scrappey.ScrappeyMiddleware": 950}},
+    )
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
+        ScrappeyMiddleware.from_crawler(crawler)
 
 
 @deferred_f_from_coro_f
@@ -152,6 +162,49 @@ async def test_dont_retry_raises_the_api_error_at_once(
     assert stat(mw, f"scrappey/errors/{TRANSIENT}") == 1
     assert stat(mw, "retry/count") is None
     assert len(request_commands(server)) == 1
+
+
+@deferred_f_from_coro_f
+async def test_rejected_key_closes_the_spider_and_sends_nothing_more(
+    tmp_path, make_local_server, target_site, caplog, api_calls
+):
+    server = await make_local_server(api_key="the-right-key")
+    mw = await opened(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    # An engine with an open spider, to see the close asked of it.
+    mw.crawler.engine = mock.Mock(spec=["spider", "close_spider_async"])
+    mw.crawler.engine.close_spider_async = mock.AsyncMock()
+    try:
+        for n in range(3):
+            with pytest.raises(IgnoreRequest):
+                await mw.process_request(Request(target_site.url(f"/page/{n}")))
+    finally:
+        await close(mw)
+    mw.crawler.engine.close_spider_async.assert_called_once_with(
+        reason="scrappey_bad_api_key"
+    )
+    # The first request found the key rejected; the other two were not sent.
+    assert api_calls.count("start", "request.get") == 1
+    assert stat(mw, "scrappey/requests") == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "scrappey_bad_api_key" in errors[0].getMessage()
+    assert KEY not in caplog.text
+    assert target_site.hits == []
+
+
+@deferred_f_from_coro_f
+async def test_unreachable_api_is_a_counted_oserror_for_retrymiddleware(tmp_path):
+    nothing_there = SimpleNamespace(url="http://127.0.0.1:9/api/v1")
+    mw = await opened(nothing_there, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    try:
+        with pytest.raises(ScrappeyTransportError) as info:
+            await mw.process_request(Request("http://127.0.0.1:9/page"))
+    finally:
+        await close(mw)
+    assert isinstance(info.value, OSError)
+    assert KEY not in str(info.value)
+    assert stat(mw, "scrappey/errors/transport") == 1
+    assert stat(mw, "scrappey/requests") == 1
 
 
 @deferred_f_from_coro_f

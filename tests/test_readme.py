@@ -151,18 +151,10 @@ async def test_login_spider_snippet(tmp_path, local_server, target_site):
 def test_local_server_snippet(tmp_path):
     """The README's test file passes under plain pytest, and it really crawls."""
     (tmp_path / "test_my_spider.py").write_text(snippet("LocalScrappey"))
-    command = [
-        *(
-            sys.executable,
-            "-m",
-            "pytest",
-            "--reactor=asyncio",
-            "-p",
-            "no:cacheprovider",
-        ),
-        *("-W", "error", "-o", "log_cli=true", "--log-cli-level=INFO"),
-        "test_my_spider.py",
-    ]
+    # As the README says to run it, plus strict warnings and live INFO logs.
+    command = [sys.executable, "-m", "pytest", "--reactor=asyncio", "test_my_spider.py"]
+    command += ["-p", "no:cacheprovider", "-W", "error"]
+    command += ["-o", "log_cli=true", "--log-cli-level=INFO"]
     done = subprocess.run(
         command,
         cwd=tmp_path,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, Spider, signals
 from scrapy.utils.test import get_crawler
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 MIDDLEWARES = {"scrapy_scrappey.ScrappeyMiddleware": 950}
 KEY = "TESTKEY-9f8e7d6c5b4a"
@@ -90,3 +93,14 @@ async def crawl(
     crawler.signals.connect(collect, signal=signals.item_scraped, weak=False)
     await crawler.crawl_async(**kwargs)
     return result
+
+
+def max_overlap(events: Iterable[tuple[Any, ...]], name: str) -> int:
+    """The most *name* things under way at once, from ``("start", name, …)``
+    events and any other event (``"end"``, ``"cancelled"``) that closes one."""
+    now = most = 0
+    for event, what, *_ in events:
+        if what == name:
+            now += 1 if event == "start" else -1
+            most = max(most, now)
+    return most

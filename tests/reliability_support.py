@@ -27,7 +27,7 @@ SPIDER = Path(__file__).resolve().parent / "reliability_spider.py"
 STATIC_BODY = "<html><body><p id='n'>static</p></body></html>"
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
@@ -52,7 +52,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=_env(),
+            env=child_env(),
             cwd=ROOT,
         )
         assert self.proc.stdout is not None
@@ -120,7 +120,7 @@ def spider_cmd(
 def start_spider(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
         )
 
 

@@ -63,7 +63,7 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def local_server() -> Iterator[str]:
+def cli_server() -> Iterator[str]:
     """``python -m scrapy_scrappey.local`` accepting only KEY; yields its API URL."""
     cmd = [sys.executable, "-m", "scrapy_scrappey.local", "--port", "0"]
     cmd += ["--max-sessions", "10", "--session-ttl", "0", "--log-level", "ERROR"]
@@ -80,8 +80,8 @@ def local_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def api(local_server: str) -> Api:
-    server = Api(local_server, KEY)
+def api(cli_server: str) -> Api:
+    server = Api(cli_server, KEY)
     server.reset()
     return server
 

@@ -381,3 +381,16 @@ def test_another_reactor_stops_the_crawl_at_startup_naming_twisted_reactor(tmp_p
     assert "needs the asyncio reactor" in errors[0]
     assert "no running event loop" not in result.stderr
     assert "Crawled" not in result.stderr  # it stopped before any request
+
+
+def test_session_params_must_be_json():
+    from scrapy.settings import Settings
+
+    from scrapy_scrappey import Config
+
+    with pytest.raises(
+        ScrappeyConfigError, match="SCRAPPEY_SESSION_PARAMS must hold JSON"
+    ):
+        Config.from_settings(
+            Settings({"SCRAPPEY_API_KEY": "k", "SCRAPPEY_SESSION_PARAMS": {"x": {1}}})
+        )

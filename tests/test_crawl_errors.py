@@ -7,22 +7,23 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from scrapy_scrappey import ScrappeyAPIError, ScrappeyConfigError, ScrappeyMiddleware
-from scrapy_scrappey.local import Faults, LocalScrappey
-from tests.crawl import KEY, PagesSpider, crawl, settings_for
-from tests.site import TargetSite
+from scrapy_scrappey import ScrappeyAPIError, ScrappeyConfigError
+from scrapy_scrappey.local import Faults
+from tests.crawl import PagesSpider, crawl, settings_for
 
 
 @deferred_f_from_coro_f
-async def test_wrong_key_closes_quickly_with_named_reason(tmp_path, caplog):
-    async with LocalScrappey(api_key="the-right-key") as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(20)]
-        result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
-        stats = server.stats()
+async def test_wrong_key_closes_quickly_with_named_reason(
+    tmp_path, caplog, make_local_server, target_site
+):
+    server = await make_local_server(api_key="the-right-key")
+    urls = [target_site.url(f"/page/{i}") for i in range(20)]
+    result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
+    stats = server.stats()
     assert result.stats["finish_reason"] == "scrappey_bad_api_key"
     assert stats["requests"]["total"] < 10
     assert result.items == []
-    assert not site.hits  # nothing was ever fetched directly
+    assert not target_site.hits  # nothing was ever fetched directly
     errors = [
         r
         for r in caplog.records
@@ -32,30 +33,33 @@ async def test_wrong_key_closes_quickly_with_named_reason(tmp_path, caplog):
 
 
 @deferred_f_from_coro_f
-async def test_wrong_key_on_a_request_closes_the_spider(tmp_path):
+async def test_wrong_key_on_a_request_closes_the_spider(
+    tmp_path, local_server, target_site
+):
     """A key revoked mid-crawl: sessions.create worked, request.* gets 401."""
-    async with LocalScrappey() as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(10)]
-        settings = settings_for(
-            server, tmp_path, SCRAPPEY_SESSION_SCOPE="none", CONCURRENT_REQUESTS=1
-        )
-        server.api_key = "rotated"  # a key revoked after the crawl started
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    settings = settings_for(
+        local_server, tmp_path, SCRAPPEY_SESSION_SCOPE="none", CONCURRENT_REQUESTS=1
+    )
+    local_server.api_key = "rotated"  # a key revoked after the crawl started
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = local_server.stats()
     assert result.stats["finish_reason"] == "scrappey_bad_api_key"
     assert stats["requests"]["total"] < 10
     assert all(isinstance(e, IgnoreRequest) for e in result.spider.errors)
 
 
 @deferred_f_from_coro_f
-async def test_transient_faults_are_retried_until_every_page_arrives(tmp_path):
+async def test_transient_faults_are_retried_until_every_page_arrives(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(error_rate=0.15, http_502_rate=0.1, truncated_rate=0.1, seed=7)
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(30)]
-        result = await crawl(
-            PagesSpider, settings_for(server, tmp_path, RETRY_TIMES=15), urls=urls
-        )
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(30)]
+    result = await crawl(
+        PagesSpider, settings_for(server, tmp_path, RETRY_TIMES=15), urls=urls
+    )
+    stats = server.stats()
     assert sorted(i["url"] for i in result.items) == sorted(urls)
     assert len(result.items) == 30  # no page processed twice
     injected = stats["faults"]
@@ -73,19 +77,21 @@ async def test_transient_faults_are_retried_until_every_page_arrives(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_slow_api_times_out_and_is_retried(tmp_path):
+async def test_slow_api_times_out_and_is_retried(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(slow_rate=0.5, slow_seconds=3, seed=3)
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(6)]
-        settings = settings_for(
-            server,
-            tmp_path,
-            DOWNLOAD_TIMEOUT=1,
-            RETRY_TIMES=10,
-            SCRAPPEY_SESSION_POOL_SIZE=3,
-        )
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(6)]
+    settings = settings_for(
+        server,
+        tmp_path,
+        DOWNLOAD_TIMEOUT=1,
+        RETRY_TIMES=10,
+        SCRAPPEY_SESSION_POOL_SIZE=3,
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
     assert len(result.items) == 6
     assert result.stats["scrappey/errors/transport"] >= 1
     assert stats["sessions"]["open"] == 0
@@ -93,12 +99,14 @@ async def test_slow_api_times_out_and_is_retried(tmp_path):
 
 @pytest.mark.parametrize("code", ["CODE-0015", "CODE-0004", "CODE-0030", "CODE-0036"])
 @deferred_f_from_coro_f
-async def test_config_error_codes_fail_the_request_without_retry(tmp_path, code):
+async def test_config_error_codes_fail_the_request_without_retry(
+    tmp_path, code, make_local_server, target_site
+):
     faults = Faults(error_rate=1.0, error_codes=(code,))
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        result = await crawl(
-            PagesSpider, settings_for(server, tmp_path), urls=[site.url("/page/1")]
-        )
+    server = await make_local_server(faults=faults)
+    result = await crawl(
+        PagesSpider, settings_for(server, tmp_path), urls=[target_site.url("/page/1")]
+    )
     (error,) = result.spider.errors
     assert isinstance(error, ScrappeyAPIError)
     assert error.code == code
@@ -110,50 +118,38 @@ async def test_config_error_codes_fail_the_request_without_retry(tmp_path, code)
 @deferred_f_from_coro_f
 async def test_every_create_failing_closes_with_named_reason_after_bounded_budget(
     tmp_path,
+    make_local_server,
+    target_site,
 ):
-    async with (
-        LocalScrappey(faults=Faults(fail_creates=1000)) as server,
-        TargetSite() as site,
-    ):
-        settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=4)
-        result = await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
-        stats = server.stats()
+    server = await make_local_server(faults=Faults(fail_creates=1000))
+    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=4)
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    stats = server.stats()
     assert result.stats["finish_reason"] == "scrappey_sessions_unavailable"
     assert stats["requests"]["by_command"]["sessions.create"] == 4
-    assert not site.hits
+    assert not target_site.hits
 
 
-def test_missing_key_stops_at_startup_naming_the_setting():
+@deferred_f_from_coro_f
+async def test_missing_key_fails_the_crawl_without_fetching(tmp_path, target_site):
     crawler = get_crawler(
         PagesSpider,
         {"DOWNLOADER_MIDDLEWARES": {"scrapy_scrappey.ScrappeyMiddleware": 950}},
     )
     with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
-        ScrappeyMiddleware.from_crawler(crawler)
+        await crawler.crawl_async(urls=[target_site.url("/page/1")])
+    assert not target_site.hits
 
 
 @deferred_f_from_coro_f
-async def test_missing_key_fails_the_crawl_without_fetching(tmp_path):
-    async with TargetSite() as site:
-        crawler = get_crawler(
-            PagesSpider,
-            {"DOWNLOADER_MIDDLEWARES": {"scrapy_scrappey.ScrappeyMiddleware": 950}},
-        )
-        with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
-            await crawler.crawl_async(urls=[site.url("/page/1")])
-    assert not site.hits
-
-
-@deferred_f_from_coro_f
-async def test_invalid_setting_fails_the_crawl(tmp_path):
-    async with LocalScrappey() as server:
-        crawler = get_crawler(
-            PagesSpider, settings_for(server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=0)
-        )
-        with pytest.raises(
-            ScrappeyConfigError, match="SCRAPPEY_SESSION_POOL_SIZE must be at least 1"
-        ):
-            await crawler.crawl_async(urls=[])
+async def test_invalid_setting_fails_the_crawl(tmp_path, local_server):
+    crawler = get_crawler(
+        PagesSpider, settings_for(local_server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=0)
+    )
+    with pytest.raises(
+        ScrappeyConfigError, match="SCRAPPEY_SESSION_POOL_SIZE must be at least 1"
+    ):
+        await crawler.crawl_async(urls=[])
 
 
 @pytest.mark.parametrize(
@@ -165,21 +161,12 @@ async def test_invalid_setting_fails_the_crawl(tmp_path):
     ],
 )
 @deferred_f_from_coro_f
-async def test_invalid_meta_fails_that_request_naming_the_key(tmp_path, meta, message):
-    async with LocalScrappey() as server, TargetSite() as site:
-        urls = [(site.url("/page/1"), meta), site.url("/page/2")]
-        result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
-    assert [i["url"] for i in result.items] == [site.url("/page/2")]
+async def test_invalid_meta_fails_that_request_naming_the_key(
+    tmp_path, meta, message, local_server, target_site
+):
+    urls = [(target_site.url("/page/1"), meta), target_site.url("/page/2")]
+    result = await crawl(PagesSpider, settings_for(local_server, tmp_path), urls=urls)
+    assert [i["url"] for i in result.items] == [target_site.url("/page/2")]
     (error,) = result.spider.errors
     assert isinstance(error, ScrappeyConfigError)
     assert message in str(error)
-
-
-def test_disabled_plugin_is_not_configured():
-    from scrapy.exceptions import NotConfigured
-
-    crawler = get_crawler(
-        PagesSpider, {"SCRAPPEY_ENABLED": False, "SCRAPPEY_API_KEY": KEY}
-    )
-    with pytest.raises(NotConfigured, match="SCRAPPEY_ENABLED"):
-        ScrappeyMiddleware.from_crawler(crawler)

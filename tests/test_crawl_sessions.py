@@ -4,9 +4,8 @@ from collections import Counter
 
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
-from tests.site import TargetSite
 
 
 def sessions_by_host(stats):
@@ -19,23 +18,24 @@ def sessions_by_host(stats):
 
 
 @deferred_f_from_coro_f
-async def test_domain_scope_one_session_per_domain_created_at_open(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
+async def test_domain_scope_one_session_per_domain_created_at_open(
+    tmp_path, local_server, target_site
+):
 
-        class TwoHosts(PagesSpider):
-            allowed_domains = ["127.0.0.1", "localhost"]
+    class TwoHosts(PagesSpider):
+        allowed_domains = ["127.0.0.1", "localhost"]
 
-        urls = [
-            site.url(f"/page/{i}", host=h)
-            for i in range(3)
-            for h in ("127.0.0.1", "localhost")
-        ]
-        result = await crawl(
-            TwoHosts,
-            settings_for(server, tmp_path, SCRAPPEY_SESSION_SCOPE="domain"),
-            urls=urls,
-        )
-        stats = server.stats()
+    urls = [
+        target_site.url(f"/page/{i}", host=h)
+        for i in range(3)
+        for h in ("127.0.0.1", "localhost")
+    ]
+    result = await crawl(
+        TwoHosts,
+        settings_for(local_server, tmp_path, SCRAPPEY_SESSION_SCOPE="domain"),
+        urls=urls,
+    )
+    stats = local_server.stats()
     assert len(result.items) == 6
     by_host = sessions_by_host(stats)
     assert set(by_host) == {"127.0.0.1", "localhost"}
@@ -52,16 +52,17 @@ async def test_domain_scope_one_session_per_domain_created_at_open(tmp_path):
 @deferred_f_from_coro_f
 async def test_domain_scope_from_spider_attribute_creates_other_domains_on_first_use(
     tmp_path,
+    local_server,
+    target_site,
 ):
-    async with LocalScrappey() as server, TargetSite() as site:
 
-        class Attr(PagesSpider):
-            allowed_domains = ["127.0.0.1"]
-            scrappey_session_scope = "domain"
+    class Attr(PagesSpider):
+        allowed_domains = ["127.0.0.1"]
+        scrappey_session_scope = "domain"
 
-        urls = [site.url("/page/1"), site.url("/page/2", host="localhost")]
-        result = await crawl(Attr, settings_for(server, tmp_path), urls=urls)
-        stats = server.stats()
+    urls = [target_site.url("/page/1"), target_site.url("/page/2", host="localhost")]
+    result = await crawl(Attr, settings_for(local_server, tmp_path), urls=urls)
+    stats = local_server.stats()
     assert len(result.items) == 2
     assert stats["sessions"]["created"] == 2
     assert set(sessions_by_host(stats)) == {"127.0.0.1", "localhost"}
@@ -69,17 +70,18 @@ async def test_domain_scope_from_spider_attribute_creates_other_domains_on_first
 
 
 @deferred_f_from_coro_f
-async def test_named_pool_false_and_direct_requests(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        urls = [
-            (site.url("/page/1"), {"scrappey_session": "login"}),
-            (site.url("/page/2"), {"scrappey_session": "login"}),
-            (site.url("/page/3"), {"scrappey_session": False}),
-            (site.url("/page/4"), {"scrappey": False}),
-            site.url("/page/5"),
-        ]
-        result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
-        stats = server.stats()
+async def test_named_pool_false_and_direct_requests(
+    tmp_path, local_server, target_site
+):
+    urls = [
+        (target_site.url("/page/1"), {"scrappey_session": "login"}),
+        (target_site.url("/page/2"), {"scrappey_session": "login"}),
+        (target_site.url("/page/3"), {"scrappey_session": False}),
+        (target_site.url("/page/4"), {"scrappey": False}),
+        target_site.url("/page/5"),
+    ]
+    result = await crawl(PagesSpider, settings_for(local_server, tmp_path), urls=urls)
+    stats = local_server.stats()
     items = {i["url"].rsplit("/", 1)[1]: i for i in result.items}
     assert len(items) == 5
     assert items["1"]["session"] == items["2"]["session"] != items["5"]["session"]
@@ -98,42 +100,43 @@ async def test_named_pool_false_and_direct_requests(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_copied_meta_keeps_the_pool(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
+async def test_copied_meta_keeps_the_pool(tmp_path, local_server, target_site):
 
-        class Follow(PagesSpider):
-            async def start(self):
-                yield self.request(site.url("/page/1"), {"scrappey_session": "chain"})
+    class Follow(PagesSpider):
+        async def start(self):
+            yield self.request(
+                target_site.url("/page/1"), {"scrappey_session": "chain"}
+            )
 
-            def request(self, url, meta):
-                from scrapy import Request
+        def request(self, url, meta):
+            from scrapy import Request
 
-                return Request(
-                    url, meta=meta, callback=self.next_page, dont_filter=True
-                )
+            return Request(url, meta=meta, callback=self.next_page, dont_filter=True)
 
-            def next_page(self, response):
-                yield from self.parse(response)
-                if response.url.endswith("/1"):
-                    yield self.request(site.url("/page/2"), dict(response.meta))
+        def next_page(self, response):
+            yield from self.parse(response)
+            if response.url.endswith("/1"):
+                yield self.request(target_site.url("/page/2"), dict(response.meta))
 
-        result = await crawl(Follow, settings_for(server, tmp_path), urls=[])
-        stats = server.stats()
+    result = await crawl(Follow, settings_for(local_server, tmp_path), urls=[])
+    stats = local_server.stats()
     assert len(result.items) == 2
     assert result.items[0]["session"] == result.items[1]["session"]
     assert stats["sessions"]["created"] == 2  # spider pool + "chain", nothing more
 
 
 @deferred_f_from_coro_f
-async def test_lease_limit_is_observed_server_side_and_pool_is_used_fairly(tmp_path):
+async def test_lease_limit_is_observed_server_side_and_pool_is_used_fairly(
+    tmp_path, make_local_server, target_site
+):
     faults = Faults(latency={"request.get": 0.1})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(16)]
-        settings = settings_for(
-            server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=3, CONCURRENT_REQUESTS=16
-        )
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(16)]
+    settings = settings_for(
+        server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=3, CONCURRENT_REQUESTS=16
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
     assert len(result.items) == 16
     assert stats["max_concurrent_per_session"] == 1
     per_session = Counter(i["session"] for i in result.items)
@@ -143,30 +146,28 @@ async def test_lease_limit_is_observed_server_side_and_pool_is_used_fairly(tmp_p
 
 
 @deferred_f_from_coro_f
-async def test_session_concurrency_setting_allows_more_in_flight(tmp_path):
-    async with (
-        LocalScrappey(faults=Faults(latency={"request.get": 0.2})) as server,
-        TargetSite() as site,
-    ):
-        urls = [site.url(f"/page/{i}") for i in range(6)]
-        settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_CONCURRENCY=3)
-        await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+async def test_session_concurrency_setting_allows_more_in_flight(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(latency={"request.get": 0.2}))
+    urls = [target_site.url(f"/page/{i}") for i in range(6)]
+    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_CONCURRENCY=3)
+    await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
     assert stats["max_concurrent_per_session"] == 3
     assert stats["sessions"]["created"] == 1
 
 
 @deferred_f_from_coro_f
-async def test_expired_sessions_are_replaced_and_every_page_arrives(tmp_path):
-    async with (
-        LocalScrappey(faults=Faults(expire_after_requests=3)) as server,
-        TargetSite() as site,
-    ):
-        urls = [site.url(f"/page/{i}") for i in range(10)]
-        result = await crawl(
-            PagesSpider, settings_for(server, tmp_path, RETRY_TIMES=5), urls=urls
-        )
-        stats = server.stats()
+async def test_expired_sessions_are_replaced_and_every_page_arrives(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(expire_after_requests=3))
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    result = await crawl(
+        PagesSpider, settings_for(server, tmp_path, RETRY_TIMES=5), urls=urls
+    )
+    stats = server.stats()
     assert sorted(i["url"] for i in result.items) == sorted(urls)
     assert result.stats["scrappey/sessions/recreated"] >= 2
     assert result.stats["retry/count"] >= 2
@@ -175,14 +176,13 @@ async def test_expired_sessions_are_replaced_and_every_page_arrives(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_rotation_after_max_requests(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(6)]
-        settings = settings_for(
-            server, tmp_path, SCRAPPEY_SESSION_MAX_REQUESTS=2, CONCURRENT_REQUESTS=1
-        )
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+async def test_rotation_after_max_requests(tmp_path, local_server, target_site):
+    urls = [target_site.url(f"/page/{i}") for i in range(6)]
+    settings = settings_for(
+        local_server, tmp_path, SCRAPPEY_SESSION_MAX_REQUESTS=2, CONCURRENT_REQUESTS=1
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = local_server.stats()
     assert len(result.items) == 6
     assert all(n == 2 for n in Counter(i["session"] for i in result.items).values())
     assert result.stats["scrappey/sessions/rotated"] == 3
@@ -191,25 +191,26 @@ async def test_rotation_after_max_requests(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_idle_ttl_replaces_a_stale_session_before_use(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
+async def test_idle_ttl_replaces_a_stale_session_before_use(
+    tmp_path, local_server, target_site
+):
 
-        class Slow(PagesSpider):
-            async def start(self):
-                from asyncio import sleep
+    class Slow(PagesSpider):
+        async def start(self):
+            from asyncio import sleep
 
-                yield self.make(site.url("/page/1"))
-                await sleep(0.5)
-                yield self.make(site.url("/page/2"))
+            yield self.make(target_site.url("/page/1"))
+            await sleep(0.5)
+            yield self.make(target_site.url("/page/2"))
 
-            def make(self, url):
-                from scrapy import Request
+        def make(self, url):
+            from scrapy import Request
 
-                return Request(url, callback=self.parse, dont_filter=True)
+            return Request(url, callback=self.parse, dont_filter=True)
 
-        settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_IDLE_TTL=0.2)
-        result = await crawl(Slow, settings, urls=[])
-        stats = server.stats()
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_SESSION_IDLE_TTL=0.2)
+    result = await crawl(Slow, settings, urls=[])
+    stats = local_server.stats()
     assert len(result.items) == 2
     assert result.items[0]["session"] != result.items[1]["session"]
     assert result.stats["scrappey/sessions/expired_idle"] == 1
@@ -217,30 +218,30 @@ async def test_idle_ttl_replaces_a_stale_session_before_use(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_session_cap_evicts_least_recently_used_idle_session(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        urls = [
-            (site.url(f"/page/{i}"), {"scrappey_session": f"p{i}"}) for i in range(4)
-        ]
-        settings = settings_for(
-            server, tmp_path, SCRAPPEY_MAX_SESSIONS=2, CONCURRENT_REQUESTS=1
-        )
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+async def test_session_cap_evicts_least_recently_used_idle_session(
+    tmp_path, local_server, target_site
+):
+    urls = [
+        (target_site.url(f"/page/{i}"), {"scrappey_session": f"p{i}"}) for i in range(4)
+    ]
+    settings = settings_for(
+        local_server, tmp_path, SCRAPPEY_MAX_SESSIONS=2, CONCURRENT_REQUESTS=1
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = local_server.stats()
     assert len(result.items) == 4
     assert result.stats["scrappey/sessions/evicted"] >= 3
     assert stats["sessions"]["open"] == 0
 
 
 @deferred_f_from_coro_f
-async def test_create_limit_backs_off_then_crawl_completes(tmp_path):
-    async with (
-        LocalScrappey(faults=Faults(fail_creates=3)) as server,
-        TargetSite() as site,
-    ):
-        urls = [site.url(f"/page/{i}") for i in range(3)]
-        result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
-        stats = server.stats()
+async def test_create_limit_backs_off_then_crawl_completes(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(fail_creates=3))
+    urls = [target_site.url(f"/page/{i}") for i in range(3)]
+    result = await crawl(PagesSpider, settings_for(server, tmp_path), urls=urls)
+    stats = server.stats()
     assert len(result.items) == 3
     assert result.stats["scrappey/sessions/over_limit"] == 3
     assert result.stats["scrappey/sessions/create_failed"] == 3
@@ -248,11 +249,10 @@ async def test_create_limit_backs_off_then_crawl_completes(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_none_scope_sends_no_session(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
-        result = await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
-        stats = server.stats()
+async def test_none_scope_sends_no_session(tmp_path, local_server, target_site):
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    stats = local_server.stats()
     assert len(result.items) == 1
     assert stats["sessions"]["created"] == 0
     assert [c["session"] for c in stats["commands"]] == [None]

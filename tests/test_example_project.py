@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from scrapy import Request, signals
@@ -20,7 +20,9 @@ from example_project.scrappey_example.spiders.existing import ExistingSpider
 from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
-from scrapy_scrappey.local import LocalScrappey
+
+if TYPE_CHECKING:
+    from scrapy_scrappey.local import LocalScrappey
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "TESTKEY-example-project"
@@ -85,27 +87,31 @@ def request_commands(stats: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @deferred_f_from_coro_f
-async def test_demo_site_members_pages_need_the_login_cookie():
+async def test_demo_site_members_pages_need_the_login_cookie(demo_site):
     # unsafe=True: aiohttp's default jar ignores cookies of IP hosts.
     jar = aiohttp.CookieJar(unsafe=True)
-    async with DemoSite() as site, aiohttp.ClientSession(cookie_jar=jar) as client:
-        async with client.get(site.url_for("localhost", "/members?page=2")) as page:
+    async with aiohttp.ClientSession(cookie_jar=jar) as client:
+        async with client.get(
+            demo_site.url_for("localhost", "/members?page=2")
+        ) as page:
             assert page.url.path == "/login"
             assert "Members-only" not in await page.text()
         form = {"user": "demo", "password": "wrong"}
-        async with client.post(f"{site.url}/login", data=form) as page:
+        async with client.post(f"{demo_site.url}/login", data=form) as page:
             assert page.status == 403
         form["password"] = "demo-password"
-        async with client.post(f"{site.url}/login", data=form) as page:
+        async with client.post(f"{demo_site.url}/login", data=form) as page:
             assert page.url.path == "/members"
             assert "Members-only note 1" in await page.text()
 
 
 @deferred_f_from_coro_f
-async def test_members_spider_logs_in_once_and_reads_every_members_page(tmp_path):
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, stats = await run(MembersSpider, server, site, tmp_path)
-        server_stats = server.stats()
+async def test_members_spider_logs_in_once_and_reads_every_members_page(
+    tmp_path, make_local_server, demo_site
+):
+    server = await make_local_server(api_key=KEY)
+    items, stats = await run(MembersSpider, server, demo_site, tmp_path)
+    server_stats = server.stats()
     # Every note is only on members pages: the login held for all three pages.
     assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)
     assert {i["page"] for i in items} == {1, 2, 3}
@@ -114,9 +120,9 @@ async def test_members_spider_logs_in_once_and_reads_every_members_page(tmp_path
     assert len(sessions) == 1
     # ... kept by the remote session, not by Scrapy (COOKIES_ENABLED is off).
     assert stats.get("downloader/request_count")
-    logins = [h for h in site.hits if h.method == "POST"]
+    logins = [h for h in demo_site.hits if h.method == "POST"]
     assert len(logins) == 1
-    member_hits = [h for h in site.hits if h.path.startswith("/members")]
+    member_hits = [h for h in demo_site.hits if h.path.startswith("/members")]
     assert len(member_hits) == 3
     assert all(h.logged_in for h in member_hits)
     commands = request_commands(server_stats)
@@ -131,10 +137,12 @@ async def test_members_spider_logs_in_once_and_reads_every_members_page(tmp_path
 
 
 @deferred_f_from_coro_f
-async def test_multi_spider_uses_one_session_per_host_name(tmp_path):
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, _ = await run(MultiSpider, server, site, tmp_path)
-        server_stats = server.stats()
+async def test_multi_spider_uses_one_session_per_host_name(
+    tmp_path, make_local_server, demo_site
+):
+    server = await make_local_server(api_key=KEY)
+    items, _ = await run(MultiSpider, server, demo_site, tmp_path)
+    server_stats = server.stats()
     titles = sorted(title for _, title, _ in ARTICLES)
     by_host: dict[str, list[dict[str, Any]]] = {}
     for item in items:
@@ -142,7 +150,7 @@ async def test_multi_spider_uses_one_session_per_host_name(tmp_path):
     assert sorted(by_host) == ["127.0.0.1", "localhost"]
     for host_items in by_host.values():
         assert sorted(i["title"] for i in host_items) == titles
-    assert {h.host for h in site.hits} == {"127.0.0.1", "localhost"}
+    assert {h.host for h in demo_site.hits} == {"127.0.0.1", "localhost"}
     # The server's command log: every request for a host named that host's
     # session, and the two hosts had different sessions.
     sessions_by_host: dict[str, set[str]] = {}
@@ -162,11 +170,13 @@ async def test_multi_spider_uses_one_session_per_host_name(tmp_path):
 
 
 @deferred_f_from_coro_f
-async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(tmp_path):
+async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(
+    tmp_path, make_local_server, demo_site
+):
     scheduled: list[Request] = []
-    async with LocalScrappey(api_key=KEY) as server, DemoSite() as site:
-        items, stats = await run(ExistingSpider, server, site, tmp_path, scheduled)
-        server_stats = server.stats()
+    server = await make_local_server(api_key=KEY)
+    items, stats = await run(ExistingSpider, server, demo_site, tmp_path, scheduled)
+    server_stats = server.stats()
     # The login (request.post) and the pages after it ran in one session,
     # so the members-only notes were visible.
     assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)

@@ -13,10 +13,9 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 import dev
 from scrapy_scrappey import Config
-from scrapy_scrappey.local import LocalScrappey
 from scrapy_scrappey.local.__main__ import build_parser
-from tests.crawl import KEY, crawl, settings_for
-from tests.site import TargetSite
+from tests.crawl import KEY, PagesSpider, crawl, settings_for
+from tests.reliability_support import child_env
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
@@ -48,8 +47,8 @@ def snippet(marker):
 
 def test_every_block_is_covered():
     covered = {
-        "DOWNLOADER_MIDDLEWARES",
-        "ADDONS",
+        "DOWNLOADER_MIDDLEWARES = ",
+        "ADDONS = ",
         "SCRAPPEY_SESSION_SCOPE",
         "class LoginSpider",
         "class ExistingSpider",
@@ -60,68 +59,85 @@ def test_every_block_is_covered():
     assert len(PYTHON) == 6
 
 
-@pytest.mark.parametrize(
-    "marker", ["DOWNLOADER_MIDDLEWARES", "ADDONS", "SCRAPPEY_SESSION_SCOPE"]
-)
-def test_settings_snippets_are_valid(marker):
+def snippet_settings(marker):
+    """The upper-case names the snippet holding *marker* defines."""
     namespace: dict = {}
     exec(snippet(marker), namespace)
-    values = {k: v for k, v in namespace.items() if k.isupper()}
-    config = Config.from_settings(Settings({**values, "SCRAPPEY_API_KEY": KEY}))
-    if marker == "SCRAPPEY_SESSION_SCOPE":
-        assert config.session_scope == "domain"
-        assert config.pool_size == 2
-        assert config.session_params == {
-            "proxyCountry": "UnitedStates",
-            "premiumProxy": True,
-        }
-        assert config.close_timeout == 20
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def test_settings_snippets_are_valid():
+    settings = {**snippet_settings("SCRAPPEY_SESSION_SCOPE"), "SCRAPPEY_API_KEY": KEY}
+    config = Config.from_settings(Settings(settings))
+    assert config.session_scope == "domain"
+    assert config.pool_size == 2
+    assert config.session_params == {
+        "proxyCountry": "UnitedStates",
+        "premiumProxy": True,
+    }
+    assert config.close_timeout == 20
+
+
+@pytest.mark.parametrize(
+    "marker", ["DOWNLOADER_MIDDLEWARES = ", "ADDONS = "], ids=["middleware", "addon"]
+)
+@deferred_f_from_coro_f
+async def test_settings_snippets_enable_the_plugin(
+    tmp_path, marker, local_server, target_site
+):
+    """The one settings line sends every request through Scrappey, in one session."""
+    settings = settings_for(local_server, tmp_path)
+    del settings["DOWNLOADER_MIDDLEWARES"]
+    settings.update(snippet_settings(marker))
+    urls = [target_site.url(f"/page/{i}") for i in range(3)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = local_server.stats()
+    assert sorted(i["url"] for i in result.items) == sorted(urls)
+    assert {i["cls"] for i in result.items} == {"ScrappeyHtmlResponse"}
+    assert len({i["session"] for i in result.items}) == 1
+    gets = [c["url"] for c in stats["commands"] if c["cmd"] == "request.get"]
+    assert sorted(gets) == sorted(urls)
+    assert stats["sessions"]["open"] == 0
 
 
 @deferred_f_from_coro_f
-async def test_settings_snippets_enable_the_plugin(tmp_path):
-    for marker in ("DOWNLOADER_MIDDLEWARES", "ADDONS"):
-        namespace: dict = {}
-        exec(snippet(marker), namespace)
-        async with LocalScrappey() as server, TargetSite() as site:
-            code = snippet("class ExistingSpider").replace(
-                "https://example.com", site.url("/page/1")
-            )
-            code = code.replace(
-                '"https://publisher.scrappey.com/api/v1"', repr(server.url)
-            )
-            module = load(code, tmp_path, f"existing_{marker.lower()}")
-            settings = settings_for(
-                server, tmp_path, WARN_ON_GENERATOR_RETURN_VALUE=False
-            )
-            del settings["DOWNLOADER_MIDDLEWARES"]
-            settings.update({k: v for k, v in namespace.items() if k.isupper()})
-            result = await crawl(module.ExistingSpider, settings)
-            stats = server.stats()
-        (item,) = result.items
-        assert item["session"].startswith("scrapy-scrappey-")  # raw mode got a session
-        assert item["length"] > 0
-        assert stats["sessions"]["open"] == 0
+async def test_existing_spider_snippet(tmp_path, local_server, target_site):
+    code = snippet("class ExistingSpider").replace(
+        "https://example.com", target_site.url("/page/1")
+    )
+    code = code.replace(
+        '"https://publisher.scrappey.com/api/v1"', repr(local_server.url)
+    )
+    module = load(code, tmp_path, "existing")
+    settings = settings_for(
+        local_server, tmp_path, WARN_ON_GENERATOR_RETURN_VALUE=False
+    )
+    result = await crawl(module.ExistingSpider, settings)
+    stats = local_server.stats()
+    (item,) = result.items
+    assert item["session"].startswith("scrapy-scrappey-")  # raw mode got a session
+    assert item["length"] > 0
+    assert stats["sessions"]["open"] == 0
+    assert target_site.hits == ["/page/1"]
 
 
 @deferred_f_from_coro_f
-async def test_login_spider_snippet(tmp_path):
-    async with LocalScrappey() as server, TargetSite() as site:
-        code = snippet("class LoginSpider").replace(
-            "https://example.com", site.url("").rstrip("/")
-        )
-        namespace: dict = {}
-        exec(code, namespace)
-        result = await crawl(
-            namespace["LoginSpider"],
-            settings_for(
-                server,
-                tmp_path,
-                HTTPERROR_ALLOW_ALL=True,
-                WARN_ON_GENERATOR_RETURN_VALUE=False,
-            ),
-        )
-        stats = server.stats()
+async def test_login_spider_snippet(tmp_path, local_server, target_site):
+    code = snippet("class LoginSpider").replace(
+        "https://example.com", target_site.url("").rstrip("/")
+    )
+    namespace: dict = {}
+    exec(code, namespace)
+    result = await crawl(
+        namespace["LoginSpider"],
+        settings_for(
+            local_server,
+            tmp_path,
+            HTTPERROR_ALLOW_ALL=True,
+            WARN_ON_GENERATOR_RETURN_VALUE=False,
+        ),
+    )
+    stats = local_server.stats()
     routed = {
         c["url"].rsplit("/", 1)[1]: c["session"]
         for c in stats["commands"]
@@ -132,11 +148,28 @@ async def test_login_spider_snippet(tmp_path):
     assert result.stats["scrappey/requests"] == 3
 
 
-@deferred_f_from_coro_f
-async def test_local_server_snippet():
-    namespace: dict = {}
-    exec(snippet("LocalScrappey"), namespace)
-    await namespace["test_my_spider_survives_faults"]()
+def test_local_server_snippet(tmp_path):
+    """The README's test file passes under plain pytest, and it really crawls."""
+    (tmp_path / "test_my_spider.py").write_text(snippet("LocalScrappey"))
+    # As the README says to run it, plus strict warnings and live INFO logs.
+    command = [sys.executable, "-m", "pytest", "--reactor=asyncio", "test_my_spider.py"]
+    command += ["-p", "no:cacheprovider", "-W", "error"]
+    command += ["-o", "log_cli=true", "--log-cli-level=INFO"]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " 1 passed " in done.stdout
+    # Scrapy's closing stats, logged by the crawl inside that test.
+    assert "'item_scraped_count': 5," in done.stdout
+    assert "'scrappey/requests': " in done.stdout
+    assert "'retry/count': " in done.stdout
 
 
 def test_shell_commands_exist():
@@ -156,39 +189,28 @@ def test_shell_commands_exist():
             assert words[0] in ("pip", "export"), line
 
 
-def test_cli_commands_from_readme(tmp_path):
+def test_cli_commands_from_readme(tmp_path, make_server_process):
     lines = [
         shlex.split(line)
         for line in SHELL
         if line.startswith("python -m scrapy_scrappey ")
     ]
     assert len(lines) == 3
-    server = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_scrappey.local", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        url = server.stdout.readline().strip()
-        env = {
-            "SCRAPPEY_API_KEY": KEY,
-            "SCRAPPEY_API_URL": url,
-            "PATH": "/usr/bin:/bin",
-        }
-        for words in lines:
-            done = subprocess.run(
-                [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                cwd=tmp_path,
-            )
-            assert done.returncode == 0, done.stderr
-            assert KEY not in done.stdout + done.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        server.stdout.close()
+    server = make_server_process()
+    env = {
+        "SCRAPPEY_API_KEY": KEY,
+        "SCRAPPEY_API_URL": server.url,
+        "PATH": "/usr/bin:/bin",
+    }
+    for words in lines:
+        done = subprocess.run(
+            [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert KEY not in done.stdout + done.stderr

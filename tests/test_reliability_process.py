@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,7 +19,7 @@ from tests.reliability_support import (
     ROOT,
     STATIC_BODY,
     ServerProcess,
-    _env,
+    child_env,
     ledger_ids,
     spider_cmd,
     start_spider,
@@ -56,23 +55,25 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
         raise
 
 
-def test_one_sigint_closes_gracefully_and_destroys_every_session(tmp_path):
+def test_one_sigint_closes_gracefully_and_destroys_every_session(
+    tmp_path, make_server_process
+):
     flags = ("--static-body", STATIC_BODY, "--latency", "request.get=1")
-    with ServerProcess(tmp_path / "server.log", *flags) as server:
-        proc, out = _run(server, tmp_path, "crawl", count=200, concurrency=30)
-        wait_for(lambda: _in_flight(server), timeout=30)
-        assert server.stats()["sessions"]["open"] == POOL
-        started = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
-        code = _wait_exit(proc, timeout=20)
-        elapsed = time.monotonic() - started
-        stats = server.stats()
+    server = make_server_process(*flags)
+    proc, out = _run(server, tmp_path, "crawl", count=200, concurrency=30)
+    wait_for(lambda: _in_flight(server), timeout=30)
+    assert server.stats()["sessions"]["open"] == POOL
+    os.kill(proc.pid, signal.SIGINT)
+    code = _wait_exit(proc, timeout=20)
+    stats = server.stats()
     log = (tmp_path / "crawl.log").read_text()
     assert code == 0, log
-    assert elapsed < 10, log  # in-flight API calls are cancelled, not awaited
     summary = json.loads(out.read_text())
     assert summary["reason"] == "shutdown"
     assert summary["responses"] < 200
+    # In-flight API calls were cancelled, not awaited: the server answered
+    # calls that the crawl never turned into responses.
+    assert stats["requests"]["by_command"]["request.get"] > summary["responses"]
     assert summary["duplicates"] == 0
     assert stats["sessions"]["open"] == 0
     assert stats["sessions"]["created"] == stats["sessions"]["destroyed"] == POOL
@@ -81,6 +82,7 @@ def test_one_sigint_closes_gracefully_and_destroys_every_session(tmp_path):
 
 def test_two_sigints_force_exit_and_the_next_crawl_destroys_the_leftovers(
     tmp_path,
+    make_server_process,
 ):
     # A slow sessions.destroy keeps the graceful close busy when the second
     # SIGINT arrives, so the forced stop really leaves sessions open.
@@ -92,30 +94,28 @@ def test_two_sigints_force_exit_and_the_next_crawl_destroys_the_leftovers(
         "--latency",
         "sessions.destroy=5",
     )
-    with ServerProcess(tmp_path / "server.log", *flags) as server:
-        proc, _ = _run(server, tmp_path, "first", count=200, concurrency=30)
-        wait_for(lambda: _in_flight(server), timeout=30)
-        left = set(server.stats()["open_sessions"])
-        assert len(left) == POOL
-        os.kill(proc.pid, signal.SIGINT)
-        wait_for(
-            lambda: server.stats()["requests"]["by_command"].get("sessions.destroy"),
-            timeout=10,
-        )
-        os.kill(proc.pid, signal.SIGINT)
-        started = time.monotonic()
-        _wait_exit(proc, timeout=20)
-        assert time.monotonic() - started < 5  # forced: not waiting for destroys
-        stats = server.stats()
-        assert stats["sessions"]["destroyed"] == 0
-        assert set(stats["open_sessions"]) == left
-        # The crash-safety ledger still lists what the forced exit left open.
-        assert ledger_ids(tmp_path / "ledger") == left
+    server = make_server_process(*flags)
+    proc, _ = _run(server, tmp_path, "first", count=200, concurrency=30)
+    wait_for(lambda: _in_flight(server), timeout=30)
+    left = set(server.stats()["open_sessions"])
+    assert len(left) == POOL
+    os.kill(proc.pid, signal.SIGINT)
+    wait_for(
+        lambda: server.stats()["requests"]["by_command"].get("sessions.destroy"),
+        timeout=10,
+    )
+    os.kill(proc.pid, signal.SIGINT)
+    _wait_exit(proc, timeout=20)
+    stats = server.stats()
+    assert stats["sessions"]["destroyed"] == 0  # forced: not waiting for destroys
+    assert set(stats["open_sessions"]) == left
+    # The crash-safety ledger still lists what the forced exit left open.
+    assert ledger_ids(tmp_path / "ledger") == left
 
-        server.set_faults()  # no more slow destroys
-        proc, out = _run(server, tmp_path, "second", count=5)
-        assert _wait_exit(proc, timeout=60) == 0
-        stats = server.stats()
+    server.set_faults()  # no more slow destroys
+    proc, out = _run(server, tmp_path, "second", count=5)
+    assert _wait_exit(proc, timeout=60) == 0
+    stats = server.stats()
     summary = json.loads(out.read_text())
     assert summary["reason"] == "finished"
     assert summary["unique"] == 5
@@ -137,14 +137,15 @@ def _kill_9_mid_crawl(server: ServerProcess, tmp_path: Path) -> set[str]:
 
 def test_after_kill_9_the_next_crawl_destroys_the_orphans_before_creating(
     tmp_path,
+    make_server_process,
 ):
     flags = ("--static-body", STATIC_BODY, "--latency", "request.get=0.2")
-    with ServerProcess(tmp_path / "server.log", *flags) as server:
-        left = _kill_9_mid_crawl(server, tmp_path)
-        before = len(server.stats()["commands"])
-        proc, out = _run(server, tmp_path, "next", count=5)
-        assert _wait_exit(proc, timeout=60) == 0
-        stats = server.stats()
+    server = make_server_process(*flags)
+    left = _kill_9_mid_crawl(server, tmp_path)
+    before = len(server.stats()["commands"])
+    proc, out = _run(server, tmp_path, "next", count=5)
+    assert _wait_exit(proc, timeout=60) == 0
+    stats = server.stats()
     summary = json.loads(out.read_text())
     assert summary["unique"] == 5
     assert summary["stats"]["scrappey/sessions/orphans_destroyed"] == POOL
@@ -162,33 +163,35 @@ def test_after_kill_9_the_next_crawl_destroys_the_orphans_before_creating(
     assert ledger_ids(tmp_path / "ledger") == set()
 
 
-def test_after_kill_9_the_cleanup_command_destroys_the_orphans(tmp_path):
+def test_after_kill_9_the_cleanup_command_destroys_the_orphans(
+    tmp_path, make_server_process
+):
     pytest.importorskip("scrapy_scrappey.cli")
     flags = ("--static-body", STATIC_BODY, "--latency", "request.get=0.2")
-    with ServerProcess(tmp_path / "server.log", *flags) as server:
-        left = _kill_9_mid_crawl(server, tmp_path)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scrapy_scrappey",
-                "sessions",
-                "cleanup",
-                "--api-url",
-                server.url,
-                "--key",
-                KEY,
-                "--ledger-dir",
-                str(tmp_path / "ledger"),
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(),
-            cwd=ROOT,
-        )
-        stats = server.stats()
+    server = make_server_process(*flags)
+    left = _kill_9_mid_crawl(server, tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scrapy_scrappey",
+            "sessions",
+            "cleanup",
+            "--api-url",
+            server.url,
+            "--key",
+            KEY,
+            "--ledger-dir",
+            str(tmp_path / "ledger"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=ROOT,
+    )
+    stats = server.stats()
     assert result.returncode == 0, result.stdout + result.stderr
     assert KEY not in result.stdout + result.stderr
     assert stats["sessions"]["open"] == 0

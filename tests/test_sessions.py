@@ -1,0 +1,132 @@
+"""The session manager: the SCRAPPEY_MAX_SESSIONS cap, dead sessions, waiters."""
+
+import asyncio
+
+import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from scrapy_scrappey.client import ScrappeyClient
+from scrapy_scrappey.local import Faults
+from tests.crawl import PagesSpider, crawl, settings_for
+
+
+@pytest.mark.parametrize(("pools", "cap", "pool_size"), [(4, 2, 1), (1, 1, 3)])
+@deferred_f_from_coro_f
+async def test_session_cap_is_never_exceeded_and_never_deadlocks(
+    tmp_path,
+    pools,
+    cap,
+    pool_size,
+    make_local_server,
+    target_site,
+):
+    # The server refuses anything over the cap, so over_limit counts overshoots.
+    server = await make_local_server(max_sessions=cap)
+
+    class Capped(PagesSpider):
+        allowed_domains = [f"d{i}.test" for i in range(pools - 1)] + ["127.0.0.1"]
+
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="domain",
+        SCRAPPEY_MAX_SESSIONS=cap,
+        SCRAPPEY_SESSION_POOL_SIZE=pool_size,
+    )
+    result = await asyncio.wait_for(
+        crawl(Capped, settings, urls=[target_site.url(f"/page/{i}") for i in range(4)]),
+        timeout=30,
+    )
+    stats = server.stats()
+    assert len(result.items) == 4
+    assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
+    assert stats["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_dead_session_is_not_handed_to_the_next_waiter(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(expire_after_requests=1))
+    urls = [target_site.url(f"/page/{i}") for i in range(8)]
+    settings = settings_for(server, tmp_path, RETRY_TIMES=10, CONCURRENT_REQUESTS=8)
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
+    assert len(result.items) == 8
+    gets = stats["requests"]["by_command"]["request.get"]
+    failed = gets - 8
+    # each expired session costs at most the one call that discovered it
+    assert failed <= stats["sessions"]["expired"]
+    assert result.stats["retry/count"] == failed
+    assert stats["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_busy_pool_cannot_starve_another_under_the_cap(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(latency={"request.get": 0.1})
+    server = await make_local_server(max_sessions=1, faults=faults)
+    # the default pool stays busy for ~3 s, longer than the wait bound
+    urls = [target_site.url(f"/page/{i}") for i in range(30)]
+    b_urls = [
+        target_site.url(f"/page/b{i}", host="localhost") for i in range(2)
+    ]  # own slot
+    urls += [(url, {"scrappey_session": "b"}) for url in b_urls]
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_MAX_SESSIONS=1,
+        RETRY_TIMES=0,
+        CONCURRENT_REQUESTS=32,
+        SCRAPPEY_SESSION_WAIT_TIMEOUT=2,
+    )
+    result = await asyncio.wait_for(crawl(PagesSpider, settings, urls=urls), timeout=30)
+    stats = server.stats()
+    assert len(result.items) == 32
+    assert result.spider.errors == []
+    assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
+    assert stats["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot(local_server):
+    from scrapy.statscollectors import MemoryStatsCollector
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_scrappey import Config
+    from scrapy_scrappey.sessions import SessionManager
+
+    class FlakyLedger:
+        failures = 1
+
+        def record(self, session_id):
+            pass
+
+        def forget(self, session_id):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+
+    config = Config(
+        api_key="k", api_url=local_server.url, max_sessions=1, session_wait_timeout=3
+    )
+    client = ScrappeyClient(local_server.url, "k")
+    stats = MemoryStatsCollector(get_crawler())
+    manager = SessionManager(
+        config, client, stats, ledger=FlakyLedger(), on_fatal=lambda *a: None
+    )
+    try:
+        first = await manager.lease("name:a")
+        manager.release(first)
+        second = await asyncio.wait_for(
+            manager.lease("name:b"), timeout=5
+        )  # evicts "a"
+        manager.release(second)
+        third = await asyncio.wait_for(manager.lease("name:c"), timeout=5)
+        manager.release(third)
+    finally:
+        await manager.close()
+        await client.close()
+    assert local_server.stats()["sessions"]["open"] == 0
+    assert stats.get_value("scrappey/sessions/leaked") is None

@@ -40,6 +40,9 @@ def build(settings):
     """The middleware of a crawler whose spider exists but has not been opened."""
     crawler = get_crawler(_Spider, settings)
     crawler.spider = crawler._create_spider()
+    # As Crawler.crawl does: the middleware keys target slots by the engine's
+    # downloader (Downloader.get_slot_key).
+    crawler.engine = crawler._create_engine()
     return build_from_crawler(ScrappeyMiddleware, crawler)
 
 
@@ -52,6 +55,7 @@ async def opened(server, tmp_path, **settings):
 
 async def close(mw):
     await mw.spider_closed(mw.crawler.spider, "finished")
+    mw.crawler.engine.downloader.close()  # stops its slot garbage collector
 
 
 def stat(mw, key):
@@ -171,7 +175,10 @@ async def test_rejected_key_closes_the_spider_and_sends_nothing_more(
     server = await make_local_server(api_key="the-right-key")
     mw = await opened(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
     # An engine with an open spider, to see the close asked of it.
-    mw.crawler.engine = mock.Mock(spec=["spider", "close_spider_async"])
+    downloader = mw.crawler.engine.downloader
+    mw.crawler.engine = mock.Mock(
+        spec=["spider", "close_spider_async", "downloader"], downloader=downloader
+    )
     mw.crawler.engine.close_spider_async = mock.AsyncMock()
     try:
         for n in range(3):

@@ -95,6 +95,7 @@ class _ApiClient:
                 params={"key": self._key},
                 json=payload,
                 timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.exceptions.ReadTimeout:
             # The command may still have run; only this call is in doubt.

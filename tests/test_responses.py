@@ -27,7 +27,7 @@ def reply(data, status=200):
 def test_every_documented_success_reply_parses(path):
     data = json.loads(path.read_text())
     parsed = reply(data)
-    assert parsed.ok
+    assert parsed.page_error() is None
     parsed.raise_for_error()
     request = Request("https://example.com/start")
     response = from_api_response(parsed.data, request=request)
@@ -110,10 +110,10 @@ def test_browser_json_uses_inner_text():
     }
 
 
-def test_head_request_has_empty_body_and_missing_status_defaults():
-    data = {"data": "success", "solution": {"response": "<html></html>"}}
+def test_head_request_has_empty_body():
+    data = {"data": "success", "solution": {"statusCode": 204, "response": "<html>"}}
     response = from_api_response(data, request=Request("https://e.com", method="HEAD"))
-    assert response.status == 200
+    assert response.status == 204
     assert response.body == b""
 
 
@@ -144,7 +144,7 @@ def test_raw_response():
 
 def test_inferred_error_body():
     parsed = reply(load("inferred/error_response_body.json"))
-    assert not parsed.ok
+    assert parsed.page_error() is parsed.error() is not None
     with pytest.raises(ScrappeyAPIError) as info:
         parsed.raise_for_error()
     assert info.value.code == "CODE-0010"
@@ -163,7 +163,7 @@ def test_inferred_error_body():
     ],
 )
 def test_inferred_session_replies_are_successes(name):
-    assert reply(load(name)).ok
+    assert reply(load(name)).error() is None
 
 
 def test_http_401_mock():
@@ -206,7 +206,7 @@ def test_error_code_locations(data, code, kind):
 
 
 def test_success_flag_wins_over_error_key():
-    assert reply(load("response_success_readme_js.json")).ok
+    assert reply(load("response_success_readme_js.json")).page_error() is None
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
     ScrappeyConfigError,
+    ScrappeyError,
     ScrappeyTransportError,
 )
 from .responses import page_problem
@@ -141,20 +142,11 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
         )
     data = _json_object(raw)
     if data is None:
-        what = (
-            "a truncated or invalid JSON" if raw[:1] in (b"{", b"[") else "a non-JSON"
-        )
-        if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
-            raise ScrappeyTransportError(
-                f"The Scrappey API answered HTTP {status} with {what} body"
-            )
-        raise ScrappeyAPIError(
-            f"HTTP {status} with {what} body", code=None, kind=ErrorKind.CONFIG
-        )
+        raise _unreadable(status, raw)
     if status in _RETRYABLE_HTTP or status >= 500:
         raise ScrappeyTransportError(f"The Scrappey API answered HTTP {status}")
     reported = _reported(data, key)
-    if status >= 400 and reported is None:
+    if status >= 400 and (reported is None or reported.kind is ErrorKind.BAD_REPLY):
         # A 4xx is never a page, whatever its JSON looks like (402, 404…).
         detail = data.get("message") or data.get("detail") or json.dumps(data)
         raise ScrappeyAPIError(
@@ -169,6 +161,17 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
             redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
         )
     return ApiReply(status, data, raw, reported, not_a_page)
+
+
+def _unreadable(status: int, raw: bytes) -> ScrappeyError:
+    what = "a truncated or invalid JSON" if raw[:1] in (b"{", b"[") else "a non-JSON"
+    if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
+        return ScrappeyTransportError(
+            f"The Scrappey API answered HTTP {status} with {what} body"
+        )
+    return ScrappeyAPIError(
+        f"HTTP {status} with {what} body", code=None, kind=ErrorKind.CONFIG
+    )
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -197,15 +200,14 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 
 
 def _reported(data: dict[str, Any], key: str) -> ScrappeyAPIError | None:
-    flag = data.get("data")
     message = _error_of(data)
     if message is None:
-        if flag in (None, "success"):
+        if data.get("data") in (None, "success"):
             return None
         # "failed", "pending"…: not a success, and nothing says why.
-        message = f"'data' is {json.dumps(flag)[:40]}, not 'success'"
+        problem = page_problem(data) or "no 'data': 'success'"
         return ScrappeyAPIError(
-            redact_text(message, key), code=None, kind=ErrorKind.BAD_REPLY
+            redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
         )
     code = _code_of(data, message)
     return ScrappeyAPIError(

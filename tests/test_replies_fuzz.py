@@ -52,6 +52,8 @@ _NASTY = [
     "/relative/path",
     "http://[::1",
     "https://example.com/final",
+    "https://example.com/a\ud800b",
+    f"https://example.com/{FORGED}",
     "CODE-0010 Blocked proxy on Datadome",
     "CODE-0029 Too many sessions open",
     "CODE-0004 Invalid cmd command",
@@ -62,6 +64,10 @@ _TEXT = (
     | st.text(max_size=20)
     | st.text(st.characters(categories=["Cc", "Cf", "Cs", "Zl", "Lu"]), max_size=8)
 )
+#: Strings with what broke the plugin before: lone surrogates, controls, the key…
+_HAZARDS = st.sampled_from(_NASTY) | st.text(
+    st.characters(categories=["Cc", "Cf", "Cs", "Zl", "Zp"]), min_size=1, max_size=4
+).map(lambda odd: f"x{odd}y")
 _SCALARS = (
     st.none()
     | st.booleans()
@@ -86,6 +92,7 @@ _SOLUTION_FIELDS = [
     "base64Response",
     "cookies",
 ]
+_HEADER_NAMES = st.sampled_from(["content-type", "set-cookie", "location"]) | _TEXT
 _RAW_BODIES = [
     b"",
     b"not json",
@@ -103,19 +110,19 @@ _RAW_BODIES = [
 def _mutated(draw: st.DrawFn, url: str) -> dict[str, Any]:
     """A documented success with a few fields dropped or replaced."""
     reply = success(url)
-    for _ in range(draw(st.integers(0, 3))):
-        where = draw(st.sampled_from(["reply", "solution", "headers"]))
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(["reply", "solution", "solution", "headers"]))
         parent = reply if where == "reply" else reply.get("solution")
         if where == "headers" and isinstance(parent, dict):
             parent = parent.get("responseHeaders")
         if not isinstance(parent, dict):
             continue
         fields = {"reply": _REPLY_FIELDS, "solution": _SOLUTION_FIELDS}.get(where)
-        name = draw(st.sampled_from(fields) if fields else _TEXT)
-        if draw(st.booleans()):
+        name = draw(st.sampled_from(fields) if fields else _HEADER_NAMES)
+        if draw(st.integers(0, 3)) == 0:
             parent.pop(name, None)
         else:
-            parent[name] = draw(_VALUES)
+            parent[name] = draw(_HAZARDS | _VALUES)
     return reply
 
 
@@ -190,6 +197,7 @@ def _check_outcome(url: str, reply: Any, outcomes: list[Any]) -> None:
         assert not isinstance(outcome, Exception), (reply, outcome)
         assert outcome.status == int(reply[1]["solution"]["statusCode"])
         assert outcome.url.startswith(("http://", "https://"))
+        assert outcome.url.isprintable()
         assert FORBIDDEN not in outcome.url
     else:
         assert isinstance(outcome, (ScrappeyAPIError, ScrappeyTransportError)), (
@@ -197,6 +205,7 @@ def _check_outcome(url: str, reply: Any, outcomes: list[Any]) -> None:
             outcome,
         )
         assert FORBIDDEN not in str(outcome)
+        assert str(outcome).isprintable()  # no CR/LF to forge a log line
 
 
 @settings(
@@ -262,5 +271,6 @@ def test_fuzzed_reply_is_a_page_or_a_scrappey_error(reply):
         return
     assert 100 <= outcome.status <= 599
     assert outcome.url.startswith(("http://", "https://"))
+    assert outcome.url.isprintable()
     assert FORBIDDEN not in outcome.url
     assert isinstance(outcome.body, bytes)

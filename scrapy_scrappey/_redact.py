@@ -59,10 +59,10 @@ def api_text(text: str, key: str = "") -> str:
         text = (
             f"{text[:API_TEXT_LIMIT]}… ({len(text) - API_TEXT_LIMIT} more characters)"
         )
-    return printable(text)
+    return _printable(text)
 
 
-def printable(text: str) -> str:
+def _printable(text: str) -> str:
     """*text* with control, format and lone surrogate characters escaped."""
     if text.isprintable():
         return text

@@ -46,6 +46,8 @@ class ScriptedApi:
 
     def __init__(self) -> None:
         self.script: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        #: Replies for the first ``sessions.destroy`` calls (then a success).
+        self.destroy_replies: list[dict[str, Any]] = []
         self.open_sessions: set[str] = set()
         self.created = 0
         self.elsewhere: list[str] = []
@@ -84,6 +86,8 @@ class ScriptedApi:
             self.created += 1
             return web.json_response({"data": "success", "session": command["session"]})
         if cmd == "sessions.destroy":
+            if self.destroy_replies:
+                return web.json_response(self.destroy_replies.pop(0))
             self.open_sessions.discard(command["session"])
             return web.json_response({"data": "success"})
         url = command.get("url", "")

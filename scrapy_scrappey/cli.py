@@ -105,6 +105,7 @@ class _ApiClient:
                 params={"key": self._key},
                 json=payload,
                 timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.exceptions.ReadTimeout:
             # The command may still have run; only this call is in doubt.
@@ -131,7 +132,7 @@ class _ApiClient:
     def _body(self, response: requests.Response) -> dict[str, Any]:
         # The same reading of replies as the crawl's client.
         try:
-            reply = parse_reply(response.status_code, response.content)
+            reply = parse_reply(response.status_code, response.content, key=self._key)
             reply.raise_for_error()
         except ScrappeyAuthError:
             raise _CliError(AUTH_MESSAGE) from None

@@ -16,43 +16,54 @@ from typing import Any
 
 import aiohttp
 
-from ._redact import redact_text
+from ._redact import api_text, redact_text
 from .codes import ERROR_CODES, SESSION_GONE_MARKERS, ErrorKind, find_code
 from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
     ScrappeyConfigError,
+    ScrappeyError,
     ScrappeyTransportError,
 )
+from .responses import page_problem
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_HTTP = frozenset(
     {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 )
+#: Deeper replies are garbage (no documented reply nests beyond 4 levels).
+_MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
 class ApiReply:
-    """One answer of the API: its HTTP status, parsed JSON object and raw bytes."""
+    """One answer of the API: its HTTP status, parsed JSON object and raw bytes.
+
+    :func:`parse_reply` reads its errors once, with the API key scrubbed
+    from what the API wrote.
+    """
 
     status: int
     data: dict[str, Any]
     body: bytes
+    #: The error the reply reports (``data: "error"``…), if any.
+    reported: ScrappeyAPIError | None = None
+    #: Why the reply, although it reports no error, holds no page.
+    not_a_page: ScrappeyAPIError | None = None
 
     def error(self) -> ScrappeyAPIError | None:
         """The error this reply reports, if any."""
-        message = _error_of(self.data)
-        if message is None:
-            return None
-        code = _code_of(self.data, message)
-        return ScrappeyAPIError(message, code=code, kind=classify(code, message))
+        return self.reported
+
+    def page_error(self) -> ScrappeyAPIError | None:
+        """For a ``request.*`` reply: its error, or why it is not a page."""
+        return self.reported or self.not_a_page
 
     def raise_for_error(self) -> None:
         """Raise :class:`ScrappeyAPIError` if the reply reports an error."""
-        error = self.error()
-        if error is not None:
-            raise error
+        if self.reported is not None:
+            raise self.reported
 
 
 class ScrappeyClient:
@@ -89,6 +100,7 @@ class ScrappeyClient:
                 data=body,
                 headers={"Content-Type": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -100,9 +112,9 @@ class ScrappeyClient:
         except aiohttp.ClientError as ex:
             # aiohttp messages may quote the URL, and with it the key.
             raise ScrappeyTransportError(
-                f"Could not reach the Scrappey API: {redact_text(str(ex), self._key)}"
+                f"Could not reach the Scrappey API: {api_text(str(ex), self._key)}"
             ) from None
-        return parse_reply(status, raw)
+        return parse_reply(status, raw, key=self._key)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -110,56 +122,112 @@ class ScrappeyClient:
             self._session = None
 
 
-def parse_reply(status: int, raw: bytes) -> ApiReply:
+def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
     """Classify one HTTP answer of the API (shared by the crawl and the CLI).
 
     Raises :class:`ScrappeyAuthError` for 401, :class:`ScrappeyTransportError`
-    for garbage or retryable statuses, :class:`ScrappeyAPIError` for a 4xx
-    that is not a command's reply; the caller checks the reply's own error.
+    for redirects, garbage or retryable statuses, :class:`ScrappeyAPIError`
+    for a 4xx that is not a command's reply; the caller checks the reply's own
+    error. *key* is scrubbed from every text of the API quoted in an error.
     """
     if status == 401:
         raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        what = (
-            "a truncated or invalid JSON" if raw[:1] in (b"{", b"[") else "a non-JSON"
+    if 300 <= status < 400:
+        # Following it would re-post the command, key included, elsewhere.
+        raise ScrappeyTransportError(
+            f"The Scrappey API answered HTTP {status}, a redirect; the API never "
+            f"redirects: check SCRAPPEY_API_URL"
         )
-        if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
-            raise ScrappeyTransportError(
-                f"The Scrappey API answered HTTP {status} with {what} body"
-            )
-        raise ScrappeyAPIError(
-            f"HTTP {status} with {what} body", code=None, kind=ErrorKind.CONFIG
-        )
+    data = _json_object(raw)
+    if data is None:
+        raise _unreadable(status, raw)
     if status in _RETRYABLE_HTTP or status >= 500:
         raise ScrappeyTransportError(f"The Scrappey API answered HTTP {status}")
-    if status >= 400 and _error_of(data) is None:
+    reported = _reported(data, key)
+    if status >= 400 and (reported is None or reported.kind is ErrorKind.BAD_REPLY):
         # A 4xx is never a page, whatever its JSON looks like (402, 404…).
-        detail = data.get("message") or data.get("detail") or json.dumps(data)[:200]
+        detail = data.get("message") or data.get("detail") or json.dumps(data)
         raise ScrappeyAPIError(
-            f"HTTP {status}: {detail}", code=None, kind=ErrorKind.CONFIG
+            redact_text(f"HTTP {status}: {detail}", key),
+            code=None,
+            kind=ErrorKind.CONFIG,
         )
-    return ApiReply(status, data, raw)
+    problem = None if reported else page_problem(data)
+    not_a_page = None
+    if problem is not None:
+        not_a_page = ScrappeyAPIError(
+            redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
+        )
+    return ApiReply(status, data, raw, reported, not_a_page)
+
+
+def _unreadable(status: int, raw: bytes) -> ScrappeyError:
+    what = "a truncated or invalid JSON" if raw[:1] in (b"{", b"[") else "a non-JSON"
+    if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
+        return ScrappeyTransportError(
+            f"The Scrappey API answered HTTP {status} with {what} body"
+        )
+    return ScrappeyAPIError(
+        f"HTTP {status} with {what} body", code=None, kind=ErrorKind.CONFIG
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The reply's JSON object; ``None`` for anything else, or nested too deep.
+
+    The depth bound keeps every later ``json.dumps`` of a part of the reply
+    (headers, error objects) clear of RecursionError.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    level: list[Any] = [data]
+    for _ in range(_MAX_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return data
+    return None
+
+
+def _reported(data: dict[str, Any], key: str) -> ScrappeyAPIError | None:
+    message = _error_of(data)
+    if message is None:
+        if data.get("data") in (None, "success"):
+            return None
+        # "failed", "pending"…: not a success, and nothing says why.
+        problem = page_problem(data) or "no 'data': 'success'"
+        return ScrappeyAPIError(
+            redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
+        )
+    code = _code_of(data, message)
+    return ScrappeyAPIError(
+        redact_text(message, key), code=code, kind=classify(code, message)
+    )
 
 
 def _error_of(data: dict[str, Any]) -> str | None:
-    """The error message of a reply, or ``None`` for a success.
+    """The error message a reply carries, or ``None``.
 
     ``data == "success"`` wins: a documented success shape also carries an
-    ``error`` key. Without ``data``, the presence of ``error`` decides.
+    ``error`` key. Otherwise a non-empty ``error`` is the message, and
+    ``data: "error"`` without one is an unknown error.
     """
-    flag = data.get("data")
-    if flag == "success":
+    if data.get("data") == "success":
         return None
     error = data.get("error")
-    if flag != "error" and error in (None, ""):
-        return None
     if isinstance(error, dict):
         error = error.get("message") or error.get("code") or json.dumps(error)
-    return str(error) if error not in (None, "") else "Unknown error"
+    if error not in (None, ""):
+        return error if isinstance(error, str) else json.dumps(error)
+    return "Unknown error" if data.get("data") == "error" else None
 
 
 def _code_of(data: dict[str, Any], message: str) -> str | None:

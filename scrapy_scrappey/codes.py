@@ -26,6 +26,9 @@ class ErrorKind(enum.Enum):
     CONFIG = "config"
     #: Retrying the same URL makes things worse (the API banned it for a while).
     FATAL_URL = "fatal_url"
+    #: The reply reports no error but holds no page either (no solution, a
+    #: ``data`` other than "success", a bad statusCode): retried as is.
+    BAD_REPLY = "bad_reply"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Transport failures subclass :class:`OSError` so that Scrapy's stock
 
 from __future__ import annotations
 
+from ._redact import api_text
 from .codes import ERROR_CODES, ErrorKind, describe
 
 
@@ -29,13 +30,16 @@ class ScrappeyAuthError(ScrappeyError):
 
 
 class ScrappeyAPIError(ScrappeyError):
-    """The API answered ``{"data": "error"}``.
+    """The API answered ``{"data": "error"}``, or a reply that holds no page.
 
     :attr:`code` is the ``CODE-nnnn`` found in the reply (``None`` if none) and
-    :attr:`kind` says what to do about it.
+    :attr:`kind` says what to do about it. :attr:`api_message` is what the API
+    said, bounded and with control characters escaped (the API key is
+    redacted by the plugin's client before the error is built).
     """
 
     def __init__(self, message: str, *, code: str | None, kind: ErrorKind) -> None:
+        message = api_text(message)
         self.code = code
         self.kind = kind
         self.api_message = message
@@ -44,9 +48,15 @@ class ScrappeyAPIError(ScrappeyError):
         elif code and code in ERROR_CODES and ERROR_CODES[code].message in message:
             super().__init__(f"{code}: {message}")
         else:
-            super().__init__(
-                f"{describe(code) if code else 'Scrappey API error'}: {message}"
-            )
+            super().__init__(f"{_prefix(code, kind)}: {message}")
+
+
+def _prefix(code: str | None, kind: ErrorKind) -> str:
+    if code:
+        return describe(code)
+    if kind is ErrorKind.BAD_REPLY:
+        return "Unreadable Scrappey API reply"
+    return "Scrappey API error"
 
 
 class SessionsUnavailable(ScrappeyError):

@@ -27,7 +27,7 @@ from .exceptions import (
 from .ledger import SessionLedger
 from .orphans import destroy_orphans
 from .payload import build_payload
-from .responses import from_api_response, raw_response
+from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
 from .sessions import Session, SessionManager
 from .throttle import TargetThrottle
@@ -42,7 +42,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (ErrorKind.TRANSIENT, ErrorKind.SESSION, ErrorKind.SESSION_LIMIT)
+_RETRYABLE = (
+    ErrorKind.TRANSIENT,
+    ErrorKind.SESSION,
+    ErrorKind.SESSION_LIMIT,
+    ErrorKind.BAD_REPLY,
+)
 _CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
 # Scrapy >= 2.18 honours CloseSpider raised by a spider_opened handler; older
 # versions only log it, so the close is started from engine_started instead.
@@ -185,7 +190,7 @@ class ScrappeyMiddleware:
                 reply = await self._call(
                     self._payload(request, route, session), request
                 )
-                error = reply.error()
+                error = reply.error() if route.raw else reply.page_error()
                 if error is not None:
                     self._inc(f"scrappey/errors/{error.code or error.kind.value}")
                     if session is not None and error.kind is ErrorKind.SESSION:
@@ -199,6 +204,14 @@ class ScrappeyMiddleware:
         if error is not None:
             return self._on_api_error(request, error)
         response = from_api_response(reply.data, request=request)
+        if BAD_CURRENT_URL_FLAG in response.flags:
+            self._inc("scrappey/responses/bad_current_url")
+            self._warn_once(
+                "bad-current-url",
+                "The Scrappey API answered a currentUrl that is not an absolute "
+                "http(s) URL; such responses keep the request's URL "
+                "(scrappey/responses/bad_current_url counts them)",
+            )
         if session is not None:
             request.meta["scrappey_session"] = session.id
         self._inc(f"scrappey/responses/status/{response.status}")

@@ -7,19 +7,32 @@ import binascii
 import json
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scrapy.http import HtmlResponse, JsonResponse, Response, TextResponse, XmlResponse
 from scrapy.http.headers import Headers
 from scrapy.responsetypes import responsetypes
+
+from ._redact import redact_url
+from .codes import ErrorKind
+from .exceptions import ScrappeyAPIError
 
 if TYPE_CHECKING:
     from scrapy import Request
 
 #: The body arrives decoded, so these would describe bytes we never got.
 _DROPPED_HEADERS = frozenset(
-    {b"content-encoding", b"content-length", b"transfer-encoding"}
+    {"content-encoding", "content-length", "transfer-encoding"}
 )
 _FLAG = "scrappey"
+#: Flag of a response whose ``solution.currentUrl`` was not an absolute
+#: http(s) URL (``file:``, ``javascript:``, relative…): it keeps request.url.
+BAD_CURRENT_URL_FLAG = "scrappey_bad_current_url"
+_STATUS_RE = re.compile(r"[1-5][0-9][0-9]", re.ASCII)
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+_QUOTE_LIMIT = 40
 
 
 class ScrappeyMixin:
@@ -86,15 +99,23 @@ def _scrappey_class(cls: type[Response]) -> type[Response]:
 def from_api_response(api_response: dict[str, Any], *, request: Request) -> Response:
     """Build the Scrapy response for a successful ``request.*`` reply.
 
-    ``url`` is ``solution.currentUrl`` (the final URL after redirects),
-    ``status`` is ``solution.statusCode``, the body is ``solution.response``
-    (or the bytes of ``solution.base64Response`` when present), and the class
-    is chosen by :mod:`scrapy.responsetypes` from the headers and body.
+    ``url`` is ``solution.currentUrl`` (the final URL after redirects) when it
+    is an absolute http(s) URL, else ``request.url`` and the response carries
+    the ``"scrappey_bad_current_url"`` flag; ``status`` is
+    ``solution.statusCode``, the body is ``solution.response`` (or the bytes of
+    ``solution.base64Response`` when present), and the class is chosen by
+    :mod:`scrapy.responsetypes` from the headers and body.
+
+    A reply that holds no page raises :class:`ScrappeyAPIError` (see
+    :func:`page_problem`).
     """
-    solution = api_response.get("solution")
-    if not isinstance(solution, dict):
-        solution = {}
-    url = solution.get("currentUrl") or request.url
+    page = _read_page(api_response)
+    if isinstance(page, str):
+        raise ScrappeyAPIError(page, code=None, kind=ErrorKind.BAD_REPLY)
+    solution, status = page
+    url = _current_url(solution.get("currentUrl"), request)
+    flags = [_FLAG] if url is not None else [_FLAG, BAD_CURRENT_URL_FLAG]
+    url = url or request.url
     headers = _headers(solution.get("responseHeaders"))
     body, is_text = _body(solution, headers)
     # Sniffing decoded bytes mistakes binaries for text; trust headers then.
@@ -102,11 +123,11 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
     cls = _scrappey_class(responsetypes.from_args(headers=headers, url=url, body=sniff))
     kwargs: dict[str, Any] = {
         "url": url,
-        "status": _status(solution.get("statusCode")),
+        "status": status,
         "headers": headers,
         "body": b"" if request.method == "HEAD" else body,
         "request": request,
-        "flags": [_FLAG],
+        "flags": flags,
         "raw_api_response": api_response,
     }
     if issubclass(cls, TextResponse) and is_text:
@@ -116,6 +137,47 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
         kwargs["encoding"] = "utf-8"
         _declare_utf8(headers, cls)
     return cls(**kwargs)
+
+
+def page_problem(api_response: dict[str, Any]) -> str | None:
+    """Why a ``request.*`` reply that reports no error holds no page, or ``None``.
+
+    A page needs ``data: "success"``, a ``solution`` object and a
+    ``solution.statusCode`` in 100-599. No documented success omits
+    statusCode, so a reply without one is not a page either: inventing a 200
+    would hand a filtered-out 404 to the callback (and the HTTP cache).
+    """
+    page = _read_page(api_response)
+    return page if isinstance(page, str) else None
+
+
+def _read_page(api_response: dict[str, Any]) -> tuple[dict[str, Any], int] | str:
+    if api_response.get("data") != "success":
+        return f"'data' is {_quote(api_response, 'data')}, not 'success'"
+    solution = api_response.get("solution")
+    if not isinstance(solution, dict):
+        return f"'solution' is {_quote(api_response, 'solution')}, not an object"
+    status = _status(solution.get("statusCode"))
+    if status is None:
+        quoted = _quote(solution, "statusCode")
+        hint = (
+            " (a 'filter' option must keep 'statusCode')" if quoted == "missing" else ""
+        )
+        return f"'solution.statusCode' is {quoted}, not 100-599{hint}"
+    return solution, status
+
+
+def _quote(parent: dict[str, Any], name: str) -> str:
+    """A short description of ``parent[name]`` for an error message."""
+    if name not in parent:
+        return "missing"
+    value = parent[name]
+    if isinstance(value, (dict, list)):
+        return "an array" if isinstance(value, list) else "an object"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a huge number"  # repr() refuses ints beyond 4300 digits
+    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= _QUOTE_LIMIT else f"{text[:_QUOTE_LIMIT]}…"
 
 
 def raw_response(body: bytes, *, status: int, request: Request, url: str) -> Response:
@@ -131,13 +193,30 @@ def raw_response(body: bytes, *, status: int, request: Request, url: str) -> Res
     )
 
 
-def _status(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 999:
+def _status(value: object) -> int | None:
+    if isinstance(value, str) and _STATUS_RE.fullmatch(value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return _status(int(value))
-    # request mode may omit it; the API only answers "success" for a fetched page
-    return 200
+    return None
+
+
+def _current_url(value: object, request: Request) -> str | None:
+    """The API's final URL, if it is one a response may have."""
+    if value in (None, "", request.url):
+        return request.url
+    if not isinstance(value, str) or not value.strip().isprintable():
+        return None
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    # The API's own URL, key included, must not become response.url.
+    return redact_url(value)
 
 
 def _headers(raw: object) -> Headers:
@@ -145,10 +224,12 @@ def _headers(raw: object) -> Headers:
     if not isinstance(raw, dict):
         return headers
     for name, value in raw.items():
-        if str(name).lower().encode() in _DROPPED_HEADERS:
+        # A name that is no HTTP token would break the header block that
+        # the HTTP cache writes (CR/LF, ":"); no server can have sent it.
+        if not _TOKEN_RE.fullmatch(name) or name.lower() in _DROPPED_HEADERS:
             continue
         values = value if isinstance(value, list) else [value]
-        headers.setlist(str(name), [_header_value(v) for v in values])
+        headers.setlist(name, [_header_value(v) for v in values])
     return headers
 
 
@@ -172,7 +253,13 @@ def _declare_utf8(headers: Headers, cls: type[Response]) -> None:
 
 
 def _header_value(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    text = value if isinstance(value, str) else json.dumps(value)
+    return _CONTROL_RE.sub(" ", _valid_unicode(text))
+
+
+def _valid_unicode(text: str) -> str:
+    """*text* with lone surrogates (valid in JSON, not in UTF-8) replaced by U+FFFD."""
+    return _SURROGATE_RE.sub("\ufffd", text)
 
 
 def _body(solution: dict[str, Any], headers: Headers) -> tuple[bytes, bool]:
@@ -195,4 +282,4 @@ def _body(solution: dict[str, Any], headers: Headers) -> tuple[bytes, bool]:
         text = inner
     if not isinstance(text, str):
         text = "" if text is None else json.dumps(text)
-    return text.encode("utf-8"), True
+    return _valid_unicode(text).encode("utf-8"), True

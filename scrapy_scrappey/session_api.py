@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "scrapy-scrappey-"
+#: Destroy failures retried as is ("pending" and the like may succeed next time).
+_WORTH_RETRYING = (ErrorKind.TRANSIENT, ErrorKind.BAD_REPLY)
 
 
 class Ledger(Protocol):
@@ -146,7 +148,7 @@ class SessionAPI:
         except ScrappeyAPIError as ex:
             if ex.kind is not ErrorKind.SESSION:
                 self._destroy_failed(session_id, ex)
-                return None if ex.kind is ErrorKind.TRANSIENT else False
+                return None if ex.kind in _WORTH_RETRYING else False
             # "Session not found": expired or never created; gone either way.
             self._stats.inc_value("scrappey/sessions/already_gone")
             self._forget(session_id)

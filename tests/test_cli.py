@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -395,7 +396,14 @@ def _serve(
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with _serving(Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a thread; yields its API URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever)
     thread.start()
     try:
@@ -594,3 +602,29 @@ def test_project_settings_are_used(api: Api, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert set(table(result.stdout)) == {"elsewhere"}
+
+
+def test_a_redirect_of_the_api_is_not_followed(
+    capsys: pytest.CaptureFixture[str], ledger_dir: Path
+) -> None:
+    moved: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path.startswith("/moved"):
+                moved.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", "/moved")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with _serving(Handler) as url:
+        code, out, err = sessions(capsys, "list", url, ledger_dir)
+    assert code == 1
+    assert out == ""
+    assert "HTTP 307" in err
+    assert "SCRAPPEY_API_URL" in err
+    assert moved == []

@@ -1,15 +1,19 @@
 import base64
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from scrapy import Request
 from scrapy.http import HtmlResponse, JsonResponse, Response, TextResponse
+from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey import ScrappeyAPIError, ScrappeyAuthError, ScrappeyTransportError
 from scrapy_scrappey.client import ApiReply, parse_reply
 from scrapy_scrappey.codes import ERROR_CODES, ErrorKind
 from scrapy_scrappey.responses import ScrappeyResponse, from_api_response, raw_response
+from tests.crawl import KEY, crawl, settings_for
+from tests.fake_api import OutcomeSpider, ScriptedApi, success
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrappey"
 SUCCESS_FIXTURES = sorted(FIXTURES.glob("response_success_*.json"))
@@ -27,7 +31,7 @@ def reply(data, status=200):
 def test_every_documented_success_reply_parses(path):
     data = json.loads(path.read_text())
     parsed = reply(data)
-    assert parsed.error() is None
+    assert parsed.page_error() is None
     parsed.raise_for_error()
     request = Request("https://example.com/start")
     response = from_api_response(parsed.data, request=request)
@@ -110,10 +114,10 @@ def test_browser_json_uses_inner_text():
     }
 
 
-def test_head_request_has_empty_body_and_missing_status_defaults():
-    data = {"data": "success", "solution": {"response": "<html></html>"}}
+def test_head_request_has_empty_body():
+    data = {"data": "success", "solution": {"statusCode": 204, "response": "<html>"}}
     response = from_api_response(data, request=Request("https://e.com", method="HEAD"))
-    assert response.status == 200
+    assert response.status == 204
     assert response.body == b""
 
 
@@ -144,7 +148,7 @@ def test_raw_response():
 
 def test_inferred_error_body():
     parsed = reply(load("inferred/error_response_body.json"))
-    assert parsed.error() is not None
+    assert parsed.page_error() is parsed.error() is not None
     with pytest.raises(ScrappeyAPIError) as info:
         parsed.raise_for_error()
     assert info.value.code == "CODE-0010"
@@ -206,7 +210,7 @@ def test_error_code_locations(data, code, kind):
 
 
 def test_success_flag_wins_over_error_key():
-    assert reply(load("response_success_readme_js.json")).error() is None
+    assert reply(load("response_success_readme_js.json")).page_error() is None
 
 
 @pytest.mark.parametrize(
@@ -235,6 +239,323 @@ def test_api_reply_is_immutable():
     parsed = ApiReply(200, {"data": "success"}, b"{}")
     with pytest.raises(AttributeError):
         parsed.status = 500  # type: ignore[misc]
+
+
+# -- replies that hold no page (issue #16) -------------------------------------
+
+PAGE_REQUEST = Request("https://e.com/start")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"data": "failed"},
+        {"data": "pending"},
+        {"data": 1},
+        {},
+        {"data": "success"},
+        {"data": "success", "solution": None},
+        {"data": "success", "solution": []},
+        {"data": "success", "solution": "<html>"},
+        {"data": "success", "solution": {"response": "<html>"}},
+        {"data": "success", "solution": {"statusCode": 0}},
+        {"data": "success", "solution": {"statusCode": 600}},
+        {"data": "success", "solution": {"statusCode": True}},
+        {"data": "success", "solution": {"statusCode": 200.5}},
+        {"data": "success", "solution": {"statusCode": "OK"}},
+        {"data": "success", "solution": {"statusCode": "²"}},
+        {"data": "success", "solution": {"statusCode": "9" * 5000}},
+        {"data": "success", "solution": {"statusCode": None}},
+    ],
+)
+def test_a_reply_without_a_page_is_a_bad_reply_not_a_200(data):
+    error = reply(data).page_error()
+    assert error is not None
+    assert error.kind is ErrorKind.BAD_REPLY
+    assert str(error).startswith("Unreadable Scrappey API reply: '")
+    with pytest.raises(ScrappeyAPIError) as info:
+        from_api_response(data, request=PAGE_REQUEST)
+    assert info.value.kind is ErrorKind.BAD_REPLY
+
+
+def test_bad_reply_messages_name_the_culprit():
+    def message(data):
+        return str(reply(data).page_error())
+
+    assert "'data' is 'failed', not 'success'" in message({"data": "failed"})
+    assert "'data' is missing" in message({})
+    assert "'solution' is an array, not an object" in message(
+        {"data": "success", "solution": []}
+    )
+    assert "'solution.statusCode' is '²', not 100-599" in message(
+        {"data": "success", "solution": {"statusCode": "²"}}
+    )
+    missing = message({"data": "success", "solution": {}})
+    assert "'solution.statusCode' is missing" in missing
+    assert "'filter'" in missing
+    long = message({"data": "success", "solution": {"statusCode": "9" * 5000}})
+    assert len(long) < 120
+
+
+def test_a_non_success_data_flag_is_an_error_for_every_command():
+    error = reply({"data": "pending"}).error()
+    assert error is not None
+    assert error.kind is ErrorKind.BAD_REPLY
+    # with a message, the message is classified as usual
+    error = reply({"data": "failed", "error": "CODE-0029 Too many"}).error()
+    assert (error.code, error.kind) == ("CODE-0029", ErrorKind.SESSION_LIMIT)
+
+
+@pytest.mark.parametrize("status", [200, "200", 404, "599", 100])
+def test_valid_status_codes_make_pages(status):
+    data = {"data": "success", "solution": {"statusCode": status}}
+    assert reply(data).page_error() is None
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert response.status == int(status)
+    assert response.body == b""  # onlyStatusCode: the status is the answer
+
+
+# -- replies the plugin cannot read are Scrappey errors -------------------------
+
+
+def test_a_lone_surrogate_is_delivered_as_a_replacement_character():
+    data = {
+        "data": "success",
+        "solution": {
+            "statusCode": 200,
+            "response": "<html><p>a\ud800b</p></html>",
+            "responseHeaders": {"content-type": "text/html", "x-odd": "c\udfffd"},
+        },
+    }
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert response.css("p::text").get() == "a\ufffdb"
+    assert response.headers["X-Odd"] == "c\ufffdd".encode()
+
+
+@pytest.mark.parametrize("url", [5, 1.5, True, ["https://e.com/x"], {"u": 1}])
+def test_a_current_url_that_is_no_string_keeps_the_request_url(url):
+    data = {"data": "success", "solution": {"statusCode": 200, "currentUrl": url}}
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert response.url == PAGE_REQUEST.url
+    assert "scrappey_bad_current_url" in response.flags
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"data": "success", "solution": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        # parses, but deeper than any reply: json.dumps of a part would fail later
+        b'{"data": "success", "solution": {"statusCode": 200, "responseHeaders": '
+        b'{"x": ' + b"[" * 900 + b"]" * 900 + b"}}}",
+    ],
+)
+def test_deeply_nested_json_is_a_transport_error(body):
+    with pytest.raises(ScrappeyTransportError, match="invalid JSON"):
+        parse_reply(200, body)
+
+
+def test_odd_headers_never_break_the_response():
+    data = {
+        "data": "success",
+        "solution": {
+            "statusCode": 200,
+            "responseHeaders": {
+                "x-list": [1, {"a": None}, "v"],
+                "x-crlf": "a\r\nSet-Cookie: forged=1",
+                "bad name": "dropped",
+                "x-inject\r\nSet-Cookie": "dropped",
+                "": "dropped",
+            },
+        },
+    }
+    headers = from_api_response(data, request=PAGE_REQUEST).headers
+    assert headers.getlist("X-List") == [b"1", b'{"a": null}', b"v"]
+    assert headers["X-Crlf"] == b"a  Set-Cookie: forged=1"
+    assert b"Set-Cookie" not in headers
+    assert set(headers) == {b"X-List", b"X-Crlf", b"Content-Type"}
+
+
+# -- currentUrl -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "javascript:alert(document.cookie)",
+        "/relative/path",
+        "relative",
+        "data:text/html,<p>x",
+        "ftp://e.com/file",
+        "http://",
+        "http://[::1",
+        "http://e.com:99999/",
+        "http://e.com/\r\nX: y",
+        "http://e.com/\ud800",
+    ],
+)
+def test_only_an_absolute_http_url_may_replace_the_request_url(url):
+    data = {"data": "success", "solution": {"statusCode": 200, "currentUrl": url}}
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert response.url == PAGE_REQUEST.url
+    assert response.flags == ["scrappey", "scrappey_bad_current_url"]
+    assert response.follow("x").url == "https://e.com/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://e.com/final", "https://e.com/final"),
+        ("HTTP://E.com/a?b=1", "HTTP://E.com/a?b=1"),
+        (" https://e.com/padded ", "https://e.com/padded"),
+        ("https://api.e.com/v1?key=SECRET&x=1", "https://api.e.com/v1?key=***&x=1"),
+        ("", PAGE_REQUEST.url),
+        (None, PAGE_REQUEST.url),
+    ],
+)
+def test_a_good_current_url_is_used_and_a_key_in_it_redacted(url, expected):
+    data = {"data": "success", "solution": {"statusCode": 200, "currentUrl": url}}
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert response.url == expected
+    assert response.flags == ["scrappey"]
+
+
+def test_the_request_url_itself_is_never_redacted():
+    request = Request("https://maps.e.com/embed?key=PUBLIC")
+    data = {
+        "data": "success",
+        "solution": {"statusCode": 200, "currentUrl": request.url},
+    }
+    assert from_api_response(data, request=request).url == request.url
+
+
+# -- the same through real crawls ------------------------------------------------
+
+TARGET = "http://127.0.0.1:9/"  # never fetched: the scripted API answers for it
+
+
+def _settings(api, tmp_path, **extra):
+    return settings_for(api, tmp_path, RETRY_TIMES=1, **extra)
+
+
+@deferred_f_from_coro_f
+async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(tmp_path):
+    bad = {
+        f"{TARGET}failed": {"data": "failed"},
+        f"{TARGET}pending": {"data": "pending"},
+        f"{TARGET}empty": {},
+        f"{TARGET}no-solution": {"data": "success"},
+        f"{TARGET}no-status": {"data": "success", "solution": {"response": "x"}},
+        f"{TARGET}bad-status": success(f"{TARGET}bad-status", statusCode=700),
+    }
+    good = f"{TARGET}good"
+    async with ScriptedApi() as api:
+        for url, body in bad.items():
+            api.answer(url, 200, body)
+        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=[*bad, good])
+    spider = result.spider
+    for url in bad:
+        error = spider.outcome(url)
+        assert isinstance(error, ScrappeyAPIError), url
+        assert error.kind is ErrorKind.BAD_REPLY
+    assert spider.outcome(good).status == 200
+    assert result.items == [{"url": good, "status": 200}]
+    assert result.stats["scrappey/errors/bad_reply"] == 2 * len(bad)
+    assert result.stats["retry/reason_count/scrappey/bad_reply"] == len(bad)
+    assert not api.open_sessions
+
+
+@deferred_f_from_coro_f
+async def test_crawl_reads_odd_replies_into_pages_or_scrappey_errors(tmp_path):
+    def solution(**fields):
+        return success(TARGET, **fields)
+
+    pages = {
+        f"{TARGET}surrogate": solution(response="<p>a\ud800b</p>"),
+        f"{TARGET}url-number": solution(currentUrl=5),
+        f"{TARGET}url-list": solution(currentUrl=["https://e.com/"]),
+        f"{TARGET}url-dict": solution(currentUrl={"href": "https://e.com/"}),
+    }
+    errors = {
+        f"{TARGET}superscript": solution(statusCode="²"),
+        f"{TARGET}long-status": solution(statusCode="9" * 5000),
+    }
+    deep = f"{TARGET}deep"
+    async with ScriptedApi() as api:
+        for url, body in {**pages, **errors}.items():
+            api.answer(url, 200, body)
+        api.answer(deep, 200, b"[" * 50_000 + b"]" * 50_000)
+        urls = [*pages, *errors, deep]
+        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=urls)
+    spider = result.spider
+    assert spider.outcome(f"{TARGET}surrogate").css("p::text").get() == "a\ufffdb"
+    for url in pages:
+        expected = url if "/url-" in url else TARGET  # the API's currentUrl
+        assert spider.outcome(url).url == expected
+    for url in errors:
+        assert isinstance(spider.outcome(url), ScrappeyAPIError)
+    assert isinstance(spider.outcome(deep), ScrappeyTransportError)
+    assert result.stats["scrappey/responses/bad_current_url"] == 3
+
+
+class FollowSpider(OutcomeSpider):
+    def parse(self, response):  # type: ignore[no-untyped-def]
+        yield from super().parse(response)
+        if not response.url.endswith("secret.txt"):
+            yield response.follow("secret.txt", callback=self.parse_secret)
+
+    def parse_secret(self, response):  # type: ignore[no-untyped-def]
+        yield {"url": response.url, "body": response.body.decode("utf-8", "replace")}
+
+
+@deferred_f_from_coro_f
+async def test_crawl_never_takes_a_file_or_script_url_from_the_api(tmp_path, caplog):
+    (tmp_path / "secret.txt").write_text("LOCAL-SECRET")
+    current = {
+        f"{TARGET}file/": (tmp_path / "index.html").as_uri(),
+        f"{TARGET}script/": "javascript:fetch('/')",
+        f"{TARGET}relative/": "/elsewhere/",
+    }
+    async with ScriptedApi() as api:
+        for url, current_url in current.items():
+            api.answer(url, 200, success(current_url))
+        result = await crawl(FollowSpider, _settings(api, tmp_path), urls=[*current])
+    for url in current:
+        assert result.spider.outcome(url).url == url
+    followed = sorted(i["url"] for i in result.items if "body" in i)
+    assert followed == sorted(f"{url}secret.txt" for url in current)
+    assert not any("LOCAL-SECRET" in i.get("body", "") for i in result.items)
+    assert result.stats["scrappey/responses/bad_current_url"] == 3
+    warnings = [r for r in caplog.records if "currentUrl" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+
+
+@deferred_f_from_coro_f
+async def test_crawl_quotes_api_texts_redacted_and_escaped(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    texts = {
+        f"{TARGET}bare": f"CODE-0031 bad key {KEY}\r\nFORGED LINE",
+        f"{TARGET}param": f"CODE-0031 see https://api/v1?key={KEY}",
+        f"{TARGET}field": f"CODE-0031 apiKey: {KEY[:-2]} rejected",
+        f"{TARGET}encoded": f"CODE-0031 url=https%3A%2F%2Fapi%3Fkey%3D{KEY}",
+        f"{TARGET}long": "CODE-0031 " + "x" * 10_000,
+    }
+    async with ScriptedApi() as api:
+        for url, text in texts.items():
+            api.answer(url, 200, {"data": "error", "error": text})
+        api.answer(f"{TARGET}current", 200, success(f"https://e.com/?key={KEY}"))
+        urls = [*texts, f"{TARGET}current"]
+        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=urls)
+    spider = result.spider
+    messages = [str(spider.outcome(url)) for url in texts]
+    assert "\\r\\nFORGED LINE" in messages[0]
+    assert all(KEY[:5] not in m and len(m) < 500 for m in messages)
+    assert spider.outcome(f"{TARGET}current").url == "https://e.com/?key=***"
+    assert KEY[:5] not in caplog.text
+    assert "\nFORGED" not in caplog.text
+    assert result.stats["retry/reason_count/scrappey/CODE-0031"] == len(texts)
 
 
 @pytest.mark.parametrize(

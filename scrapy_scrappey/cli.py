@@ -11,25 +11,23 @@ This is the only synchronous part of the package and the only user of
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import os
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import requests
 from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings, inside_project
 
+from scrapy_scrappey._cli_args import PROG, Parsers, build_parsers, check_args
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
 from scrapy_scrappey.client import parse_reply
 from scrapy_scrappey.codes import ErrorKind
-from scrapy_scrappey.config import DEFAULT_API_URL, Account
+from scrapy_scrappey.config import Account
 from scrapy_scrappey.exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
@@ -40,9 +38,9 @@ from scrapy_scrappey.ledger import SessionLedger
 from scrapy_scrappey.orphans import destroy_orphans_blocking
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
-PROG = "python -m scrapy_scrappey"
 AUTH_MESSAGE = "the API rejected the key (HTTP 401); check SCRAPPEY_API_KEY"
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\][^'\")]*")
@@ -266,106 +264,6 @@ def _cmd_cleanup(ctx: _Context, everything: bool) -> int:
     return 1 if sweep.failed else 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # Usage errors echo arguments back, and a key may be among them.
-        super().error(redact_text(message, os.environ.get("SCRAPPEY_API_KEY", "")))
-
-
-@dataclass(frozen=True)
-class _Parsers:
-    main: _Parser
-    sessions: _Parser
-    actions: dict[str, _Parser]
-
-
-def _common_options() -> _Parser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--api-url",
-        help="API endpoint (default: the SCRAPPEY_API_URL setting of the Scrapy "
-        f"project, then $SCRAPPEY_API_URL, then {DEFAULT_API_URL})",
-    )
-    common.add_argument(
-        "--key",
-        help="API key (default: the SCRAPPEY_API_KEY setting of the Scrapy "
-        "project, then $SCRAPPEY_API_KEY; both are safer than this option, "
-        "command lines are visible to other users of the machine)",
-    )
-    common.add_argument(
-        "--ledger-dir",
-        type=Path,
-        help="session ledger directory (default: the SCRAPPEY_LEDGER_DIR setting, "
-        "then .scrapy/scrappey-sessions of the Scrapy project, or of the current "
-        "directory outside a project)",
-    )
-    common.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=30.0,
-        help="seconds to wait for each API reply (default: 30)",
-    )
-    return common
-
-
-def _build_parsers() -> _Parsers:
-    main = _Parser(prog=PROG, description="Tools for scrapy-scrappey.")
-    commands = main.add_subparsers(dest="command", metavar="COMMAND")
-    sessions = commands.add_parser(
-        "sessions",
-        help="list or destroy remote browser sessions",
-        description="List or destroy the Scrappey browser sessions of an API key.",
-    )
-    actions = sessions.add_subparsers(dest="action", metavar="ACTION")
-    common = _common_options()
-    listing = actions.add_parser(
-        "list",
-        parents=[common],
-        help="show open sessions (API and session ledger)",
-        description="Show the sessions the API reports as open and the sessions "
-        "recorded in the session ledger.",
-    )
-    cleanup = actions.add_parser(
-        "cleanup",
-        parents=[common],
-        help="destroy sessions left behind by crashed crawls",
-        description="Destroy the sessions recorded by crawls that are no longer "
-        "running (with --all --yes: every open session).",
-    )
-    cleanup.add_argument(
-        "--all",
-        action="store_true",
-        help="destroy every session the API lists, including those of running crawls",
-    )
-    cleanup.add_argument("--yes", action="store_true", help="confirm --all")
-    return _Parsers(main, sessions, {"list": listing, "cleanup": cleanup})
-
-
-def _check_args(parsers: _Parsers, args: argparse.Namespace) -> None:
-    """Exit with usage help (status 2) unless *args* make a runnable command."""
-    if args.command is None:
-        parsers.main.print_help(sys.stderr)
-        raise SystemExit(2)
-    if args.action is None:
-        parsers.sessions.print_help(sys.stderr)
-        raise SystemExit(2)
-    if args.action == "cleanup" and args.all and not args.yes:
-        parsers.actions["cleanup"].error(
-            "--all destroys every open session of this key, including those of "
-            "running crawls; add --yes to confirm"
-        )
-
-
 def _project_settings() -> Settings:
     """The settings of the Scrapy project around the current directory, if any."""
     if not inside_project():
@@ -381,7 +279,7 @@ def _project_settings() -> Settings:
         return Settings()
 
 
-def _account(parsers: _Parsers, args: argparse.Namespace) -> Account:
+def _account(parsers: Parsers, args: argparse.Namespace) -> Account:
     """The API URL, key and ledger a crawl here would use, options first."""
     settings = _project_settings()
     options = {
@@ -426,10 +324,10 @@ def _run(args: argparse.Namespace, account: Account) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting."""
-    parsers = _build_parsers()
+    parsers = build_parsers()
     try:
         args = parsers.main.parse_args(argv)
-        _check_args(parsers, args)
+        check_args(parsers, args)
         account = _account(parsers, args)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2

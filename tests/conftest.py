@@ -11,6 +11,8 @@ is stopped after it, whether the test passed or not.
   test.
 * ``make_server_process(*flags)``: ``python -m scrapy_scrappey.local`` in a
   subprocess, for tests that kill or signal processes.
+* ``scripted_api``: a fake API answering each URL with the reply a test
+  scripted for it (replies the local server would never send).
 * ``api_calls``: the order in which the crawl's API calls start and end, so
   that tests assert on overlap and order instead of on elapsed time.
 
@@ -35,6 +37,7 @@ from example_project.demo_site import DemoSite
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
 from tests.crawl import max_overlap
+from tests.fake_api import ScriptedApi
 from tests.reliability_support import ServerProcess
 from tests.site import TargetSite
 
@@ -153,3 +156,10 @@ def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
 
     monkeypatch.setattr(ScrappeyClient, "call", recorded)
     return record
+
+
+@pytest.fixture
+def scripted_api(started: Any) -> ScriptedApi:
+    """A running :class:`~tests.fake_api.ScriptedApi`: replies scripted per URL."""
+    api: ScriptedApi = _wait(started(ScriptedApi()))
+    return api

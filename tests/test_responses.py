@@ -13,7 +13,7 @@ from scrapy_scrappey.client import ApiReply, parse_reply
 from scrapy_scrappey.codes import ERROR_CODES, ErrorKind
 from scrapy_scrappey.responses import ScrappeyResponse, from_api_response, raw_response
 from tests.crawl import KEY, crawl, settings_for
-from tests.fake_api import OutcomeSpider, ScriptedApi, success
+from tests.fake_api import OutcomeSpider, success
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrappey"
 SUCCESS_FIXTURES = sorted(FIXTURES.glob("response_success_*.json"))
@@ -440,7 +440,9 @@ def _settings(api, tmp_path, **extra):
 
 
 @deferred_f_from_coro_f
-async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(tmp_path):
+async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(
+    tmp_path, scripted_api
+):
     bad = {
         f"{TARGET}failed": {"data": "failed"},
         f"{TARGET}pending": {"data": "pending"},
@@ -450,10 +452,11 @@ async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(tmp_path):
         f"{TARGET}bad-status": success(f"{TARGET}bad-status", statusCode=700),
     }
     good = f"{TARGET}good"
-    async with ScriptedApi() as api:
-        for url, body in bad.items():
-            api.answer(url, 200, body)
-        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=[*bad, good])
+    for url, body in bad.items():
+        scripted_api.answer(url, 200, body)
+    result = await crawl(
+        OutcomeSpider, _settings(scripted_api, tmp_path), urls=[*bad, good]
+    )
     spider = result.spider
     for url in bad:
         error = spider.outcome(url)
@@ -463,11 +466,13 @@ async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(tmp_path):
     assert result.items == [{"url": good, "status": 200}]
     assert result.stats["scrappey/errors/bad_reply"] == 2 * len(bad)
     assert result.stats["retry/reason_count/scrappey/bad_reply"] == len(bad)
-    assert not api.open_sessions
+    assert not scripted_api.open_sessions
 
 
 @deferred_f_from_coro_f
-async def test_crawl_reads_odd_replies_into_pages_or_scrappey_errors(tmp_path):
+async def test_crawl_reads_odd_replies_into_pages_or_scrappey_errors(
+    tmp_path, scripted_api
+):
     def solution(**fields):
         return success(TARGET, **fields)
 
@@ -482,12 +487,11 @@ async def test_crawl_reads_odd_replies_into_pages_or_scrappey_errors(tmp_path):
         f"{TARGET}long-status": solution(statusCode="9" * 5000),
     }
     deep = f"{TARGET}deep"
-    async with ScriptedApi() as api:
-        for url, body in {**pages, **errors}.items():
-            api.answer(url, 200, body)
-        api.answer(deep, 200, b"[" * 50_000 + b"]" * 50_000)
-        urls = [*pages, *errors, deep]
-        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=urls)
+    for url, body in {**pages, **errors}.items():
+        scripted_api.answer(url, 200, body)
+    scripted_api.answer(deep, 200, b"[" * 50_000 + b"]" * 50_000)
+    urls = [*pages, *errors, deep]
+    result = await crawl(OutcomeSpider, _settings(scripted_api, tmp_path), urls=urls)
     spider = result.spider
     assert spider.outcome(f"{TARGET}surrogate").css("p::text").get() == "a\ufffdb"
     for url in pages:
@@ -510,17 +514,20 @@ class FollowSpider(OutcomeSpider):
 
 
 @deferred_f_from_coro_f
-async def test_crawl_never_takes_a_file_or_script_url_from_the_api(tmp_path, caplog):
+async def test_crawl_never_takes_a_file_or_script_url_from_the_api(
+    tmp_path, caplog, scripted_api
+):
     (tmp_path / "secret.txt").write_text("LOCAL-SECRET")
     current = {
         f"{TARGET}file/": (tmp_path / "index.html").as_uri(),
         f"{TARGET}script/": "javascript:fetch('/')",
         f"{TARGET}relative/": "/elsewhere/",
     }
-    async with ScriptedApi() as api:
-        for url, current_url in current.items():
-            api.answer(url, 200, success(current_url))
-        result = await crawl(FollowSpider, _settings(api, tmp_path), urls=[*current])
+    for url, current_url in current.items():
+        scripted_api.answer(url, 200, success(current_url))
+    result = await crawl(
+        FollowSpider, _settings(scripted_api, tmp_path), urls=[*current]
+    )
     for url in current:
         assert result.spider.outcome(url).url == url
     followed = sorted(i["url"] for i in result.items if "body" in i)
@@ -533,21 +540,22 @@ async def test_crawl_never_takes_a_file_or_script_url_from_the_api(tmp_path, cap
 
 
 @deferred_f_from_coro_f
-async def test_crawl_quotes_api_texts_redacted_and_escaped(tmp_path, caplog):
+async def test_crawl_quotes_api_texts_redacted_and_escaped(
+    tmp_path, caplog, scripted_api
+):
     caplog.set_level(logging.DEBUG)
     texts = {
         f"{TARGET}bare": f"CODE-0031 bad key {KEY}\r\nFORGED LINE",
-        f"{TARGET}param": f"CODE-0031 see https://api/v1?key={KEY}",
+        f"{TARGET}param": f"CODE-0031 see https://scripted_api/v1?key={KEY}",
         f"{TARGET}field": f"CODE-0031 apiKey: {KEY[:-2]} rejected",
         f"{TARGET}encoded": f"CODE-0031 url=https%3A%2F%2Fapi%3Fkey%3D{KEY}",
         f"{TARGET}long": "CODE-0031 " + "x" * 10_000,
     }
-    async with ScriptedApi() as api:
-        for url, text in texts.items():
-            api.answer(url, 200, {"data": "error", "error": text})
-        api.answer(f"{TARGET}current", 200, success(f"https://e.com/?key={KEY}"))
-        urls = [*texts, f"{TARGET}current"]
-        result = await crawl(OutcomeSpider, _settings(api, tmp_path), urls=urls)
+    for url, text in texts.items():
+        scripted_api.answer(url, 200, {"data": "error", "error": text})
+    scripted_api.answer(f"{TARGET}current", 200, success(f"https://e.com/?key={KEY}"))
+    urls = [*texts, f"{TARGET}current"]
+    result = await crawl(OutcomeSpider, _settings(scripted_api, tmp_path), urls=urls)
     spider = result.spider
     messages = [str(spider.outcome(url)) for url in texts]
     assert "\\r\\nFORGED LINE" in messages[0]

@@ -6,10 +6,8 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, ScrappeyConfigError
-from scrapy_scrappey.local import LocalScrappey
 from scrapy_scrappey.routing import Router
 from tests.crawl import PagesSpider, crawl, settings_for
-from tests.site import TargetSite
 
 API = "http://127.0.0.1:9/api/v1"
 
@@ -159,31 +157,31 @@ class _RawPages(PagesSpider):
 
 @pytest.mark.parametrize("raw", [False, True])
 @deferred_f_from_coro_f
-async def test_download_slots_of_the_target_apply_in_a_crawl(tmp_path, raw):
+async def test_download_slots_of_the_target_apply_in_a_crawl(
+    tmp_path, raw, local_server, make_target_site
+):
     # The API listens on 127.0.0.1 and the pages are fetched as "localhost":
     # only the target's slot (not the API's) allows one request at a time.
-    async with LocalScrappey() as server, TargetSite(delay=0.1) as site:
-        urls = [site.url(f"/page/{i}", host="localhost") for i in range(4)]
-        spider, extra = (
-            (_RawPages, {"api_url": server.url}) if raw else (PagesSpider, {})
+    server, site = local_server, await make_target_site(delay=0.1)
+    urls = [site.url(f"/page/{i}", host="localhost") for i in range(4)]
+    spider, extra = (_RawPages, {"api_url": server.url}) if raw else (PagesSpider, {})
+    maxima = []
+    for slots in (
+        {"127.0.0.1": {"concurrency": 1}},
+        {"localhost": {"concurrency": 1}},
+    ):
+        settings = settings_for(
+            server,
+            tmp_path,
+            CONCURRENT_REQUESTS_PER_DOMAIN=8,
+            SCRAPPEY_SESSION_POOL_SIZE=4,
+            SCRAPPEY_SESSION_CONCURRENCY=4,
+            DOWNLOAD_SLOTS=slots,
         )
-        maxima = []
-        for slots in (
-            {"127.0.0.1": {"concurrency": 1}},
-            {"localhost": {"concurrency": 1}},
-        ):
-            settings = settings_for(
-                server,
-                tmp_path,
-                CONCURRENT_REQUESTS_PER_DOMAIN=8,
-                SCRAPPEY_SESSION_POOL_SIZE=4,
-                SCRAPPEY_SESSION_CONCURRENCY=4,
-                DOWNLOAD_SLOTS=slots,
-            )
-            site.max_active = 0
-            result = await crawl(spider, settings, urls=urls, **extra)
-            assert len(result.items) == 4
-            maxima.append(site.max_active)
+        site.max_active = 0
+        result = await crawl(spider, settings, urls=urls, **extra)
+        assert len(result.items) == 4
+        maxima.append(site.max_active)
     assert maxima[0] > 1
     assert maxima[1] == 1
 

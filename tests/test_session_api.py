@@ -5,18 +5,19 @@ from __future__ import annotations
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests.crawl import crawl, settings_for
-from tests.fake_api import OutcomeSpider, ScriptedApi
+from tests.fake_api import OutcomeSpider
 
 
 @deferred_f_from_coro_f
 async def test_a_destroy_answered_pending_is_retried_until_the_session_is_gone(
-    tmp_path,
+    tmp_path, scripted_api
 ):
-    async with ScriptedApi() as api:
-        api.destroy_replies = [{"data": "pending"}, {"data": "pending"}]
-        url = "http://127.0.0.1:9/page"
-        result = await crawl(OutcomeSpider, settings_for(api, tmp_path), urls=[url])
-        assert not api.open_sessions  # the third destroy succeeded
+    scripted_api.destroy_replies = [{"data": "pending"}, {"data": "pending"}]
+    url = "http://127.0.0.1:9/page"
+    result = await crawl(
+        OutcomeSpider, settings_for(scripted_api, tmp_path), urls=[url]
+    )
+    assert not scripted_api.open_sessions  # the third destroy succeeded
     assert result.items == [{"url": url, "status": 200}]
     assert result.stats["scrappey/sessions/destroy_failed"] == 2
     assert result.stats["scrappey/sessions/destroyed"] == 1

@@ -12,9 +12,8 @@ import time
 
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local import Faults
 from tests.crawl import MIDDLEWARES, PagesSpider, crawl, settings_for
-from tests.site import TargetSite
 
 
 class StampMiddleware:
@@ -31,29 +30,35 @@ class TimedSpider(PagesSpider):
             yield {**item, "in_downloader": waited}
 
 
-async def _slow_crawl(tmp_path, *, pages, latency, download_timeout):
+async def _slow_crawl(
+    tmp_path, make_local_server, site, *, pages, latency, download_timeout
+):
     faults = Faults(latency={"request.get": latency})
-    async with LocalScrappey(faults=faults) as server, TargetSite() as site:
-        urls = [site.url(f"/page/{i}") for i in range(pages)]
-        settings = settings_for(
-            server,
-            tmp_path,
-            DOWNLOADER_MIDDLEWARES={
-                **MIDDLEWARES,
-                f"{__name__}.StampMiddleware": 940,
-            },
-            CONCURRENT_REQUESTS=16,
-            DOWNLOAD_TIMEOUT=download_timeout,
-            RETRY_TIMES=2,  # Scrapy's default
-        )
-        result = await crawl(TimedSpider, settings, urls=urls)
-        server_stats = server.stats()
+    server = await make_local_server(faults=faults)
+    urls = [site.url(f"/page/{i}") for i in range(pages)]
+    settings = settings_for(
+        server,
+        tmp_path,
+        DOWNLOADER_MIDDLEWARES={
+            **MIDDLEWARES,
+            f"{__name__}.StampMiddleware": 940,
+        },
+        CONCURRENT_REQUESTS=16,
+        DOWNLOAD_TIMEOUT=download_timeout,
+        RETRY_TIMES=2,  # Scrapy's default
+    )
+    result = await crawl(TimedSpider, settings, urls=urls)
+    server_stats = server.stats()
     return urls, result, server_stats
 
 
-async def _assert_nothing_lost(tmp_path, *, pages, latency, download_timeout):
+async def _assert_nothing_lost(tmp_path, servers, *, pages, latency, download_timeout):
     urls, result, server_stats = await _slow_crawl(
-        tmp_path, pages=pages, latency=latency, download_timeout=download_timeout
+        tmp_path,
+        *servers,
+        pages=pages,
+        latency=latency,
+        download_timeout=download_timeout,
     )
     assert sorted(i["url"] for i in result.items) == sorted(urls)
     assert result.spider.errors == []
@@ -68,10 +73,20 @@ async def _assert_nothing_lost(tmp_path, *, pages, latency, download_timeout):
 
 
 @deferred_f_from_coro_f
-async def test_slow_api_loses_no_request_scaled(tmp_path):
-    await _assert_nothing_lost(tmp_path, pages=30, latency=0.3, download_timeout=1)
+async def test_slow_api_loses_no_request_scaled(
+    tmp_path, make_local_server, target_site
+):
+    servers = (make_local_server, target_site)
+    await _assert_nothing_lost(
+        tmp_path, servers, pages=30, latency=0.3, download_timeout=1
+    )
 
 
 @deferred_f_from_coro_f
-async def test_slow_api_loses_no_request_at_the_issue_numbers(tmp_path):
-    await _assert_nothing_lost(tmp_path, pages=30, latency=1.5, download_timeout=5)
+async def test_slow_api_loses_no_request_at_the_issue_numbers(
+    tmp_path, make_local_server, target_site
+):
+    servers = (make_local_server, target_site)
+    await _assert_nothing_lost(
+        tmp_path, servers, pages=30, latency=1.5, download_timeout=5
+    )

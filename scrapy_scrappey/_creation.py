@@ -81,8 +81,11 @@ class SessionCreator:
 
     def _failed(self, error: ScrappeyTransportError | ScrappeyAPIError) -> None:
         self._stats.inc_value("scrappey/sessions/create_failed")
-        if isinstance(error, ScrappeyTransportError):
-            # It may have been created before the connection broke.
+        if isinstance(error, ScrappeyTransportError) or (
+            error.kind is ErrorKind.BAD_REPLY
+        ):
+            # It may have been created before the connection broke, or the
+            # API's answer was neither yes nor no.
             self._tasks.spawn(self._api.destroy_uncertain(), name="scrappey-destroy")
             return
         if error.kind is ErrorKind.CONFIG:

@@ -90,6 +90,14 @@ class SessionAPI:
         except ScrappeyTransportError:
             self._uncertain.add(session_id)  # it may exist: settle() destroys it
             raise
+        except ScrappeyAPIError as ex:
+            if ex.kind is ErrorKind.BAD_REPLY:
+                # Neither a success nor a refusal ("pending"…): the API may
+                # have made it, so it is destroyed like a create lost in transit.
+                self._uncertain.add(session_id)
+            else:
+                self._forget(session_id)
+            raise
         except ScrappeyError:
             self._forget(session_id)
             raise
@@ -119,8 +127,13 @@ class SessionAPI:
     async def destroy_uncertain(self) -> None:
         """Destroy the sessions whose create failed in transit (they may exist)."""
         ids, self._uncertain = sorted(self._uncertain), set()
-        gone = set(await self.destroy_many(ids))
-        self._uncertain.update(i for i in ids if i not in gone)
+        gone: set[str] = set()
+        try:
+            gone.update(await self.destroy_many(ids))
+        finally:
+            # Also when cancelled (a close): what is not confirmed gone stays
+            # uncertain, so settle() tries again and close counts it if leaked.
+            self._uncertain.update(i for i in ids if i not in gone)
 
     async def settle(self) -> None:
         """Finish abandoned creates and destroy whatever may exist because of them."""

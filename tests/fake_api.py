@@ -46,6 +46,9 @@ class ScriptedApi:
 
     def __init__(self) -> None:
         self.script: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        #: Replies for the first ``sessions.create`` calls (then a success);
+        #: the session is made either way, as an API that answered badly may.
+        self.create_replies: list[dict[str, Any]] = []
         #: Replies for the first ``sessions.destroy`` calls (then a success).
         self.destroy_replies: list[dict[str, Any]] = []
         self.open_sessions: set[str] = set()
@@ -84,6 +87,8 @@ class ScriptedApi:
         if cmd == "sessions.create":
             self.open_sessions.add(command["session"])
             self.created += 1
+            if self.create_replies:
+                return web.json_response(self.create_replies.pop(0))
             return web.json_response({"data": "success", "session": command["session"]})
         if cmd == "sessions.destroy":
             if self.destroy_replies:

@@ -106,7 +106,9 @@ class SessionCap:
         An idle one is preferred; a busy one is destroyed when its lease ends,
         since a busy pool would otherwise keep the room for ever.
         """
-        candidates = [s for s in self._open.values() if not s.retired]
+        candidates = [
+            s for s in self._open.values() if not s.retired and not s.preparing
+        ]
         if not candidates:
             return False
         victim = min(candidates, key=lambda s: (s.in_flight > 0, s.last_used))

@@ -217,3 +217,28 @@ async def test_init_method_returning_a_non_bool_is_one_clear_log_line(
     assert len(named) == 1
     assert local_server.stats()["sessions"]["open"] == 0
     assert not target_site.hits
+
+
+@deferred_f_from_coro_f
+async def test_eager_pools_init_at_open_concurrently_within_api_concurrency(
+    tmp_path, api_calls, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(latency={"request.post": 0.1}))
+
+    class Domains(PagesSpider):
+        allowed_domains = ["127.0.0.1", "d1.test", "d2.test", "d3.test"]
+
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="domain",
+        SCRAPPEY_API_CONCURRENCY=2,
+        SCRAPPEY_SESSION_INIT=[login_step(target_site)],
+    )
+    result = await crawl(Domains, settings, urls=[target_site.url("/page/1")])
+    assert len(result.items) == 1
+    assert api_calls.count("end", "request.post") == 4  # one init per pool
+    assert api_calls.max_in_flight("request.post") == 2
+    events = api_calls.events
+    last_init = max(i for i, e in enumerate(events) if e == ("end", "request.post"))
+    assert events.index(("start", "request.get")) > last_init

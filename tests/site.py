@@ -94,14 +94,17 @@ class TargetSite:
     async def _login_form(self, request: web.Request) -> web.Response:
         await self._track(request)
         return web.Response(
-            text="<form method=post><input name=user></form>", content_type="text/html"
+            text="<form method=post><input type=hidden name=csrf value=t0k3n>"
+            "<input name=user></form>",
+            content_type="text/html",
         )
 
     async def _login(self, request: web.Request) -> web.Response:
         await self._track(request)
         form = await request.post()
         response = web.Response(
-            text=f"<p id='who'>{form.get('user')}</p>", content_type="text/html"
+            text=f"<p id='who'>{form.get('user')}</p><a href='/logout'>Log out</a>",
+            content_type="text/html",
         )
         response.set_cookie("auth", str(form.get("user")), path="/")
         return response

@@ -86,7 +86,7 @@ class FormLoginSpider(PagesSpider):
     async def scrappey_session_init(self, session_id, pool, download):
         self.inits.append((session_id, pool))
         form = await download(Request(self.login_url))
-        field = form.css("form input::attr(name)").get()  # read from the page
+        field = form.css("input:not([type=hidden])::attr(name)").get()  # from the page
         done = await download(FormRequest(form.url, formdata={field: "bob"}))
         return done.css("#who::text").get() == "bob"
 

@@ -11,6 +11,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
 from ._redact import key_hint, redact_url
+from ._summary import summary
 from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
 from .codes import ErrorKind
@@ -150,7 +151,8 @@ class ScrappeyMiddleware:
         if self._ledger is not None:
             self._ledger.close()
         await self._client.close()
-        self._log_summary(spider)
+        message, args = summary(self.crawler.stats.get_stats())
+        logger.info(message, args, extra={"spider": spider})
 
     # -- requests ------------------------------------------------------------
 
@@ -407,29 +409,6 @@ class ScrappeyMiddleware:
 
     def _inc(self, key: str, count: int = 1) -> None:
         self.crawler.stats.inc_value(key, count)
-
-    def _log_summary(self, spider: Spider) -> None:
-        stats = self.crawler.stats.get_stats()
-        retired = sum(
-            v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")
-        )
-        logger.info(
-            "Scrappey: %(requests)d API request(s); sessions created %(created)d, destroyed "
-            "%(destroyed)d, replaced %(recreated)d, retired %(retired)d, leaked %(leaked)d; "
-            "inits ok %(init_ok)d, failed %(init_failed)d; checks failed %(check_failed)d",
-            {
-                "requests": stats.get("scrappey/requests", 0),
-                "created": stats.get("scrappey/sessions/created", 0),
-                "destroyed": stats.get("scrappey/sessions/destroyed", 0),
-                "recreated": stats.get("scrappey/sessions/recreated", 0),
-                "retired": retired,
-                "leaked": stats.get("scrappey/sessions/leaked", 0),
-                "init_ok": stats.get("scrappey/sessions/init/ok", 0),
-                "init_failed": stats.get("scrappey/sessions/init/failed", 0),
-                "check_failed": stats.get("scrappey/sessions/check_failed", 0),
-            },
-            extra={"spider": spider},
-        )
 
 
 def _spider_of(crawler: Crawler) -> Spider | None:

@@ -109,7 +109,7 @@ async def test_banned_sessions_are_retired_and_every_page_arrives(
 
 @deferred_f_from_coro_f
 async def test_a_page_that_always_fails_goes_to_the_errback_never_the_callback(
-    tmp_path, local_server, target_site
+    tmp_path, caplog, local_server, target_site
 ):
     class Spider(PagesSpider):
         def scrappey_session_check(self, response, request):
@@ -117,13 +117,19 @@ async def test_a_page_that_always_fails_goes_to_the_errback_never_the_callback(
 
     urls = [target_site.url("/page/bad"), *pages(target_site, 3)]
     settings = settings_for(local_server, tmp_path, RETRY_TIMES=2)
-    result = await crawl(Spider, settings, urls=urls)
+    with caplog.at_level(logging.INFO, logger="scrapy_scrappey.middleware"):
+        result = await crawl(Spider, settings, urls=urls)
     assert sorted(i["request_url"] for i in result.items) == pages(target_site, 3)
     (error,) = result.spider.errors
     assert isinstance(error, SessionCheckFailed)
     assert result.stats["scrappey/sessions/check_failed"] == 3  # 1 + 2 retries
     assert result.stats["scrappey/sessions/retired/check"] == 3
     assert local_server.stats()["sessions"]["open"] == 0
+    (line,) = [
+        r.getMessage() for r in caplog.records if "API request(s)" in r.getMessage()
+    ]
+    assert "sessions created 4, destroyed 4, replaced 0, retired 3, leaked 0" in line
+    assert line.endswith("inits ok 0, failed 0; checks failed 3")
 
 
 @deferred_f_from_coro_f

@@ -16,7 +16,9 @@ Invariants (the cap and close logic needed three fixes; these are what hold it):
 * At most one destroy per session runs (``_destroying``), and none is started
   once closing begins: :meth:`SessionCap.close` destroys everything itself.
 * At most one eviction is pending: ``room()`` evicts only when no retired
-  session is still counted. Its room appears when that session's destroy ends,
+  session is still counted. A session under init (``preparing``) is counted
+  but never evicted: its init ends, and it either joins its pool or is
+  retired and destroyed. Its room appears when that session's destroy ends,
   which always happens: a retired session is destroyed as soon as its last
   lease ends (see ``_pools.py``) and a destroy ends within its attempts.
 * ``_changed`` is set whenever the count may have dropped or a create ended;

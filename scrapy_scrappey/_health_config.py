@@ -20,10 +20,16 @@ _STEP_COMMANDS = frozenset(METHOD_COMMANDS.values())
 def init_steps(value: object, where: str) -> tuple[InitStep, ...]:
     """The steps of ``SCRAPPEY_SESSION_INIT`` (or the spider attribute), checked.
 
-    A dict step gets ``cmd`` (default ``request.get``); the plugin adds ``session``.
+    A dict step gets ``cmd`` (default ``request.get``); the plugin adds
+    ``session``. A JSON list (from ``-s``) is accepted too.
     """
     if value is None:
         return ()
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:  # -s SCRAPPEY_SESSION_INIT='[{"url": …}]'
+            value = json.loads(value)
+        except ValueError as ex:
+            raise ScrappeyConfigError(f"{where} is not valid JSON: {ex}.") from ex
     if not isinstance(value, (list, tuple)):
         raise ScrappeyConfigError(
             f"{where} must be a list of steps (dicts of Scrappey request "

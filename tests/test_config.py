@@ -423,6 +423,8 @@ def test_session_health_settings_are_read():
     assert c.session_ban_statuses == {403, 429}
     assert c.max_consecutive_check_failures == 5
     assert config(SCRAPPEY_SESSION_BAN_STATUSES=[403]).session_ban_statuses == {403}
+    from_cli = config(SCRAPPEY_SESSION_INIT='[{"url": "https://a.org/"}]')
+    assert from_cli.session_init == ({"cmd": "request.get", "url": "https://a.org/"},)
 
 
 @pytest.mark.parametrize(
@@ -430,6 +432,11 @@ def test_session_health_settings_are_read():
     [
         ("SCRAPPEY_SESSION_INIT", {"url": "https://a.org"}, "must be a list of steps"),
         ("SCRAPPEY_SESSION_INIT", "https://a.org", "must be a list of steps"),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            "[{'url': 1}]",
+            "SCRAPPEY_SESSION_INIT is not valid JSON",
+        ),
         (
             "SCRAPPEY_SESSION_INIT",
             [{"cmd": "request.post"}],

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
 
-from .exceptions import ScrappeyError, SessionCheckFailed
+from .exceptions import ScrappeyConfigError, ScrappeyError, SessionCheckFailed
 from .payload import METHOD_COMMANDS, build_payload, merge_params
 from .responses import from_api_response
 
@@ -41,6 +42,19 @@ _METHODS = {cmd: method for method, cmd in reversed(METHOD_COMMANDS.items())}
 _METHOD_NAME = "the scrappey_session_init spider method"
 
 
+def _init_method(spider: Spider | None) -> Callable[..., Awaitable[object]] | None:
+    method = getattr(spider, "scrappey_session_init", None)
+    if not callable(method):
+        return None  # a list of steps (config.py reads it) or nothing
+    if not inspect.iscoroutinefunction(method):
+        raise ScrappeyConfigError(
+            f"{_METHOD_NAME} must be a coroutine: `async def "
+            f"scrappey_session_init(self, session_id, pool, download) -> bool`."
+        )
+    init: Callable[..., Awaitable[object]] = method
+    return init
+
+
 class InitFailed(ScrappeyError):
     """One init step got a page that shows the session is not ready."""
 
@@ -61,10 +75,7 @@ class SessionInit:
         self._checks = checks
         self._stats = stats
         self._extra = {"spider": spider}
-        method = getattr(spider, "scrappey_session_init", None)
-        self._method: Callable[..., Awaitable[object]] | None = (
-            method if callable(method) else None
-        )
+        self._method = _init_method(spider)
         self._slots = asyncio.Semaphore(config.api_concurrency)
         self._warned = False
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+import pytest
 from scrapy import FormRequest, Request
 from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
 
+from scrapy_scrappey import ScrappeyConfigError
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
 
@@ -242,3 +245,17 @@ async def test_eager_pools_init_at_open_concurrently_within_api_concurrency(
     events = api_calls.events
     last_init = max(i for i, e in enumerate(events) if e == ("end", "request.post"))
     assert events.index(("start", "request.get")) > last_init
+
+
+@deferred_f_from_coro_f
+async def test_a_sync_init_method_stops_the_crawl_at_startup(tmp_path, local_server):
+    class Spider(PagesSpider):
+        def scrappey_session_init(self, session_id, pool, download):
+            return True
+
+    crawler = get_crawler(Spider, settings_for(local_server, tmp_path))
+    with pytest.raises(
+        ScrappeyConfigError, match="scrappey_session_init spider method"
+    ):
+        await crawler.crawl_async(urls=[])
+    assert local_server.stats()["sessions"]["created"] == 0

@@ -99,6 +99,8 @@ async def test_banned_sessions_are_retired_and_every_page_arrives(
     assert stats["scrappey/sessions/retired/check"] == banned
     assert stats["retry/reason_count/scrappey/session_check_failed"] == banned
     assert stats["scrappey/sessions/created"] == served["sessions"]["created"]
+    gets = served["requests"]["by_command"]["request.get"]
+    assert stats["scrappey/requests"] == gets == PAGES + banned
     assert served["sessions"]["created"] == banned + 1
     assert served["sessions"]["destroyed"] == banned + 1
     assert served["sessions"]["open"] == 0

@@ -10,6 +10,7 @@ from .exceptions import (
     ScrappeyConfigError,
     ScrappeyError,
     ScrappeyTransportError,
+    SessionCheckFailed,
     SessionsUnavailable,
     SessionWaitTimeout,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ScrappeyTextResponse",
     "ScrappeyTransportError",
     "ScrappeyXmlResponse",
+    "SessionCheckFailed",
     "SessionWaitTimeout",
     "SessionsUnavailable",
 ]

@@ -16,7 +16,9 @@ Invariants (the cap and close logic needed three fixes; these are what hold it):
 * At most one destroy per session runs (``_destroying``), and none is started
   once closing begins: :meth:`SessionCap.close` destroys everything itself.
 * At most one eviction is pending: ``room()`` evicts only when no retired
-  session is still counted. Its room appears when that session's destroy ends,
+  session is still counted. A session under init (``preparing``) is counted
+  but never evicted: its init ends, and it either joins its pool or is
+  retired and destroyed. Its room appears when that session's destroy ends,
   which always happens: a retired session is destroyed as soon as its last
   lease ends (see ``_pools.py``) and a destroy ends within its attempts.
 * ``_changed`` is set whenever the count may have dropped or a create ended;
@@ -106,7 +108,9 @@ class SessionCap:
         An idle one is preferred; a busy one is destroyed when its lease ends,
         since a busy pool would otherwise keep the room for ever.
         """
-        candidates = [s for s in self._open.values() if not s.retired]
+        candidates = [
+            s for s in self._open.values() if not s.retired and not s.preparing
+        ]
         if not candidates:
             return False
         victim = min(candidates, key=lambda s: (s.in_flight > 0, s.last_used))

@@ -12,7 +12,12 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   as soon as its last lease ends (at once when it is idle or ``dead``). A dead
   session is reported before its lease is released, so it is never handed to
   the next waiter.
-* ``creating`` counts this pool's create tasks still running; ``_fill`` starts
+* A session under init (``preparing``) holds no lease and is not in its pool's
+  ``sessions``, so no request can see it; it counts against the cap from its
+  create (it is in the cap's open set) and is never evicted. It joins
+  ``sessions`` only once its init succeeded; a failed init retires and
+  destroys it at once and adds one to ``bad_inits`` (reset by a success).
+* ``creating`` counts this pool's create tasks still running (init included); ``_fill`` starts
   ``size - live() - creating`` more. ``error`` is set only when the last create
   failed with nothing live or creating, and cleared by the next success.
 * A waiter ends with a session, or with ``SessionWaitTimeout`` (only when
@@ -42,6 +47,8 @@ class Session:
     #: No new leases; destroyed as soon as nothing uses it.
     retired: bool = False
     dead: bool = False
+    #: Its init is running: not in its pool yet, never evicted.
+    preparing: bool = False
 
 
 @dataclass(eq=False)
@@ -53,6 +60,8 @@ class Pool:
     sessions: list[Session] = field(default_factory=list)
     creating: int = 0
     error: ScrappeyError | None = None
+    #: Failed inits in a row (SCRAPPEY_SESSION_MAX_BAD_INITS).
+    bad_inits: int = 0
     waiters: WaiterQueue[Session] = field(init=False)
 
     def live(self) -> int:

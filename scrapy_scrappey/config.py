@@ -19,6 +19,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.project import data_path
 
+from ._health_config import InitStep, ban_statuses, checker_path, init_steps
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -177,6 +178,17 @@ class Config:
     #: ``HTTPCACHE_ENABLED``: sessions are then created on the first cache miss.
     http_cache: bool = False
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    # -- session health (init/checks)
+    #: Steps run on every new session before it serves a request.
+    session_init: tuple[InitStep, ...] = ()
+    #: Failed inits in a row in one pool that close the spider.
+    session_max_bad_inits: int = 8
+    #: Import path (or class) of a session checker, built with build_from_crawler.
+    session_checker: str | type | None = None
+    #: Target statuses that mean "this browser is blocked".
+    session_ban_statuses: frozenset[int] = frozenset()
+    #: Failed checks in a row across the crawl that close the spider.
+    max_consecutive_check_failures: int = 20
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -233,13 +245,31 @@ class Config:
             ledger_dir=account.ledger_dir,
             http_cache=_bool(settings, "HTTPCACHE_ENABLED", False),
             throttle=ThrottleConfig.from_settings(settings),
+            # -- session health (init/checks)
+            session_init=init_steps(
+                settings.get("SCRAPPEY_SESSION_INIT"), "SCRAPPEY_SESSION_INIT"
+            ),
+            session_max_bad_inits=_int(
+                settings, "SCRAPPEY_SESSION_MAX_BAD_INITS", 8, minimum=1
+            ),
+            session_checker=checker_path(
+                settings.get("SCRAPPEY_SESSION_CHECKER"), "SCRAPPEY_SESSION_CHECKER"
+            ),
+            session_ban_statuses=ban_statuses(
+                settings.get("SCRAPPEY_SESSION_BAN_STATUSES"),
+                "SCRAPPEY_SESSION_BAN_STATUSES",
+            ),
+            max_consecutive_check_failures=_int(
+                settings, "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES", 20, minimum=1
+            ),
         )
 
     def for_spider(self, spider: Spider | None) -> Self:
         """Apply the spider attributes that override settings.
 
-        ``scrappey_session_scope``, ``scrappey_session_params`` and, as in
-        Scrapy's downloader, ``download_delay``.
+        ``scrappey_session_scope``, ``scrappey_session_params``,
+        ``scrappey_session_init`` (a list; a method of that name is used by the
+        middleware instead) and, as in Scrapy's downloader, ``download_delay``.
         """
         if spider is None:
             return self
@@ -268,6 +298,11 @@ class Config:
                     f"The scrappey_session_params spider attribute must be a dict, got {params!r}."
                 )
             changes["session_params"] = dict(params)
+        steps = getattr(spider, "scrappey_session_init", None)
+        if steps is not None and not callable(steps):
+            changes["session_init"] = init_steps(
+                steps, "The scrappey_session_init spider attribute"
+            )
         return replace(self, **changes) if changes else self
 
 

@@ -6,6 +6,8 @@ Transport failures subclass :class:`OSError` so that Scrapy's stock
 
 from __future__ import annotations
 
+from scrapy.exceptions import IgnoreRequest
+
 from ._redact import api_text
 from .codes import ERROR_CODES, ErrorKind, describe
 
@@ -72,3 +74,11 @@ class SpiderClosing(ScrappeyError):
 
 class SessionWaitTimeout(ScrappeyError):
     """A request waited longer than ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` for a session."""
+
+
+class SessionCheckFailed(ScrappeyError, IgnoreRequest):
+    """A page failed the session check on every session it was retried on.
+
+    An :class:`~scrapy.exceptions.IgnoreRequest`, so the request's errback
+    gets it; the rejected page never reaches a callback.
+    """

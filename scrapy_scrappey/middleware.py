@@ -11,6 +11,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
 from ._redact import key_hint, redact_url
+from ._summary import summary
 from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
 from .codes import ErrorKind
@@ -20,6 +21,7 @@ from .exceptions import (
     ScrappeyAuthError,
     ScrappeyError,
     ScrappeyTransportError,
+    SessionCheckFailed,
     SessionsUnavailable,
     SessionWaitTimeout,
     SpiderClosing,
@@ -29,6 +31,8 @@ from .orphans import destroy_orphans
 from .payload import build_payload
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
+from .session_check import SessionChecks
+from .session_init import SessionInit
 from .sessions import Session, SessionManager
 from .throttle import TargetThrottle
 
@@ -67,6 +71,12 @@ class ScrappeyMiddleware:
         self.config = Config.from_settings(crawler.settings).for_spider(spider)
         require_asyncio()
         self._client = ScrappeyClient(self.config.api_url, self.config.api_key)
+        self._checks = SessionChecks(
+            crawler, self.config, spider, on_fatal=self._on_fatal
+        )
+        init = SessionInit(
+            self.config, self._client, self._checks, crawler.stats, spider
+        )
         self._ledger = self._make_ledger()
         self._sessions = SessionManager(
             self.config,
@@ -74,6 +84,7 @@ class ScrappeyMiddleware:
             crawler.stats,
             ledger=self._ledger,
             on_fatal=self._on_fatal,
+            prepare=init if init.enabled else None,
             extra={"spider": spider},
         )
         self._throttle = TargetThrottle(self.config.throttle)
@@ -140,7 +151,8 @@ class ScrappeyMiddleware:
         if self._ledger is not None:
             self._ledger.close()
         await self._client.close()
-        self._log_summary(spider)
+        message, args = summary(self.crawler.stats.get_stats())
+        logger.info(message, args, extra={"spider": spider})
 
     # -- requests ------------------------------------------------------------
 
@@ -184,6 +196,7 @@ class ScrappeyMiddleware:
     async def _send(self, request: Request, route: Route) -> Request | Response:
         if route.raw:
             self._inc("scrappey/raw/requests")
+        response: Response | None = None
         async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
@@ -196,6 +209,10 @@ class ScrappeyMiddleware:
                     if session is not None and error.kind is ErrorKind.SESSION:
                         # Before the release hands the session to the next waiter.
                         self._sessions.report_dead(session, str(error))
+                elif not route.raw:
+                    response = self._page(request, reply)
+                    if not self._healthy(response, request, session):
+                        response = None
             finally:
                 if session is not None:
                     self._sessions.release(session)
@@ -203,6 +220,21 @@ class ScrappeyMiddleware:
             return self._raw_reply(request, session, reply, error)
         if error is not None:
             return self._on_api_error(request, error)
+        if response is None:
+            return self._retry(
+                request,
+                "scrappey/session_check_failed",
+                SessionCheckFailed(
+                    f"{request}: the session check rejected the page on every "
+                    f"session it was tried on; dropped"
+                ),
+            )
+        if session is not None:
+            request.meta["scrappey_session"] = session.id
+        self._inc(f"scrappey/responses/status/{response.status}")
+        return response
+
+    def _page(self, request: Request, reply: ApiReply) -> Response:
         response = from_api_response(reply.data, request=request)
         if BAD_CURRENT_URL_FLAG in response.flags:
             self._inc("scrappey/responses/bad_current_url")
@@ -212,10 +244,16 @@ class ScrappeyMiddleware:
                 "http(s) URL; such responses keep the request's URL "
                 "(scrappey/responses/bad_current_url counts them)",
             )
-        if session is not None:
-            request.meta["scrappey_session"] = session.id
-        self._inc(f"scrappey/responses/status/{response.status}")
         return response
+
+    def _healthy(
+        self, response: Response, request: Request, session: Session | None
+    ) -> bool:
+        """Run the session checks; a session that fails them is retired (lease held)."""
+        if session is None or self._checks.passes(response, request):
+            return True
+        self._sessions.retire(session, "check")
+        return False
 
     def _slot_key(self, request: Request, route: Route) -> str:
         # Scrapy's own keying (the download_slot meta key, else the hostname)
@@ -256,7 +294,7 @@ class ScrappeyMiddleware:
             )
         raise error
 
-    def _retry(self, request: Request, reason: str, error: ScrappeyError) -> Request:
+    def _retry(self, request: Request, reason: str, error: Exception) -> Request:
         if request.meta.get("dont_retry", False):
             raise error
         spider = _spider_of(self.crawler)
@@ -371,21 +409,6 @@ class ScrappeyMiddleware:
 
     def _inc(self, key: str, count: int = 1) -> None:
         self.crawler.stats.inc_value(key, count)
-
-    def _log_summary(self, spider: Spider) -> None:
-        stats = self.crawler.stats
-        logger.info(
-            "Scrappey: %(requests)d API request(s); sessions created %(created)d, destroyed "
-            "%(destroyed)d, replaced %(recreated)d, leaked %(leaked)d",
-            {
-                "requests": stats.get_value("scrappey/requests", 0),
-                "created": stats.get_value("scrappey/sessions/created", 0),
-                "destroyed": stats.get_value("scrappey/sessions/destroyed", 0),
-                "recreated": stats.get_value("scrappey/sessions/recreated", 0),
-                "leaked": stats.get_value("scrappey/sessions/leaked", 0),
-            },
-            extra={"spider": spider},
-        )
 
 
 def _spider_of(crawler: Crawler) -> Spider | None:

@@ -3,7 +3,10 @@
 A :class:`SessionManager` owns every session a crawl creates. Requests lease a
 session from a pool (one per spider, per domain, or per name), use it for one
 API call and release it. Dead sessions are replaced once however many requests
-report them, and everything still open is destroyed by :meth:`close`.
+report them, and everything still open is destroyed by :meth:`close`. A
+session unfit for use (a failed check, too many errors, a failed init) is
+retired with :meth:`retire`. An optional ``prepare`` coroutine (the session
+init) runs on every new session before it joins its pool.
 
 The work is split by seam, each module stating its invariants: pools and
 leases (state and invariants in ``_pools.py``, the logic here), creating one
@@ -34,7 +37,7 @@ from .exceptions import (
 from .session_api import Ledger, SessionAPI
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from scrapy.statscollectors import StatsCollector
 
@@ -60,9 +63,11 @@ class SessionManager:
         *,
         ledger: Ledger | None = None,
         on_fatal: Callable[[str, str], None],
+        prepare: Callable[[Session], Awaitable[bool]] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self._config = config
+        self._prepare = prepare
         self._stats = stats
         self._on_fatal = on_fatal
         self._extra = extra or {}
@@ -161,6 +166,23 @@ class SessionManager:
         pool = self._pools.get(session.pool)
         if pool is not None:
             self._fill(pool)
+
+    def retire(self, session: Session, reason: str) -> None:
+        """Replace a session unfit for use (*reason*: check, errors, init…).
+
+        Call it before releasing the lease, so that no waiter gets the
+        session; it is destroyed once its last lease ends and its pool filled
+        again (with init). Counted as ``scrappey/sessions/retired/<reason>``.
+        """
+        if session.retired:
+            return
+        self._stats.inc_value(f"scrappey/sessions/retired/{reason}")
+        logger.info(
+            "Retiring Scrappey session %(session)s (%(reason)s)",
+            {"session": session.id, "reason": reason},
+            extra=self._extra,
+        )
+        self._retire(session)
 
     def abort_waiters(self) -> None:
         """Fail every waiting lease at once: the spider is closing."""
@@ -266,6 +288,7 @@ class SessionManager:
             self._tasks.spawn(self._create(pool), name=f"scrappey-create-{pool.key}")
 
     async def _create(self, pool: Pool) -> None:
+        ready = True  # a failed create is not refilled: _creation_failed decides
         try:
             session = await self._creator.create(pool.key)
         except ScrappeyAuthError as ex:
@@ -283,11 +306,39 @@ class SessionManager:
             self._pool_by_id[session.id] = pool.key
             if len(self._pool_by_id) > _POOL_MEMORY:
                 self._pool_by_id.popitem(last=False)
-            pool.sessions.append(session)
-            pool.waiters.serve()
+            ready = await self._prepared(pool, session)
+            if ready:
+                pool.sessions.append(session)
+                pool.waiters.serve()
         finally:
             pool.creating -= 1
             self._cap.notify()
+        if not ready:
+            self._fill(pool)  # now that this create no longer counts
+
+    async def _prepared(self, pool: Pool, session: Session) -> bool:
+        """Run the init on *session*; False (and the session retired) if it failed."""
+        if self._prepare is None:
+            return True
+        session.preparing = True
+        try:
+            ok = await self._prepare(session)
+        finally:
+            session.preparing = False
+        if ok:
+            pool.bad_inits = 0
+            session.last_used = time.monotonic()
+            return True
+        pool.bad_inits += 1
+        self.retire(session, "init")
+        limit = self._config.session_max_bad_inits
+        if pool.bad_inits >= limit:
+            self._on_fatal(
+                "scrappey_bad_session_inits",
+                f"{pool.bad_inits} session inits in a row failed in pool "
+                f"{pool.key!r} (SCRAPPEY_SESSION_MAX_BAD_INITS = {limit})",
+            )
+        return False
 
     def _creation_failed(self, pool: Pool, error: ScrappeyError, reason: str) -> None:
         if pool.live() or pool.creating > 1:

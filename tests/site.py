@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+from collections import Counter
 
 from aiohttp import web
 from typing_extensions import Self
 
 
 class TargetSite:
-    """``async with TargetSite() as site: site.url("/page/1")``."""
+    """``async with TargetSite() as site: site.url("/page/1")``.
 
-    def __init__(self, *, delay: float = 0.0) -> None:
+    With ``ban_after=N``, a browser (told apart by the ``browser`` cookie the
+    site gives it) that already fetched N ``/page/…`` or ``/members…`` pages
+    gets "Access denied" with ``ban_status`` instead; ``banned`` holds the
+    browsers that got it.
+    """
+
+    def __init__(
+        self, *, delay: float = 0.0, ban_after: int | None = None, ban_status: int = 403
+    ) -> None:
         self.delay = delay
+        self.ban_after = ban_after
+        self.ban_status = ban_status
+        self.pages_by_browser: Counter[str] = Counter()
+        self.banned: set[str] = set()
         self.hits: list[str] = []
         self.active = 0
         self.max_active = 0
@@ -29,6 +43,7 @@ class TargetSite:
         app.router.add_get("/login", self._login_form)
         app.router.add_post("/login", self._login)
         app.router.add_get("/members", self._members)
+        app.router.add_get("/members/{n}", self._members)
         app.router.add_route("*", "/echo", self._echo)
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/status/{code}", self._status)
@@ -54,23 +69,42 @@ class TargetSite:
         finally:
             self.active -= 1
 
+    def _watched(self, request: web.Request, page: web.Response) -> web.Response:
+        """*page*, or "Access denied" for a browser over ``ban_after`` pages."""
+        if self.ban_after is None:
+            return page
+        browser = request.cookies.get("browser") or secrets.token_hex(4)
+        self.pages_by_browser[browser] += 1
+        if self.pages_by_browser[browser] > self.ban_after:
+            self.banned.add(browser)
+            page = web.Response(
+                status=self.ban_status,
+                text="<h1 id='denied'>Access denied</h1>",
+                content_type="text/html",
+            )
+        page.set_cookie("browser", browser, path="/")
+        return page
+
     async def _page(self, request: web.Request) -> web.Response:
         await self._track(request)
         n = request.match_info["n"]
         html = f"<html><head><title>Page {n}</title></head><body><p id='n'>{n}</p></body></html>"
-        return web.Response(text=html, content_type="text/html")
+        return self._watched(request, web.Response(text=html, content_type="text/html"))
 
     async def _login_form(self, request: web.Request) -> web.Response:
         await self._track(request)
         return web.Response(
-            text="<form method=post><input name=user></form>", content_type="text/html"
+            text="<form method=post><input type=hidden name=csrf value=t0k3n>"
+            "<input name=user></form>",
+            content_type="text/html",
         )
 
     async def _login(self, request: web.Request) -> web.Response:
         await self._track(request)
         form = await request.post()
         response = web.Response(
-            text=f"<p id='who'>{form.get('user')}</p>", content_type="text/html"
+            text=f"<p id='who'>{form.get('user')}</p><a href='/logout'>Log out</a>",
+            content_type="text/html",
         )
         response.set_cookie("auth", str(form.get("user")), path="/")
         return response
@@ -80,7 +114,9 @@ class TargetSite:
         user = request.cookies.get("auth")
         if not user:
             raise web.HTTPFound("/login")
-        return web.Response(text=f"<p id='member'>{user}</p>", content_type="text/html")
+        n = request.match_info.get("n", "")
+        html = f"<p id='member'>{user}</p><p id='n'>{n}</p>"
+        return self._watched(request, web.Response(text=html, content_type="text/html"))
 
     async def _echo(self, request: web.Request) -> web.Response:
         await self._track(request)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from scrapy import Spider, version_info
+from scrapy import FormRequest, Request, Spider, version_info
 from scrapy.exceptions import NotConfigured
 from scrapy.settings import Settings
 
@@ -397,3 +397,127 @@ def test_session_params_must_be_json():
         Config.from_settings(
             Settings({"SCRAPPEY_API_KEY": "k", "SCRAPPEY_SESSION_PARAMS": {"x": {1}}})
         )
+
+
+# -- session health (init/checks)
+
+
+def test_session_health_defaults():
+    c = config()
+    assert c.session_init == ()
+    assert c.session_max_bad_inits == 8
+    assert c.session_checker is None
+    assert c.session_ban_statuses == frozenset()
+    assert c.max_consecutive_check_failures == 20
+
+
+def test_session_health_settings_are_read():
+    login = FormRequest("https://a.org/login", formdata={"user": "u"})
+    c = config(
+        SCRAPPEY_SESSION_INIT=[{"url": "https://a.org/"}, login],
+        SCRAPPEY_SESSION_MAX_BAD_INITS=3,
+        SCRAPPEY_SESSION_CHECKER="myproject.checks.Checker",
+        SCRAPPEY_SESSION_BAN_STATUSES="403, 429",
+        SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES=5,
+    )
+    assert c.session_init == ({"cmd": "request.get", "url": "https://a.org/"}, login)
+    assert c.session_max_bad_inits == 3
+    assert c.session_checker == "myproject.checks.Checker"
+    assert c.session_ban_statuses == {403, 429}
+    assert c.max_consecutive_check_failures == 5
+    assert config(SCRAPPEY_SESSION_BAN_STATUSES=[403]).session_ban_statuses == {403}
+    from_cli = config(SCRAPPEY_SESSION_INIT='[{"url": "https://a.org/"}]')
+    assert from_cli.session_init == ({"cmd": "request.get", "url": "https://a.org/"},)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SCRAPPEY_SESSION_INIT", {"url": "https://a.org"}, "must be a list of steps"),
+        ("SCRAPPEY_SESSION_INIT", "https://a.org", "must be a list of steps"),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            "[{'url': 1}]",
+            "SCRAPPEY_SESSION_INIT is not valid JSON",
+        ),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            [{"cmd": "request.post"}],
+            r"SCRAPPEY_SESSION_INIT\[0\] needs a 'url'",
+        ),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            [
+                {"url": "https://a.org"},
+                {"cmd": "browser.click", "url": "https://a.org"},
+            ],
+            r"SCRAPPEY_SESSION_INIT\[1\] has the unknown cmd 'browser.click'",
+        ),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            [{"url": "https://a.org", "session": "s"}],
+            r"SCRAPPEY_SESSION_INIT\[0\] sets 'session'",
+        ),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            [{"url": "https://a.org", "postData": object()}],
+            "JSON values only",
+        ),
+        ("SCRAPPEY_SESSION_INIT", [3], r"SCRAPPEY_SESSION_INIT\[0\] must be a dict"),
+        (
+            "SCRAPPEY_SESSION_INIT",
+            [Request("https://a.org", method="OPTIONS")],
+            "no command for the OPTIONS method",
+        ),
+        (
+            "SCRAPPEY_SESSION_MAX_BAD_INITS",
+            0,
+            "SCRAPPEY_SESSION_MAX_BAD_INITS must be at least 1",
+        ),
+        (
+            "SCRAPPEY_SESSION_CHECKER",
+            3,
+            "SCRAPPEY_SESSION_CHECKER must be the import path",
+        ),
+        (
+            "SCRAPPEY_SESSION_BAN_STATUSES",
+            [403, 999],
+            "SCRAPPEY_SESSION_BAN_STATUSES must hold",
+        ),
+        ("SCRAPPEY_SESSION_BAN_STATUSES", 403, "must be a list of HTTP status codes"),
+        (
+            "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES",
+            "many",
+            "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES must be an integer",
+        ),
+    ],
+)
+def test_invalid_session_health_settings_name_the_setting(name, value, message):
+    with pytest.raises(ScrappeyConfigError, match=message):
+        config(**{name: value})
+
+
+def test_session_init_spider_attribute_overrides_the_setting():
+    class S(Spider):
+        name = "s"
+        scrappey_session_init = [{"url": "https://b.org/login"}]
+
+    c = config(SCRAPPEY_SESSION_INIT=[{"url": "https://a.org/"}]).for_spider(S())
+    assert c.session_init == ({"cmd": "request.get", "url": "https://b.org/login"},)
+
+    class WithMethod(Spider):
+        name = "m"
+
+        async def scrappey_session_init(self, session_id, pool, download):
+            return True
+
+    # The method is the middleware's business; the setting stays as it was.
+    steps = [{"url": "https://a.org/"}]
+    c = config(SCRAPPEY_SESSION_INIT=steps).for_spider(WithMethod())
+    assert c.session_init == ({"cmd": "request.get", "url": "https://a.org/"},)
+    bad = Spider(name="s")
+    bad.scrappey_session_init = "login"
+    with pytest.raises(
+        ScrappeyConfigError, match="scrappey_session_init spider attribute"
+    ):
+        config().for_spider(bad)

@@ -20,6 +20,7 @@ from example_project.scrappey_example.spiders.existing import ExistingSpider
 from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
+from scrapy_scrappey.local import Faults
 
 if TYPE_CHECKING:
     from scrapy_scrappey.local import LocalScrappey
@@ -106,6 +107,23 @@ async def test_demo_site_members_pages_need_the_login_cookie(demo_site):
 
 
 @deferred_f_from_coro_f
+async def test_members_spider_logs_every_replacement_session_in(
+    tmp_path, make_local_server, demo_site
+):
+    # Each session dies after its login (2 requests) and one page.
+    server = await make_local_server(
+        api_key=KEY, faults=Faults(expire_after_requests=3)
+    )
+    items, stats = await run(MembersSpider, server, demo_site, tmp_path)
+    assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)
+    assert len({i["session"] for i in items}) == 3
+    created = server.stats()["sessions"]["created"]
+    assert stats["scrappey/sessions/init/ok"] == created >= 3
+    assert all(h.logged_in for h in demo_site.hits if h.path.startswith("/members"))
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
 async def test_members_spider_logs_in_once_and_reads_every_members_page(
     tmp_path, make_local_server, demo_site
 ):
@@ -120,10 +138,17 @@ async def test_members_spider_logs_in_once_and_reads_every_members_page(
     assert len(sessions) == 1
     # ... kept by the remote session, not by Scrapy (COOKIES_ENABLED is off).
     assert stats.get("downloader/request_count")
+    # The session init logged in (the form, then the POST), before any page.
+    assert stats["scrappey/sessions/init/ok"] == 1
+    assert [(h.method, h.path) for h in demo_site.hits[:2]] == [
+        ("GET", "/login"),
+        ("POST", "/login"),
+    ]
     logins = [h for h in demo_site.hits if h.method == "POST"]
     assert len(logins) == 1
+    # The login's redirect lands on /members, then the crawl reads 3 pages.
     member_hits = [h for h in demo_site.hits if h.path.startswith("/members")]
-    assert len(member_hits) == 3
+    assert len(member_hits) == 1 + 3
     assert all(h.logged_in for h in member_hits)
     commands = request_commands(server_stats)
     assert {c["session"] for c in commands} == sessions

@@ -23,6 +23,7 @@ from scrapy_scrappey import (
     ScrappeyConfigError,
     ScrappeyMiddleware,
     ScrappeyTransportError,
+    SessionCheckFailed,
 )
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.responses import ScrappeyMixin
@@ -276,3 +277,30 @@ async def test_dont_retry_is_honoured_for_session_wait_timeouts(
     assert len(result.items) == 1
     assert result.stats.get("retry/count", 0) == 0
     assert len(result.spider.errors) == 2
+
+
+@deferred_f_from_coro_f
+async def test_a_ban_status_retires_the_session_and_retries_on_a_new_one(
+    tmp_path, local_server, target_site
+):
+    mw = await opened(
+        local_server, tmp_path, RETRY_TIMES=1, SCRAPPEY_SESSION_BAN_STATUSES=[403]
+    )
+    try:
+        request = Request(target_site.url("/status/403"))
+        retry = await mw.process_request(request)
+        assert isinstance(retry, Request)
+        assert retry.meta["retry_times"] == 1
+        with pytest.raises(SessionCheckFailed, match="session check rejected"):
+            await mw.process_request(retry)
+        page = await mw.process_request(Request(target_site.url("/page/1")))
+    finally:
+        await close(mw)
+    assert page.status == 200
+    assert stat(mw, "scrappey/sessions/check_failed") == 2
+    assert stat(mw, "scrappey/sessions/retired/check") == 2
+    assert stat(mw, "retry/reason_count/scrappey/session_check_failed") == 1
+    assert "scrappey/responses/status/403" not in mw.crawler.stats.get_stats()
+    sessions = [c["session"] for c in request_commands(local_server)]
+    assert len(set(sessions)) == 3  # each try on a fresh session
+    assert local_server.stats()["sessions"]["open"] == 0

@@ -13,6 +13,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 import dev
 from scrapy_scrappey import Config
+from scrapy_scrappey.local import Faults
 from scrapy_scrappey.local.__main__ import build_parser
 from tests.crawl import KEY, PagesSpider, crawl, settings_for
 from tests.reliability_support import child_env
@@ -53,10 +54,13 @@ def test_every_block_is_covered():
         "class LoginSpider",
         "class ExistingSpider",
         "LocalScrappey",
+        "SCRAPPEY_SESSION_INIT = [",
+        "class MembersSpider",
+        "class BlockPageChecker",
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 6
+    assert len(PYTHON) == 9
 
 
 def snippet_settings(marker):
@@ -146,6 +150,63 @@ async def test_login_spider_snippet(tmp_path, local_server, target_site):
     assert set(routed) == {"login", "orders", "search"}  # robots.txt went direct
     assert routed["login"] == routed["orders"] != routed["search"]
     assert result.stats["scrappey/requests"] == 3
+
+
+def _on_site(code, site):
+    return code.replace("https://example.com", site.url("").rstrip("/"))
+
+
+def _members(site, n):
+    return [site.url(f"/members/{i}") for i in range(1, n + 1)]
+
+
+@deferred_f_from_coro_f
+async def test_session_init_settings_snippet(tmp_path, make_local_server, target_site):
+    server = await make_local_server(faults=Faults(expire_after_requests=3))
+    namespace: dict = {}
+    exec(_on_site(snippet("SCRAPPEY_SESSION_INIT = ["), target_site), namespace)
+    settings = {k: v for k, v in namespace.items() if k.isupper()}
+    settings = settings_for(server, tmp_path, RETRY_TIMES=5, **settings)
+    result = await crawl(PagesSpider, settings, urls=_members(target_site, 8))
+    assert len(result.items) == 8
+    assert all("<p id='member'>me</p>" in i["text"] for i in result.items)
+    assert result.stats["scrappey/sessions/init/ok"] >= 3  # expiry replaced sessions
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_session_health_spider_snippet(
+    tmp_path, make_local_server, make_target_site
+):
+    server = await make_local_server()
+    site = await make_target_site(ban_after=4, ban_status=403)
+    namespace: dict = {}
+    exec(_on_site(snippet("class MembersSpider"), site), namespace)
+    result = await crawl(namespace["MembersSpider"], settings_for(server, tmp_path))
+    assert sorted(i["url"] for i in result.items) == sorted(_members(site, 20))
+    assert {i["member"] for i in result.items} == {"me"}
+    assert len(site.banned) == result.stats["scrappey/sessions/retired/check"] >= 4
+    created = server.stats()["sessions"]["created"]
+    assert result.stats["scrappey/sessions/init/ok"] == created == len(site.banned) + 1
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_session_checker_snippet(tmp_path, make_local_server, make_target_site):
+    server = await make_local_server()
+    site = await make_target_site(ban_after=5, ban_status=200)
+    load(snippet("class BlockPageChecker"), tmp_path, "readme_checks")
+    settings = settings_for(
+        server,
+        tmp_path,
+        COOKIES_ENABLED=False,
+        SCRAPPEY_SESSION_CHECKER="readme_checks.BlockPageChecker",
+    )
+    urls = [site.url(f"/page/{i}") for i in range(12)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert sorted(i["url"] for i in result.items) == sorted(urls)
+    assert not any("Access denied" in i["text"] for i in result.items)
+    assert result.stats["scrappey/sessions/retired/check"] == len(site.banned) == 2
 
 
 def test_local_server_snippet(tmp_path):

@@ -139,7 +139,7 @@ async def test_a_ledger_write_failure_after_a_destroy_frees_the_cap_slot(local_s
 
 
 @contextlib.asynccontextmanager
-async def manager_for(server, **config):
+async def manager_for(server, prepare=None, **config):
     """A SessionManager on *server*; closed, and checked to leave 0 open."""
     client = ScrappeyClient(server.url, "k")
     manager = SessionManager(
@@ -147,6 +147,7 @@ async def manager_for(server, **config):
         client,
         MemoryStatsCollector(get_crawler()),
         on_fatal=lambda *a: None,
+        prepare=prepare,
     )
     try:
         yield manager
@@ -211,3 +212,29 @@ async def test_abort_fails_every_waiter_and_refuses_new_leases(local_server):
             await manager.lease("spider")
         manager.release(first)
         assert first.in_flight == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_retired_session_is_never_handed_to_a_waiter_and_is_replaced_with_init(
+    local_server,
+):
+    prepared = []
+
+    async def prepare(session):
+        prepared.append(session.id)
+        await asyncio.sleep(0.05)  # a waiter must not get the session meanwhile
+        return True
+
+    async with manager_for(local_server, prepare=prepare) as manager:
+        first = await manager.lease("spider")
+        assert prepared == [first.id]
+        waiter = asyncio.ensure_future(manager.lease("spider"))
+        await asyncio.sleep(0)
+        manager.retire(first, "check")
+        manager.retire(first, "check")  # later calls are no-ops
+        manager.release(first)
+        second = await asyncio.wait_for(waiter, 5)
+        assert second is not first
+        assert prepared == [first.id, second.id]
+        assert manager._stats.get_value("scrappey/sessions/retired/check") == 1
+        manager.release(second)

@@ -1,9 +1,17 @@
-"""``members``: log in once, then read every members-only page in that session.
+"""``members``: every session logs in before its first page; bad pages retire it.
 
-Spider session scope: the middleware opens one remote browser session when
-the spider starts, sends every request through it and destroys it when the
-spider closes. The site's login cookie lives in that remote session, so the
-members pages, which redirect to the login form without it, stay reachable.
+Spider session scope: one remote browser session serves the whole crawl. The
+site's login cookie lives in that browser, and the site may log a browser out
+after a while or deny one that fetched too many pages. Two hooks of the
+plugin keep the crawl clean:
+
+* ``scrappey_session_init`` runs on every session the plugin creates (the
+  first one and every replacement) before it serves a page: it reads the
+  login form and logs in, on that session.
+* ``scrappey_session_check`` runs on every page fetched on a session: a login
+  form or an "Access denied" page instead of members' notes retires the
+  session (destroyed, replaced, logged in again) and the page is fetched
+  again. Only real members pages reach ``parse_members``.
 """
 
 from __future__ import annotations
@@ -12,51 +20,58 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from scrapy import FormRequest, Request
-from scrapy.exceptions import CloseSpider
+from scrapy.http import TextResponse
 
 from ..demosite import DEMO_PASSWORD, DEMO_USER, DemoSpider
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-    from scrapy.http import TextResponse
+    from scrapy.http import Response
 
 
 class MembersSpider(DemoSpider):
     name = "members"
-    # One Scrappey session for the whole crawl (also the default scope).
+    # One Scrappey session at a time for the whole crawl (also the default).
     scrappey_session_scope = "spider"
     custom_settings = {
-        # Scrapy's own cookie jar would also catch the login cookie from the
-        # responses and send it back with every request (the middleware
-        # forwards it as Scrappey's `cookies` field), so the login would work
-        # even without a session. It is switched off here to show that the
-        # remote session alone keeps the user logged in. Your spiders can
-        # leave it on.
+        # The login must live in the remote browser: Scrapy's own cookie jar
+        # would carry one browser's cookies to its replacement.
         "COOKIES_ENABLED": False,
+        # What the site answers a browser it has blocked.
+        "SCRAPPEY_SESSION_BAN_STATUSES": [403, 429],
     }
 
     user = DEMO_USER
     password = DEMO_PASSWORD
 
-    async def start(self) -> AsyncIterator[Request]:
-        yield Request(f"{self.site}/login", callback=self.log_in)
-
-    def log_in(self, response: TextResponse) -> Iterator[Request]:
-        # Sent through Scrappey like any other request; the site answers with
-        # a cookie and a redirect to /members, both handled remotely.
-        action = response.css("form#login::attr(action)").get() or response.url
-        yield FormRequest(
-            response.urljoin(action),
-            formdata={"user": self.user, "password": self.password},
-            callback=self.parse_members,
+    async def scrappey_session_init(
+        self,
+        session_id: str,
+        pool: str,
+        download: Callable[[Request], Awaitable[Response]],
+    ) -> bool:
+        form: Any = await download(Request(f"{self.site}/login"))
+        action = form.css("form#login::attr(action)").get() or form.url
+        page: Any = await download(
+            FormRequest(
+                form.urljoin(action),
+                formdata={"user": self.user, "password": self.password},
+            )
         )
+        self.logger.info("Logged in on Scrappey session %s", session_id)
+        return bool(page.css("p.welcome"))
+
+    def scrappey_session_check(self, response: Response, request: Request) -> bool:
+        if not urlsplit(request.url).path.startswith("/members"):
+            return True  # the login form (the init judges it), robots.txt…
+        # Logged out (sent to the login form) or denied: not a members page.
+        return isinstance(response, TextResponse) and bool(response.css("p.welcome"))
+
+    async def start(self) -> AsyncIterator[Request]:
+        yield Request(f"{self.site}/members", callback=self.parse_members)
 
     def parse_members(self, response: TextResponse) -> Iterator[Any]:
-        if not response.css("p.welcome"):
-            # Redirected to the login form: the login did not stick.
-            self.logger.error("Not logged in at %s", response.url)
-            raise CloseSpider("not_logged_in")
         user = response.css("b.user::text").get()
         page = parse_qs(urlsplit(response.url).query).get("page", ["1"])[0]
         for note in response.css("li.note::text").getall():

@@ -1,0 +1,29 @@
+"""The one INFO line a crawl logs about Scrappey when the spider closes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SUMMARY = (
+    "Scrappey: %(requests)d API request(s); sessions created %(created)d, destroyed "
+    "%(destroyed)d, replaced %(recreated)d, retired %(retired)d, leaked %(leaked)d; "
+    "inits ok %(init_ok)d, failed %(init_failed)d; checks failed %(check_failed)d"
+)
+
+
+def summary(stats: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """The summary's %-style message and its arguments, from the crawl's stats."""
+    retired = sum(
+        v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")
+    )
+    return _SUMMARY, {
+        "requests": stats.get("scrappey/requests", 0),
+        "created": stats.get("scrappey/sessions/created", 0),
+        "destroyed": stats.get("scrappey/sessions/destroyed", 0),
+        "recreated": stats.get("scrappey/sessions/recreated", 0),
+        "retired": retired,
+        "leaked": stats.get("scrappey/sessions/leaked", 0),
+        "init_ok": stats.get("scrappey/sessions/init/ok", 0),
+        "init_failed": stats.get("scrappey/sessions/init/failed", 0),
+        "check_failed": stats.get("scrappey/sessions/check_failed", 0),
+    }

@@ -1,0 +1,140 @@
+"""Session checks: is this page what a healthy session returns?
+
+:class:`SessionChecks` runs, on every page fetched on a session, the ban
+statuses (``SCRAPPEY_SESSION_BAN_STATUSES``), the spider's
+``scrappey_session_check(response, request)`` method and the checker class of
+``SCRAPPEY_SESSION_CHECKER``. A page fails when a status is a ban status, a
+check returns False, returns something else than a bool, or raises; a
+``CloseSpider`` it raises closes the spider with its reason. The caller
+retires the session.
+
+State: ``_failures`` counts failed checks in a row across the crawl (reset by
+any page that passes); reaching ``SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES``
+closes the spider, so that a broken check cannot burn the account.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.exceptions import CloseSpider
+from scrapy.utils.misc import build_from_crawler, load_object
+
+from .exceptions import ScrappeyConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+    from .config import Config
+
+logger = logging.getLogger(__name__)
+
+_Check = tuple[str, "Callable[[Response, Request], object]"]
+
+
+class SessionChecks:
+    """The session checks of one crawl, and their circuit breaker."""
+
+    def __init__(
+        self,
+        crawler: Crawler,
+        config: Config,
+        spider: Spider | None,
+        *,
+        on_fatal: Callable[[str, str], None],
+    ) -> None:
+        self._stats = crawler.stats
+        self._bans = config.session_ban_statuses
+        self._limit = config.max_consecutive_check_failures
+        self._on_fatal = on_fatal
+        self._extra = {"spider": spider}
+        self._checks: list[_Check] = []
+        method = getattr(spider, "scrappey_session_check", None)
+        if callable(method):
+            self._checks.append(("scrappey_session_check (spider method)", method))
+        if config.session_checker is not None:
+            path = config.session_checker
+            checker = _build_checker(path, crawler)
+            self._checks.append((f"{path!s} (SCRAPPEY_SESSION_CHECKER)", checker.check))
+        self._failures = 0
+        self._reported: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any check is configured."""
+        return bool(self._bans or self._checks)
+
+    def passes(self, response: Response, request: Request) -> bool:
+        """Whether *response*, fetched on a session, shows a healthy session.
+
+        Counts ``scrappey/sessions/check_failed``.
+        """
+        if self._verdict(response, request):
+            self._failures = 0
+            return True
+        self._stats.inc_value("scrappey/sessions/check_failed")
+        self._failures += 1
+        if self._failures == self._limit:
+            self._on_fatal(
+                "scrappey_session_checks_failing",
+                f"{self._failures} session checks in a row failed "
+                f"(SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES); is the check broken?",
+            )
+        return False
+
+    def _verdict(self, response: Response, request: Request) -> bool:
+        if response.status in self._bans:
+            logger.debug(
+                "Ban status %(status)d from %(url)s",
+                {"status": response.status, "url": response.url},
+                extra=self._extra,
+            )
+            return False
+        for name, check in self._checks:
+            try:
+                result = check(response, request)
+            except CloseSpider as ex:
+                self._on_fatal(ex.reason, f"{name} raised CloseSpider")
+                return False
+            except Exception:  # noqa: BLE001 - a user's check must not break the crawl
+                self._error(name, "raised an exception", exc_info=True)
+                return False
+            if not isinstance(result, bool):
+                self._error(name, f"returned {result!r:.60}, not True or False")
+                return False
+            if not result:
+                return False
+        return True
+
+    def _error(self, name: str, what: str, *, exc_info: bool = False) -> None:
+        self._stats.inc_value("scrappey/sessions/check_error")
+        if name in self._reported:
+            return  # counted in scrappey/sessions/check_error
+        self._reported.add(name)
+        logger.error(
+            "The session check %(name)s %(what)s; the page counts as a failed check "
+            "(logged once, scrappey/sessions/check_error counts them)",
+            {"name": name, "what": what},
+            exc_info=exc_info,
+            extra=self._extra,
+        )
+
+
+def _build_checker(path: str | type, crawler: Crawler) -> Any:
+    try:
+        cls = load_object(path)
+    except (ImportError, NameError, ValueError, AttributeError) as ex:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_SESSION_CHECKER {path!r} could not be imported: {ex}"
+        ) from ex
+    if not isinstance(cls, type) or not callable(getattr(cls, "check", None)):
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_SESSION_CHECKER {path!r} must name a class with a "
+            f"check(response, request) method, got {cls!r:.60}."
+        )
+    return build_from_crawler(cls, crawler)

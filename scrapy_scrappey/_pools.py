@@ -12,6 +12,11 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   as soon as its last lease ends (at once when it is idle or ``dead``). A dead
   session is reported before its lease is released, so it is never handed to
   the next waiter.
+* ``errors`` counts the session-bound API errors (``ErrorKind.SESSION_BOUND``)
+  of the session's requests; once it reaches ``SCRAPPEY_SESSION_MAX_ERRORS``
+  the session is retired (reason "errors") before that lease is released, so
+  the next waiter never gets it. It only grows: a session that failed that
+  often keeps its proxy and browser, whatever succeeded in between.
 * ``creating`` counts this pool's create tasks still running; ``_fill`` starts
   ``size - live() - creating`` more. ``error`` is set only when the last create
   failed with nothing live or creating, and cleared by the next success.
@@ -39,6 +44,8 @@ class Session:
     last_used: float
     leases: int = 0
     in_flight: int = 0
+    #: Session-bound API errors so far (see SCRAPPEY_SESSION_MAX_ERRORS).
+    errors: int = 0
     #: No new leases; destroyed as soon as nothing uses it.
     retired: bool = False
     dead: bool = False

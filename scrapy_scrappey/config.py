@@ -177,6 +177,11 @@ class Config:
     #: ``HTTPCACHE_ENABLED``: sessions are then created on the first cache miss.
     http_cache: bool = False
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    # -- session health (errors)
+    #: Session-bound API errors after which a session is retired.
+    session_max_errors: int = 1
+    #: Seconds sessions.create keeps retrying "too many sessions" (CODE-0029).
+    session_over_limit_wait: float = 240.0
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -233,6 +238,13 @@ class Config:
             ledger_dir=account.ledger_dir,
             http_cache=_bool(settings, "HTTPCACHE_ENABLED", False),
             throttle=ThrottleConfig.from_settings(settings),
+            # -- session health (errors)
+            session_max_errors=_int(
+                settings, "SCRAPPEY_SESSION_MAX_ERRORS", 1, minimum=1
+            ),
+            session_over_limit_wait=_positive_float(
+                settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
+            ),
         )
 
     def for_spider(self, spider: Spider | None) -> Self:

@@ -162,6 +162,30 @@ class SessionManager:
         if pool is not None:
             self._fill(pool)
 
+    def retire(self, session: Session, reason: str) -> None:
+        """Retire a session for its health (*reason*: "errors", "check", "init").
+
+        Call it before the lease is released, so that no waiter gets the
+        session; it is destroyed when its last lease ends and its pool filled
+        again. Counted as ``scrappey/sessions/retired/<reason>``; a session
+        already retired (rotated, dead…) is left as it is.
+        """
+        if session.retired:
+            return
+        self._stats.inc_value(f"scrappey/sessions/retired/{reason}")
+        logger.info(
+            "Retiring Scrappey session %(session)s (%(reason)s)",
+            {"session": session.id, "reason": reason},
+            extra=self._extra,
+        )
+        self._retire(session)
+
+    def report_error(self, session: Session) -> None:
+        """Count a session-bound API error; retire the session at SCRAPPEY_SESSION_MAX_ERRORS."""
+        session.errors += 1
+        if session.errors >= self._config.session_max_errors:
+            self.retire(session, "errors")
+
     def abort_waiters(self) -> None:
         """Fail every waiting lease at once: the spider is closing."""
         self._closing = True

@@ -152,7 +152,7 @@ def test_inferred_error_body():
     with pytest.raises(ScrappeyAPIError) as info:
         parsed.raise_for_error()
     assert info.value.code == "CODE-0010"
-    assert info.value.kind is ErrorKind.SESSION
+    assert info.value.kind is ErrorKind.SESSION_BOUND
     assert "CODE-0010" in str(info.value)
 
 

@@ -394,3 +394,43 @@ def test_session_params_must_be_json():
         Config.from_settings(
             Settings({"SCRAPPEY_API_KEY": "k", "SCRAPPEY_SESSION_PARAMS": {"x": {1}}})
         )
+
+
+# -- session health (errors)
+
+
+def test_session_error_settings_defaults_and_values():
+    c = config()
+    assert (c.session_max_errors, c.session_over_limit_wait) == (1, 240.0)
+    c = config(SCRAPPEY_SESSION_MAX_ERRORS="3", SCRAPPEY_SESSION_OVER_LIMIT_WAIT=0)
+    assert (c.session_max_errors, c.session_over_limit_wait) == (3, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SCRAPPEY_SESSION_MAX_ERRORS",
+            0,
+            "SCRAPPEY_SESSION_MAX_ERRORS must be at least 1",
+        ),
+        (
+            "SCRAPPEY_SESSION_MAX_ERRORS",
+            1.5,
+            "SCRAPPEY_SESSION_MAX_ERRORS must be an integer",
+        ),
+        (
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT",
+            -1,
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT must be 0 or more seconds",
+        ),
+        (
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT",
+            "long",
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT must be a number",
+        ),
+    ],
+)
+def test_invalid_session_error_settings_name_the_setting(name, value, message):
+    with pytest.raises(ScrappeyConfigError, match=message):
+        config(**{name: value})

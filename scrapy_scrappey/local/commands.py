@@ -234,6 +234,8 @@ class CommandHandler:
             self._stats.fault("slow")
         if plan.kind == "error":
             self._stats.fault("errors")
+            if session is not None:
+                self._stats.session_error(session.id)
             raise ApiError(plan.code, "injected fault")
         if plan.kind == "http_502":
             self._stats.fault("http_502")

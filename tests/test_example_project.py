@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,13 @@ from scrapy.http import HtmlResponse
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from example_project.demo_site import ARTICLES, MEMBER_NOTES, DemoSite
+from example_project.demo_site import ARTICLES, BAN_AFTER, MEMBER_NOTES, DemoSite
 from example_project.scrappey_example import settings as project_settings
 from example_project.scrappey_example.spiders.existing import ExistingSpider
 from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
+from tests.crawl import PagesSpider, crawl, settings_for
 
 if TYPE_CHECKING:
     from scrapy_scrappey.local import LocalScrappey
@@ -103,6 +105,82 @@ async def test_demo_site_members_pages_need_the_login_cookie(demo_site):
         async with client.post(f"{demo_site.url}/login", data=form) as page:
             assert page.url.path == "/members"
             assert "Members-only note 1" in await page.text()
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_logs_a_browser_out_after_logout_after_members_pages(
+    make_demo_site,
+):
+    site = await make_demo_site(logout_after=2)
+    form = {"user": "demo", "password": "demo-password"}
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as client:
+        for _ in range(2):  # the second login is good for 2 pages again
+            async with client.post(f"{site.url}/login", data=form) as page:
+                assert page.url.path == "/members"  # members page 1 of 2
+            async with client.get(f"{site.url}/members?page=2") as page:
+                assert "Members-only note 4" in await page.text()
+            async with client.get(f"{site.url}/members?page=3") as page:
+                assert page.url.path == "/login"  # logged out
+                assert page.status == 200
+                assert "Members-only" not in await page.text()
+    members = [h for h in site.hits if h.path.startswith("/members")]
+    assert [h.logged_in for h in members] == [True, True, True] * 2
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_denies_a_browser_that_made_ban_after_requests(
+    make_demo_site,
+):
+    site = await make_demo_site(ban_after=3)
+    texts = []
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as client:
+        for path in ("/", "/articles", "/login", "/articles", "/"):
+            async with client.get(f"{site.url}{path}") as page:
+                assert page.status == 200
+                texts.append(await page.text())
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.get(f"{site.url}/articles") as page,
+    ):
+        assert "Access denied" not in await page.text()  # another browser
+    assert ["Access denied" in text for text in texts] == [False] * 3 + [True] * 2
+    assert 'class="denied"' in texts[-1]
+    assert [h.denied for h in site.hits] == [False] * 3 + [True] * 2 + [False]
+    first, *others = [h.browser for h in site.hits[:5]]
+    assert first == ""  # a new browser: the site gave it its cookie
+    assert len(set(others)) == 1
+    assert others[0]
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_tells_remote_browsers_apart_by_their_session(
+    tmp_path, make_local_server, make_demo_site
+):
+    # Through the local Scrappey server, one session is one browser: its
+    # cookie jar keeps the site's browser cookie, so the ban reaches it; a
+    # request without a session is a new browser every time (Scrapy's own
+    # cookie jar, off here, would send one browser cookie with every request).
+    site = await make_demo_site(ban_after=BAN_AFTER)
+    server = await make_local_server()
+    urls = [site.url_for("127.0.0.1", f"/articles/{n}") for n in range(1, 8)]
+    alone = [(url, {"scrappey_session": False}) for url in urls[:2]]
+    settings = settings_for(
+        server, tmp_path, CONCURRENT_REQUESTS=1, COOKIES_ENABLED=False
+    )
+    result = await crawl(PagesSpider, settings, urls=[*urls, *alone])
+    denied = Counter(
+        (i["session"] is not None, "Access denied" in i["text"]) for i in result.items
+    )
+    assert denied == {
+        (True, False): BAN_AFTER,
+        (True, True): len(urls) - BAN_AFTER,
+        (False, False): len(alone),
+    }
+    assert len({i["session"] for i in result.items if i["session"]}) == 1
 
 
 @deferred_f_from_coro_f

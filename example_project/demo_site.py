@@ -14,9 +14,11 @@ Like a real site, it can also turn against a browser (both off unless asked
 for: ``DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)``, or
 ``--logout-after`` / ``--ban-after``):
 
-* ``logout_after=N``: a login is good for N ``/members`` pages; the next one
-  logs the browser out (the login cookie no longer works: redirect to
-  ``/login``, an ordinary 200 login page once followed).
+* ``logout_after=N``: every other login (the 1st, 3rd, …) is good for N
+  ``/members`` pages; the next one logs the browser out (the login cookie no
+  longer works: redirect to ``/login``, an ordinary 200 login page once
+  followed). The others last as long as the browser, so a crawl meets both
+  faults.
 * ``ban_after=N``: the site tells browsers apart by a ``browser`` cookie it
   sets on its first answer to each; a browser that has made N requests (any
   page, logins included) gets an "Access denied" page (HTTP 200, ``<h1>Access
@@ -57,7 +59,7 @@ COOKIE = "member"
 #: The cookie by which the site tells browsers apart (``ban_after``).
 BROWSER_COOKIE = "browser"
 #: The demo's settings of ``logout_after`` and ``ban_after``.
-LOGOUT_AFTER = 2
+LOGOUT_AFTER = 1
 BAN_AFTER = 4
 
 _T = TypeVar("_T")
@@ -95,6 +97,8 @@ class DemoSite:
         self.logout_after = logout_after
         self.ban_after = ban_after
         self._login_pages: dict[str, int] = {}  # login cookie value -> pages
+        self._short_logins: set[str] = set()  # those logout_after applies to
+        self._logins = 0
         self._browser_requests: dict[str, int] = {}  # browser cookie -> requests
         self.port = 0
         self.hits: list[Hit] = []
@@ -233,6 +237,9 @@ class DemoSite:
         ):
             return await self._login_form(request, "Wrong user name or password.")
         token = secrets.token_urlsafe(16)
+        self._logins += 1
+        if self._logins % 2:  # the 1st, 3rd… login
+            self._short_logins.add(token)
         self._tokens[token] = user
         response = web.HTTPFound("/members")
         response.set_cookie(COOKIE, token, path="/", httponly=True)
@@ -257,7 +264,11 @@ class DemoSite:
     def _logged_out(self, token: str) -> bool:
         """Count a members page of this login; whether it just ended (``logout_after``)."""
         pages = self._login_pages[token] = self._login_pages.get(token, 0) + 1
-        if self.logout_after is None or pages <= self.logout_after:
+        if (
+            self.logout_after is None
+            or token not in self._short_logins
+            or pages <= self.logout_after
+        ):
             return False
         del self._tokens[token]
         return True

@@ -78,6 +78,14 @@ class Servers:
             if not self._thread.is_alive():
                 self._loop.close()
 
+    def reset_site(self) -> None:
+        """Let the next spider meet the demo site as the first one did."""
+
+        async def reset() -> None:
+            self.site.reset()
+
+        self._run(reset())
+
     def stats(self) -> dict[str, Any]:
         """The local server's ``/__local__/stats`` document."""
         url = f"{self.scrappey.base_url}/__local__/stats"
@@ -129,6 +137,7 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
+    servers.reset_site()
     before = servers.stats()["sessions"]
     process = subprocess.Popen(
         cmd,

@@ -14,15 +14,19 @@ Like a real site, it can also turn against a browser (both off unless asked
 for: ``DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)``, or
 ``--logout-after`` / ``--ban-after``):
 
-* ``logout_after=N``: every other login (the 1st, 3rd, …) is good for N
+* ``logout_after=N``: every other login (the 2nd, 4th, …) is good for N
   ``/members`` pages; the next one logs the browser out (the login cookie no
   longer works: redirect to ``/login``, an ordinary 200 login page once
   followed). The others last as long as the browser, so a crawl meets both
   faults.
 * ``ban_after=N``: the site tells browsers apart by a ``browser`` cookie it
-  sets on its first answer to each; a browser that has made N requests (any
-  page, logins included) gets an "Access denied" page (HTTP 200, ``<h1>Access
-  denied</h1>``, ``p.denied``) for every later one.
+  sets on its first answer to each; a browser that has made N requests to
+  the member area (``/login`` and ``/members`` pages) gets an "Access denied"
+  page there (HTTP 200, ``<h1>Access denied</h1>``, ``p.denied``) from then
+  on. The public pages stay open to it.
+
+:meth:`DemoSite.reset` forgets every login and browser (the demo calls it
+before each spider, so that each one meets the same site).
 
 The command prints the site URL as its first stdout line and runs until
 Ctrl-C. In Python: ``async with DemoSite() as site: site.url``.
@@ -152,15 +156,17 @@ class DemoSite:
     async def _record(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        browser = request.cookies.get(BROWSER_COOKIE, "")
-        denied = self._count_browser(browser)
+        sent = request.cookies.get(BROWSER_COOKIE, "")
+        # A browser without the cookie is new: it gets one with this answer.
+        browser = sent or (secrets.token_urlsafe(8) if self.ban_after else "")
+        denied = self._count_browser(browser, request.path)
         self.hits.append(
             Hit(
                 method=request.method,
                 host=request.url.host or "",
                 path=str(request.rel_url),
                 logged_in=self._user(request) is not None,
-                browser=browser,
+                browser=sent,
                 denied=denied,
             )
         )
@@ -169,23 +175,27 @@ class DemoSite:
         try:
             response = await handler(request)
         except web.HTTPException as ex:  # redirects, 404s: responses too
-            self._tag_browser(browser, ex)
+            if browser != sent:
+                ex.set_cookie(BROWSER_COOKIE, browser, path="/", httponly=True)
             raise
-        self._tag_browser(browser, response)
+        if browser != sent:
+            response.set_cookie(BROWSER_COOKIE, browser, path="/", httponly=True)
         return response
 
-    def _count_browser(self, browser: str) -> bool:
-        """Count a request of *browser*; whether it is denied (``ban_after``)."""
-        if self.ban_after is None or not browser:
+    def _count_browser(self, browser: str, path: str) -> bool:
+        """Count a member-area request of *browser*; whether it is denied (``ban_after``)."""
+        if self.ban_after is None or not browser or not path.startswith(_WATCHED):
             return False
         self._browser_requests[browser] = self._browser_requests.get(browser, 0) + 1
         return self._browser_requests[browser] > self.ban_after
 
-    def _tag_browser(self, browser: str, response: web.StreamResponse) -> None:
-        if self.ban_after is not None and not browser:
-            browser = secrets.token_urlsafe(8)
-            self._browser_requests[browser] = 1  # this first request
-            response.set_cookie(BROWSER_COOKIE, browser, path="/", httponly=True)
+    def reset(self) -> None:
+        """Forget every login and browser (``hits`` are kept)."""
+        self._tokens.clear()
+        self._login_pages.clear()
+        self._short_logins.clear()
+        self._browser_requests.clear()
+        self._logins = 0
 
     def _user(self, request: web.Request) -> str | None:
         return self._tokens.get(request.cookies.get(COOKIE, ""))
@@ -238,7 +248,7 @@ class DemoSite:
             return await self._login_form(request, "Wrong user name or password.")
         token = secrets.token_urlsafe(16)
         self._logins += 1
-        if self._logins % 2:  # the 1st, 3rd… login
+        if self._logins % 2 == 0:  # the 2nd, 4th… login
             self._short_logins.add(token)
         self._tokens[token] = user
         response = web.HTTPFound("/members")
@@ -274,6 +284,8 @@ class DemoSite:
         return True
 
 
+#: The member area, where ``ban_after`` counts and denies.
+_WATCHED = ("/login", "/members")
 _DENIED = (
     '<p class="denied">Your browser made too many requests. '
     "Access to this site is denied.</p>"

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 from scrapy import Request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
+from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey import ScrappeyAPIError
 from scrapy_scrappey.codes import SESSION_BOUND_CODES
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
+from tests.fake_api import ScriptedApi
 
 PAGES = 20
 
@@ -188,3 +191,34 @@ async def test_close_ends_the_session_limit_wait_at_once(
     assert creates
     assert max(creates) <= result.stats["finish_time"].timestamp()
     assert result.stats["scrappey/sessions/over_limit"] == len(creates)
+
+
+class _RawSpider(PagesSpider):
+    """Sends ``request.get`` commands itself (raw mode) for each of ``urls``."""
+
+    async def start(self):  # type: ignore[no-untyped-def]
+        for url in self.urls:
+            yield JsonRequest(
+                self.settings["SCRAPPEY_API_URL"],
+                data={"cmd": "request.get", "url": url},
+                callback=self.parse,
+                errback=self.errback,
+                dont_filter=True,
+            )
+
+
+@deferred_f_from_coro_f
+async def test_raw_mode_retries_a_command_whose_session_an_error_retired(tmp_path):
+    blocked, good = "http://127.0.0.1:9/blocked", "http://127.0.0.1:9/good"
+    async with ScriptedApi() as api:
+        api.answer(blocked, 200, {"data": "error", "error": "CODE-0010 Blocked"})
+        settings = settings_for(api, tmp_path, RETRY_TIMES=1, CONCURRENT_REQUESTS=1)
+        result = await crawl(_RawSpider, settings, urls=[blocked, good])
+        created = api.created
+    (error,) = result.spider.errors
+    assert isinstance(error, ScrappeyAPIError)
+    assert error.code == "CODE-0010"
+    assert result.stats["retry/reason_count/scrappey/session_retired"] == 1
+    assert result.stats["scrappey/sessions/retired/errors"] == 2
+    assert created == 3  # the first session and one per retirement
+    assert [i["status"] for i in result.items] == [200]  # the good command's JSON

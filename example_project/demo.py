@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy_scrappey.local import LocalScrappey
 
-from .demo_site import DemoSite
+from .demo_site import BAN_AFTER, LOGOUT_AFTER, DemoSite
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -41,12 +41,15 @@ OUTPUT_DIR = PROJECT_DIR / "output"
 DEMO_KEY = "local-demo-key-not-a-real-scrappey-key"
 #: (spider, what it shows)
 SPIDERS = (
-    ("members", "logs in once; one session keeps the cookie"),
+    ("members", "init logs each session in; check retires logged-out/banned"),
     ("multi", "two host names; one session per domain"),
     ("existing", "hand-written API calls; the middleware adds a session"),
 )
 SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
 _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
+# From the stats Scrapy dumps at the end of a crawl.
+_INITS_RE = re.compile(r"'scrappey/sessions/init/ok': (\d+)")
+_RETIRED_RE = re.compile(r"'scrappey/sessions/retired/\w+': (\d+)")
 _ERROR_RE = re.compile(r"^\S+ \S+ \[[^\]]+\] (?:ERROR|CRITICAL): .*$", re.MULTILINE)
 
 
@@ -54,7 +57,8 @@ class Servers:
     """The demo site and the local Scrappey server, on an event loop in a thread."""
 
     def __init__(self) -> None:
-        self.site = DemoSite()
+        # The member area logs browsers out and bans them, as real sites do.
+        self.site = DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)
         self.scrappey = LocalScrappey(api_key=DEMO_KEY)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -78,6 +82,14 @@ class Servers:
             if not self._thread.is_alive():
                 self._loop.close()
 
+    def reset_site(self) -> None:
+        """Let the next spider meet the demo site as the first one did."""
+
+        async def reset() -> None:
+            self.site.reset()
+
+        self._run(reset())
+
     def stats(self) -> dict[str, Any]:
         """The local server's ``/__local__/stats`` document."""
         url = f"{self.scrappey.base_url}/__local__/stats"
@@ -100,6 +112,9 @@ class Run:
     errors: list[str] = field(default_factory=list)
     created: int = 0
     destroyed: int = 0
+    #: Sessions made ready by an init, and sessions retired for their health.
+    inits: int = 0
+    retired: int = 0
     log: str = ""
 
     def problems(self) -> list[str]:
@@ -129,6 +144,7 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
+    servers.reset_site()
     before = servers.stats()["sessions"]
     process = subprocess.Popen(
         cmd,
@@ -153,6 +169,8 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
     after = servers.stats()["sessions"]
     run.created = after["created"] - before["created"]
     run.destroyed = after["destroyed"] - before["destroyed"]
+    run.inits = sum(int(n) for n in _INITS_RE.findall(run.log))
+    run.retired = sum(int(n) for n in _RETIRED_RE.findall(run.log))
     closed = _CLOSED_RE.findall(run.log)
     run.finish_reason = closed[-1] if closed else None
     run.errors += _ERROR_RE.findall(run.log)
@@ -194,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  local Scrappey: {servers.scrappey.url}")
         print(
             f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
-            f"{'sessions created/destroyed':<27} what it shows"
+            f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7}  "
+            "what it shows"
         )
         for spider, shows in SPIDERS:
             run = run_spider(servers, spider, verbose=args.verbose)
             runs.append(run)
             print(
                 f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
-                f"{f'{run.created}/{run.destroyed}':<27} {shows}",
+                f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
+                f"{run.retired:>7}  {shows}",
                 flush=True,
             )
         final = servers.stats()["sessions"]

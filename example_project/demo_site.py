@@ -10,6 +10,24 @@ domains, and has:
 * ``/members?page=N``: members-only, paginated notes; without a valid
   ``member`` cookie it redirects to ``/login``.
 
+Like a real site, it can also turn against a browser (both off unless asked
+for: ``DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)``, or
+``--logout-after`` / ``--ban-after``):
+
+* ``logout_after=N``: every other login (the 2nd, 4th, …) is good for N
+  ``/members`` pages; the next one logs the browser out (the login cookie no
+  longer works: redirect to ``/login``, an ordinary 200 login page once
+  followed). The others last as long as the browser, so a crawl meets both
+  faults.
+* ``ban_after=N``: the site tells browsers apart by a ``browser`` cookie it
+  sets on its first answer to each; a browser that has made N requests to
+  the member area (``/login`` and ``/members`` pages) gets an "Access denied"
+  page there (HTTP 200, ``<h1>Access denied</h1>``, ``p.denied``) from then
+  on. The public pages stay open to it.
+
+:meth:`DemoSite.reset` forgets every login and browser (the demo calls it
+before each spider, so that each one meets the same site).
+
 The command prints the site URL as its first stdout line and runs until
 Ctrl-C. In Python: ``async with DemoSite() as site: site.url``.
 """
@@ -42,6 +60,11 @@ ARTICLES = [(n, f"Article {n}", f"Public text of article {n}.") for n in range(1
 #: The members-only notes: only visible with the login cookie.
 MEMBER_NOTES = [f"Members-only note {n}" for n in range(1, 10)]
 COOKIE = "member"
+#: The cookie by which the site tells browsers apart (``ban_after``).
+BROWSER_COOKIE = "browser"
+#: The demo's settings of ``logout_after`` and ``ban_after``.
+LOGOUT_AFTER = 1
+BAN_AFTER = 4
 
 _T = TypeVar("_T")
 
@@ -54,16 +77,33 @@ class Hit:
     host: str
     path: str
     logged_in: bool
+    #: The ``browser`` cookie it came with ("" for a new browser).
+    browser: str = ""
+    #: Answered with the "Access denied" page.
+    denied: bool = False
 
 
 class DemoSite:
     """The demo website; ``async with DemoSite() as site: site.url``."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        logout_after: int | None = None,
+        ban_after: int | None = None,
+    ) -> None:
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self._tokens: dict[str, str] = {}  # login cookie value -> user name
+        self.logout_after = logout_after
+        self.ban_after = ban_after
+        self._login_pages: dict[str, int] = {}  # login cookie value -> pages
+        self._short_logins: set[str] = set()  # those logout_after applies to
+        self._logins = 0
+        self._browser_requests: dict[str, int] = {}  # browser cookie -> requests
         self.port = 0
         self.hits: list[Hit] = []
 
@@ -116,15 +156,46 @@ class DemoSite:
     async def _record(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
+        sent = request.cookies.get(BROWSER_COOKIE, "")
+        # A browser without the cookie is new: it gets one with this answer.
+        browser = sent or (secrets.token_urlsafe(8) if self.ban_after else "")
+        denied = self._count_browser(browser, request.path)
         self.hits.append(
             Hit(
                 method=request.method,
                 host=request.url.host or "",
                 path=str(request.rel_url),
                 logged_in=self._user(request) is not None,
+                browser=sent,
+                denied=denied,
             )
         )
-        return await handler(request)
+        if denied:
+            return _page("Access denied", _DENIED)
+        try:
+            response = await handler(request)
+        except web.HTTPException as ex:  # redirects, 404s: responses too
+            if browser != sent:
+                ex.set_cookie(BROWSER_COOKIE, browser, path="/", httponly=True)
+            raise
+        if browser != sent:
+            response.set_cookie(BROWSER_COOKIE, browser, path="/", httponly=True)
+        return response
+
+    def _count_browser(self, browser: str, path: str) -> bool:
+        """Count a member-area request of *browser*; whether it is denied (``ban_after``)."""
+        if self.ban_after is None or not browser or not path.startswith(_WATCHED):
+            return False
+        self._browser_requests[browser] = self._browser_requests.get(browser, 0) + 1
+        return self._browser_requests[browser] > self.ban_after
+
+    def reset(self) -> None:
+        """Forget every login and browser (``hits`` are kept)."""
+        self._tokens.clear()
+        self._login_pages.clear()
+        self._short_logins.clear()
+        self._browser_requests.clear()
+        self._logins = 0
 
     def _user(self, request: web.Request) -> str | None:
         return self._tokens.get(request.cookies.get(COOKIE, ""))
@@ -176,6 +247,9 @@ class DemoSite:
         ):
             return await self._login_form(request, "Wrong user name or password.")
         token = secrets.token_urlsafe(16)
+        self._logins += 1
+        if self._logins % 2 == 0:  # the 2nd, 4th… login
+            self._short_logins.add(token)
         self._tokens[token] = user
         response = web.HTTPFound("/members")
         response.set_cookie(COOKIE, token, path="/", httponly=True)
@@ -183,7 +257,7 @@ class DemoSite:
 
     async def _members(self, request: web.Request) -> web.Response:
         user = self._user(request)
-        if user is None:
+        if user is None or self._logged_out(request.cookies[COOKIE]):
             raise web.HTTPFound("/login")
         page = _page_number(request, len(MEMBER_NOTES))
         notes = "".join(
@@ -196,6 +270,26 @@ class DemoSite:
             + _pager("/members", page, len(MEMBER_NOTES))
         )
         return _page(f"Members, page {page}", body)
+
+    def _logged_out(self, token: str) -> bool:
+        """Count a members page of this login; whether it just ended (``logout_after``)."""
+        pages = self._login_pages[token] = self._login_pages.get(token, 0) + 1
+        if (
+            self.logout_after is None
+            or token not in self._short_logins
+            or pages <= self.logout_after
+        ):
+            return False
+        del self._tokens[token]
+        return True
+
+
+#: The member area, where ``ban_after`` counts and denies.
+_WATCHED = ("/login", "/members")
+_DENIED = (
+    '<p class="denied">Your browser made too many requests. '
+    "Access to this site is denied.</p>"
+)
 
 
 def _page_number(request: web.Request, total: int) -> int:
@@ -230,13 +324,15 @@ def _page(title: str, body: str, *, status: int = 200) -> web.Response:
     return web.Response(text=text, content_type="text/html", status=status)
 
 
-async def _serve(port: int) -> None:
+async def _serve(port: int, logout_after: int | None, ban_after: int | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows
             loop.add_signal_handler(sig, stop.set)
-    async with DemoSite(port=port) as site:
+    async with DemoSite(
+        port=port, logout_after=logout_after, ban_after=ban_after
+    ) as site:
         print(site.url, flush=True)
         print(
             f"Demo site up: {site.url} and {site.url_for('localhost')} "
@@ -252,9 +348,21 @@ def main() -> None:
         prog="python -m example_project.demo_site", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--logout-after",
+        type=int,
+        metavar="N",
+        help=f"a login is good for N members pages (the demo: {LOGOUT_AFTER})",
+    )
+    parser.add_argument(
+        "--ban-after",
+        type=int,
+        metavar="N",
+        help=f"'Access denied' to a browser after N requests (the demo: {BAN_AFTER})",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port))
+        asyncio.run(_serve(args.port, args.logout_after, args.ban_after))
 
 
 if __name__ == "__main__":

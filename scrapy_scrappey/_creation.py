@@ -45,28 +45,64 @@ class SessionCreator:
     async def create(self, pool_key: str) -> Session:
         """A new session for *pool_key*, counted by the cap.
 
-        Raises :class:`SessionsUnavailable` once every attempt failed or the
-        API refused the session parameters, and lets ``ScrappeyAuthError`` out.
+        Raises :class:`SessionsUnavailable` once every attempt failed, the
+        account's session limit (CODE-0029) did not free up within
+        ``SCRAPPEY_SESSION_OVER_LIMIT_WAIT`` or the API refused the session
+        parameters, and lets ``ScrappeyAuthError`` out. CODE-0029 replies are
+        waited out, not counted as attempts: the API closes idle sessions.
         """
         attempts = self._config.create_attempts
-        last: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(self._api.backoff(attempt))
+        failures = 0
+        wait = _OverLimitWait(self._config.session_over_limit_wait)
+        while True:
             try:
                 async with self._cap.room():
                     return self._created(await self._api.create(), pool_key)
             except (ScrappeyTransportError, ScrappeyAPIError) as ex:
-                last = ex
-                self._failed(ex)
-                logger.warning(
-                    "sessions.create failed for pool %(pool)r (attempt %(n)d of %(of)d): %(error)s",
-                    {"pool": pool_key, "n": attempt + 1, "of": attempts, "error": ex},
-                    extra=self._extra,
-                )
-        raise SessionsUnavailable(
-            f"{attempts} sessions.create attempt(s) failed "
-            f"(SCRAPPEY_SESSION_CREATE_ATTEMPTS); last error: {last}"
+                self._failed(ex, first_over_limit=not wait.started)
+                if wait.covers(ex):
+                    delay = self._over_limit_delay(wait, pool_key, ex)
+                else:
+                    failures += 1
+                    self._log_failure(pool_key, failures, ex)
+                    if failures >= attempts:
+                        raise SessionsUnavailable(
+                            f"{attempts} sessions.create attempt(s) failed "
+                            f"(SCRAPPEY_SESSION_CREATE_ATTEMPTS); last error: {ex}"
+                        ) from None
+                    delay = self._api.backoff(failures)
+            await asyncio.sleep(delay)
+
+    def _over_limit_delay(
+        self, wait: _OverLimitWait, pool_key: str, error: Exception
+    ) -> float:
+        """Seconds until the next try at the session limit; raise once the wait is over."""
+        if wait.tries == 1:
+            logger.warning(
+                "sessions.create for pool %(pool)r: the account has too many sessions "
+                "open (%(error)s); retrying for up to %(wait)gs "
+                "(SCRAPPEY_SESSION_OVER_LIMIT_WAIT) while the API closes idle ones",
+                {"pool": pool_key, "error": error, "wait": wait.limit},
+                extra=self._extra,
+            )
+        left = wait.left()
+        if left <= 0:
+            raise SessionsUnavailable(
+                f"the account's session limit did not free up within {wait.limit:g}s "
+                f"(SCRAPPEY_SESSION_OVER_LIMIT_WAIT); last error: {error}"
+            )
+        return min(left, self._api.backoff(wait.tries))
+
+    def _log_failure(self, pool_key: str, attempt: int, error: Exception) -> None:
+        logger.warning(
+            "sessions.create failed for pool %(pool)r (attempt %(n)d of %(of)d): %(error)s",
+            {
+                "pool": pool_key,
+                "n": attempt,
+                "of": self._config.create_attempts,
+                "error": error,
+            },
+            extra=self._extra,
         )
 
     def _created(self, session_id: str, pool_key: str) -> Session:
@@ -79,7 +115,12 @@ class SessionCreator:
         )
         return session
 
-    def _failed(self, error: ScrappeyTransportError | ScrappeyAPIError) -> None:
+    def _failed(
+        self,
+        error: ScrappeyTransportError | ScrappeyAPIError,
+        *,
+        first_over_limit: bool,
+    ) -> None:
         self._stats.inc_value("scrappey/sessions/create_failed")
         if isinstance(error, ScrappeyTransportError) or (
             error.kind is ErrorKind.BAD_REPLY
@@ -94,4 +135,37 @@ class SessionCreator:
             ) from error
         if error.kind is ErrorKind.SESSION_LIMIT:
             self._stats.inc_value("scrappey/sessions/over_limit")
-            self._cap.evict()
+            if first_over_limit:
+                # Once per create: evicting at every retry of a long wait
+                # would empty the crawl's own pools.
+                self._cap.evict()
+
+
+class _OverLimitWait:
+    """The CODE-0029 wait of one create: it starts at the first such reply."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.tries = 0
+        self._since: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._since is not None
+
+    def covers(self, error: Exception) -> bool:
+        """Whether *error* is waited out (and count it) rather than an attempt."""
+        if (
+            not isinstance(error, ScrappeyAPIError)
+            or error.kind is not ErrorKind.SESSION_LIMIT
+            or not self.limit
+        ):
+            return False
+        if self._since is None:
+            self._since = time.monotonic()
+        self.tries += 1
+        return True
+
+    def left(self) -> float:
+        assert self._since is not None
+        return self._since + self.limit - time.monotonic()

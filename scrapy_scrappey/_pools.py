@@ -17,6 +17,11 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   create (it is in the cap's open set) and is never evicted. It joins
   ``sessions`` only once its init succeeded; a failed init retires and
   destroys it at once and adds one to ``bad_inits`` (reset by a success).
+* ``errors`` counts the session-bound API errors (``ErrorKind.SESSION_BOUND``)
+  of the session's requests; once it reaches ``SCRAPPEY_SESSION_MAX_ERRORS``
+  the session is retired (reason "errors") before that lease is released, so
+  the next waiter never gets it. It only grows: a session that failed that
+  often keeps its proxy and browser, whatever succeeded in between.
 * ``creating`` counts this pool's create tasks still running (init included); ``_fill`` starts
   ``size - live() - creating`` more. ``error`` is set only when the last create
   failed with nothing live or creating, and cleared by the next success.
@@ -44,6 +49,8 @@ class Session:
     last_used: float
     leases: int = 0
     in_flight: int = 0
+    #: Session-bound API errors so far (see SCRAPPEY_SESSION_MAX_ERRORS).
+    errors: int = 0
     #: No new leases; destroyed as soon as nothing uses it.
     retired: bool = False
     dead: bool = False

@@ -156,7 +156,7 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
     not_a_page = None
     if problem is not None:
         not_a_page = ScrappeyAPIError(
-            redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
+            redact_text(problem.message, key), code=None, kind=problem.kind
         )
     return ApiReply(status, data, raw, reported, not_a_page)
 
@@ -203,9 +203,10 @@ def _reported(data: dict[str, Any], key: str) -> ScrappeyAPIError | None:
         if data.get("data") in (None, "success"):
             return None
         # "failed", "pending"…: not a success, and nothing says why.
-        problem = page_problem(data) or "no 'data': 'success'"
+        problem = page_problem(data)
+        text = problem.message if problem else "no 'data': 'success'"
         return ScrappeyAPIError(
-            redact_text(problem, key), code=None, kind=ErrorKind.BAD_REPLY
+            redact_text(text, key), code=None, kind=ErrorKind.BAD_REPLY
         )
     code = _code_of(data, message)
     return ScrappeyAPIError(

@@ -189,6 +189,11 @@ class Config:
     session_ban_statuses: frozenset[int] = frozenset()
     #: Failed checks in a row across the crawl that close the spider.
     max_consecutive_check_failures: int = 20
+    # -- session health (errors)
+    #: Session-bound API errors after which a session is retired.
+    session_max_errors: int = 1
+    #: Seconds sessions.create keeps retrying "too many sessions" (CODE-0029).
+    session_over_limit_wait: float = 240.0
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -261,6 +266,13 @@ class Config:
             ),
             max_consecutive_check_failures=_int(
                 settings, "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES", 20, minimum=1
+            ),
+            # -- session health (errors)
+            session_max_errors=_int(
+                settings, "SCRAPPEY_SESSION_MAX_ERRORS", 1, minimum=1
+            ),
+            session_over_limit_wait=_positive_float(
+                settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
         )
 

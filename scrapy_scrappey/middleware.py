@@ -49,8 +49,10 @@ logger = logging.getLogger(__name__)
 _RETRYABLE = (
     ErrorKind.TRANSIENT,
     ErrorKind.SESSION,
+    ErrorKind.SESSION_BOUND,
     ErrorKind.SESSION_LIMIT,
     ErrorKind.BAD_REPLY,
+    ErrorKind.UNVERIFIED,
 )
 _CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
 # Scrapy >= 2.18 honours CloseSpider raised by a spider_opened handler; older
@@ -206,9 +208,9 @@ class ScrappeyMiddleware:
                 error = reply.error() if route.raw else reply.page_error()
                 if error is not None:
                     self._inc(f"scrappey/errors/{error.code or error.kind.value}")
-                    if session is not None and error.kind is ErrorKind.SESSION:
+                    if session is not None:
                         # Before the release hands the session to the next waiter.
-                        self._sessions.report_dead(session, str(error))
+                        self._session_error(session, error)
                 elif not route.raw:
                     response = self._page(request, reply)
                     if not self._healthy(response, request, session):
@@ -229,8 +231,7 @@ class ScrappeyMiddleware:
                     f"session it was tried on; dropped"
                 ),
             )
-        if session is not None:
-            request.meta["scrappey_session"] = session.id
+        _record_session(request, session)
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
 
@@ -254,6 +255,14 @@ class ScrappeyMiddleware:
             return True
         self._sessions.retire(session, "check")
         return False
+
+    def _session_error(self, session: Session, error: ScrappeyAPIError) -> None:
+        # Called inside the lease: a session retired here is never handed to
+        # the next waiter.
+        if error.kind is ErrorKind.SESSION:
+            self._sessions.report_dead(session, str(error))
+        elif error.kind is ErrorKind.SESSION_BOUND:
+            self._sessions.report_error(session)
 
     def _slot_key(self, request: Request, route: Route) -> str:
         # Scrapy's own keying (the download_slot meta key, else the hostname)
@@ -312,14 +321,12 @@ class ScrappeyMiddleware:
         error: ScrappeyAPIError | None,
     ) -> Request | Response:
         """Raw mode hands the API's JSON back, except for what only we can fix."""
-        if (
-            error is not None
-            and error.kind is ErrorKind.SESSION
-            and session is not None
-        ):
-            return self._retry(request, "scrappey/session_gone", error)
-        if session is not None:
-            request.meta["scrappey_session"] = session.id
+        if error is not None and session is not None:
+            if error.kind is ErrorKind.SESSION:
+                return self._retry(request, "scrappey/session_gone", error)
+            if error.kind is ErrorKind.SESSION_BOUND and session.retired:
+                return self._retry(request, "scrappey/session_retired", error)
+        _record_session(request, session)
         self._inc(f"scrappey/responses/status/{reply.status}")
         return raw_response(
             reply.body,
@@ -409,6 +416,11 @@ class ScrappeyMiddleware:
 
     def _inc(self, key: str, count: int = 1) -> None:
         self.crawler.stats.inc_value(key, count)
+
+
+def _record_session(request: Request, session: Session | None) -> None:
+    """The session used, for the response's meta; ``None`` when it went without one."""
+    request.meta["scrappey_session"] = session.id if session is not None else None
 
 
 def _spider_of(crawler: Crawler) -> Spider | None:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from scrapy.http import HtmlResponse, JsonResponse, Response, TextResponse, XmlResponse
@@ -33,6 +33,13 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _QUOTE_LIMIT = 40
+
+
+class PageProblem(NamedTuple):
+    """Why a reply that reports no error holds no page, and what to do about it."""
+
+    message: str
+    kind: ErrorKind
 
 
 class ScrappeyMixin:
@@ -110,8 +117,8 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
     :func:`page_problem`).
     """
     page = _read_page(api_response)
-    if isinstance(page, str):
-        raise ScrappeyAPIError(page, code=None, kind=ErrorKind.BAD_REPLY)
+    if isinstance(page, PageProblem):
+        raise ScrappeyAPIError(page.message, code=None, kind=page.kind)
     solution, status = page
     url = _current_url(solution.get("currentUrl"), request)
     flags = [_FLAG] if url is not None else [_FLAG, BAD_CURRENT_URL_FLAG]
@@ -139,32 +146,45 @@ def from_api_response(api_response: dict[str, Any], *, request: Request) -> Resp
     return cls(**kwargs)
 
 
-def page_problem(api_response: dict[str, Any]) -> str | None:
+def page_problem(api_response: dict[str, Any]) -> PageProblem | None:
     """Why a ``request.*`` reply that reports no error holds no page, or ``None``.
 
     A page needs ``data: "success"``, a ``solution`` object and a
     ``solution.statusCode`` in 100-599. No documented success omits
     statusCode, so a reply without one is not a page either: inventing a 200
     would hand a filtered-out 404 to the callback (and the HTTP cache).
+    ``solution.verified: false`` is the API saying the request failed (it is
+    not billed): :attr:`ErrorKind.UNVERIFIED`, never a page.
     """
     page = _read_page(api_response)
-    return page if isinstance(page, str) else None
+    return page if isinstance(page, PageProblem) else None
 
 
-def _read_page(api_response: dict[str, Any]) -> tuple[dict[str, Any], int] | str:
+def _read_page(
+    api_response: dict[str, Any],
+) -> tuple[dict[str, Any], int] | PageProblem:
     if api_response.get("data") != "success":
-        return f"'data' is {_quote(api_response, 'data')}, not 'success'"
+        return _bad(f"'data' is {_quote(api_response, 'data')}, not 'success'")
     solution = api_response.get("solution")
     if not isinstance(solution, dict):
-        return f"'solution' is {_quote(api_response, 'solution')}, not an object"
+        return _bad(f"'solution' is {_quote(api_response, 'solution')}, not an object")
+    if solution.get("verified") is False:
+        return PageProblem(
+            "'solution.verified' is false: the API did not verify the page",
+            ErrorKind.UNVERIFIED,
+        )
     status = _status(solution.get("statusCode"))
     if status is None:
         quoted = _quote(solution, "statusCode")
         hint = (
             " (a 'filter' option must keep 'statusCode')" if quoted == "missing" else ""
         )
-        return f"'solution.statusCode' is {quoted}, not 100-599{hint}"
+        return _bad(f"'solution.statusCode' is {quoted}, not 100-599{hint}")
     return solution, status
+
+
+def _bad(message: str) -> PageProblem:
+    return PageProblem(message, ErrorKind.BAD_REPLY)
 
 
 def _quote(parent: dict[str, Any], name: str) -> str:

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "scrapy-scrappey-"
 #: Destroy failures retried as is ("pending" and the like may succeed next time).
-_WORTH_RETRYING = (ErrorKind.TRANSIENT, ErrorKind.BAD_REPLY)
+#: A destroy answered with a proxy or browser error may not have happened.
+_WORTH_RETRYING = (ErrorKind.TRANSIENT, ErrorKind.SESSION_BOUND, ErrorKind.BAD_REPLY)
 
 
 class Ledger(Protocol):

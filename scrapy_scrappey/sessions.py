@@ -184,6 +184,12 @@ class SessionManager:
         )
         self._retire(session)
 
+    def report_error(self, session: Session) -> None:
+        """Count a session-bound API error; retire the session at SCRAPPEY_SESSION_MAX_ERRORS."""
+        session.errors += 1
+        if session.errors >= self._config.session_max_errors:
+            self.retire(session, "errors")
+
     def abort_waiters(self) -> None:
         """Fail every waiting lease at once: the spider is closing."""
         self._closing = True

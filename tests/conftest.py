@@ -6,7 +6,8 @@ is stopped after it, whether the test passed or not.
 * ``local_server`` / ``target_site``: started with their defaults.
 * ``make_local_server(**kwargs)`` / ``make_target_site(**kwargs)``: await them
   inside the test for a server with other arguments (faults, a key, a cap…).
-* ``demo_site``: the example project's demo website.
+* ``demo_site``: the example project's demo website; ``make_demo_site(**kw)``
+  one with options (``logout_after``, ``ban_after``).
 * ``started(cm)``: enter any other async context manager for the rest of the
   test.
 * ``make_server_process(*flags)``: ``python -m scrapy_scrappey.local`` in a
@@ -97,9 +98,20 @@ def target_site(make_target_site: Any) -> TargetSite:
 
 
 @pytest.fixture
-def demo_site(started: Any) -> DemoSite:
+def make_demo_site(started: Any) -> Callable[..., Awaitable[DemoSite]]:
+    """``await make_demo_site(logout_after=…, ban_after=…)``: a running :class:`DemoSite`."""
+
+    async def make(**kwargs: Any) -> DemoSite:
+        site: DemoSite = await started(DemoSite(**kwargs))
+        return site
+
+    return make
+
+
+@pytest.fixture
+def demo_site(make_demo_site: Any) -> DemoSite:
     """The example project's demo website, which ``python3 dev.py demo`` crawls."""
-    site: DemoSite = _wait(started(DemoSite()))
+    site: DemoSite = _wait(make_demo_site())
     return site
 
 

@@ -437,7 +437,7 @@ def test_broken_api(
 def destroy_errors_api() -> Iterator[str]:
     """Lists nothing; refuses each destroy with the error named by the session id."""
     errors = {
-        "browser-crashed": "CODE-0026 Internal browser error",  # a SESSION code
+        "browser-crashed": "Browser closed unexpectedly",  # a SESSION error
         "overloaded": "CODE-0001 Server is overloaded",  # transient
     }
 

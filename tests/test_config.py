@@ -430,6 +430,16 @@ def test_session_health_settings_are_read():
     assert from_cli.session_init == ({"cmd": "request.get", "url": "https://a.org/"},)
 
 
+# -- session health (errors)
+
+
+def test_session_error_settings_defaults_and_values():
+    c = config()
+    assert (c.session_max_errors, c.session_over_limit_wait) == (1, 240.0)
+    c = config(SCRAPPEY_SESSION_MAX_ERRORS="3", SCRAPPEY_SESSION_OVER_LIMIT_WAIT=0)
+    assert (c.session_max_errors, c.session_over_limit_wait) == (3, 0.0)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -521,3 +531,33 @@ def test_session_init_spider_attribute_overrides_the_setting():
         ScrappeyConfigError, match="scrappey_session_init spider attribute"
     ):
         config().for_spider(bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SCRAPPEY_SESSION_MAX_ERRORS",
+            0,
+            "SCRAPPEY_SESSION_MAX_ERRORS must be at least 1",
+        ),
+        (
+            "SCRAPPEY_SESSION_MAX_ERRORS",
+            1.5,
+            "SCRAPPEY_SESSION_MAX_ERRORS must be an integer",
+        ),
+        (
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT",
+            -1,
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT must be 0 or more seconds",
+        ),
+        (
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT",
+            "long",
+            "SCRAPPEY_SESSION_OVER_LIMIT_WAIT must be a number",
+        ),
+    ],
+)
+def test_invalid_session_error_settings_name_the_setting(name, value, message):
+    with pytest.raises(ScrappeyConfigError, match=message):
+        config(**{name: value})

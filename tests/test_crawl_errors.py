@@ -122,7 +122,13 @@ async def test_every_create_failing_closes_with_named_reason_after_bounded_budge
     target_site,
 ):
     server = await make_local_server(faults=Faults(fail_creates=1000))
-    settings = settings_for(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=4)
+    # No CODE-0029 wait: each refusal is then an attempt.
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_CREATE_ATTEMPTS=4,
+        SCRAPPEY_SESSION_OVER_LIMIT_WAIT=0,
+    )
     result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
     stats = server.stats()
     assert result.stats["finish_reason"] == "scrappey_sessions_unavailable"

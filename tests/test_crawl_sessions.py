@@ -85,7 +85,7 @@ async def test_named_pool_false_and_direct_requests(
     items = {i["url"].rsplit("/", 1)[1]: i for i in result.items}
     assert len(items) == 5
     assert items["1"]["session"] == items["2"]["session"] != items["5"]["session"]
-    assert items["3"]["session"] is False
+    assert items["3"]["session"] is None  # went without a session
     assert items["4"]["flags"] == []
     assert items["4"]["session"] is None
     gets = {

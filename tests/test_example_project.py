@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +15,20 @@ from scrapy.http import HtmlResponse
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from example_project.demo_site import ARTICLES, MEMBER_NOTES, DemoSite
+from example_project.demo_site import (
+    ARTICLES,
+    BAN_AFTER,
+    LOGOUT_AFTER,
+    MEMBER_NOTES,
+    DemoSite,
+)
 from example_project.scrappey_example import settings as project_settings
 from example_project.scrappey_example.spiders.existing import ExistingSpider
 from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
 from scrapy_scrappey.local import Faults
+from tests.crawl import PagesSpider, crawl, settings_for
 
 if TYPE_CHECKING:
     from scrapy_scrappey.local import LocalScrappey
@@ -121,6 +129,93 @@ async def test_members_spider_logs_every_replacement_session_in(
     assert stats["scrappey/sessions/init/ok"] == created >= 3
     assert all(h.logged_in for h in demo_site.hits if h.path.startswith("/members"))
     assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_logs_every_other_login_out_after_logout_after_pages(
+    make_demo_site,
+):
+    site = await make_demo_site(logout_after=2)
+    form = {"user": "demo", "password": "demo-password"}
+    jar = aiohttp.CookieJar(unsafe=True)
+    last = []
+    async with aiohttp.ClientSession(cookie_jar=jar) as client:
+        for _ in range(3):  # the 2nd login is the short one
+            async with client.post(f"{site.url}/login", data=form) as page:
+                assert page.url.path == "/members"  # members page 1
+            async with client.get(f"{site.url}/members?page=2") as page:
+                assert "Members-only note 4" in await page.text()
+            async with client.get(f"{site.url}/members?page=3") as page:
+                assert page.status == 200
+                last.append(page.url.path)
+    assert last == ["/members", "/login", "/members"]  # the 2nd was logged out
+    site.reset()  # forgets the logins: the next one is the 1st again
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as client:
+        async with client.post(f"{site.url}/login", data=form) as page:
+            assert page.url.path == "/members"
+        async with client.get(f"{site.url}/members?page=3") as page:
+            assert page.url.path == "/members"
+    members = [h for h in site.hits if h.path.startswith("/members")]
+    assert all(h.logged_in for h in members)  # the cookie was valid until then
+    assert len(members) == 9 + 2
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_denies_a_browser_that_made_ban_after_requests(
+    make_demo_site,
+):
+    site = await make_demo_site(ban_after=3)
+    texts = []
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as client:
+        # Public pages are not counted; the member area is.
+        for path in ("/", "/login", "/articles", "/login", "/login", "/login", "/"):
+            async with client.get(f"{site.url}{path}") as page:
+                assert page.status == 200
+                texts.append(await page.text())
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.get(f"{site.url}/articles") as page,
+    ):
+        assert "Access denied" not in await page.text()  # another browser
+    denied = [False] * 5 + [True, False]  # the 4th member-area request, not "/"
+    assert ["Access denied" in text for text in texts] == denied
+    assert 'class="denied"' in texts[5]
+    assert [h.denied for h in site.hits] == [*denied, False]
+    first, *others = [h.browser for h in site.hits[:7]]
+    assert first == ""  # a new browser: the site gave it its cookie
+    assert len(set(others)) == 1
+    assert others[0]
+
+
+@deferred_f_from_coro_f
+async def test_demo_site_tells_remote_browsers_apart_by_their_session(
+    tmp_path, make_local_server, make_demo_site
+):
+    # Through the local Scrappey server, one session is one browser: its
+    # cookie jar keeps the site's browser cookie, so the ban reaches it; a
+    # request without a session is a new browser every time (Scrapy's own
+    # cookie jar, off here, would send one browser cookie with every request).
+    site = await make_demo_site(ban_after=BAN_AFTER)
+    server = await make_local_server()
+    urls = [site.url_for("127.0.0.1", f"/login?n={n}") for n in range(1, 8)]
+    alone = [(url, {"scrappey_session": False}) for url in urls[:2]]
+    settings = settings_for(
+        server, tmp_path, CONCURRENT_REQUESTS=1, COOKIES_ENABLED=False
+    )
+    result = await crawl(PagesSpider, settings, urls=[*urls, *alone])
+    denied = Counter(
+        (i["session"] is not None, "Access denied" in i["text"]) for i in result.items
+    )
+    assert denied == {
+        (True, False): BAN_AFTER,
+        (True, True): len(urls) - BAN_AFTER,
+        (False, False): len(alone),
+    }
+    assert len({i["session"] for i in result.items if i["session"]}) == 1
 
 
 @deferred_f_from_coro_f
@@ -234,10 +329,11 @@ def test_demo_command_runs_everything_and_prints_the_summary():
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for line in (
-        "members       9  finished  1/1",
-        "multi        18  finished  2/2",
-        "existing      9  finished  1/1",
-        "4 sessions created, 4 destroyed, 0 still open after the crawls.",
+        # 4 sessions retired: 2 logged out, 2 banned by the demo site.
+        "members       9  finished  5/5                             5       4",
+        "multi        18  finished  2/2                             0       0",
+        "existing      9  finished  1/1                             0       0",
+        "8 sessions created, 8 destroyed, 0 still open after the crawls.",
         "Demo OK",
     ):
         assert line in out, out
@@ -351,3 +447,18 @@ def test_quotes_spider_stops_on_the_last_page():
     response = HtmlResponse(url, body=body.encode("utf-8"), request=Request(url))
     requests = [r for r in spider.parse(response) if isinstance(r, Request)]
     assert all(r.callback == spider.parse_author for r in requests)
+
+
+@deferred_f_from_coro_f
+async def test_members_spider_gets_only_member_pages_from_a_site_that_logs_out_and_bans(
+    tmp_path, make_local_server, make_demo_site
+):
+    site = await make_demo_site(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)
+    server = await make_local_server(api_key=KEY)
+    items, stats = await run(MembersSpider, server, site, tmp_path)
+    assert sorted(i["note"] for i in items) == sorted(MEMBER_NOTES)
+    assert any(h.denied for h in site.hits)  # a browser was banned...
+    assert stats["scrappey/sessions/retired/check"] >= 2  # ...and retired
+    created = server.stats()["sessions"]["created"]
+    assert stats["scrappey/sessions/init/ok"] == created
+    assert server.stats()["sessions"]["open"] == 0

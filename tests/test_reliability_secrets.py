@@ -184,7 +184,12 @@ async def test_key_hidden_when_every_create_fails(
 ):
     faults = Faults(fail_creates=10_000)
     server = await make_local_server(api_key=MARKER, faults=faults)
-    settings = _settings(server, tmp_path, SCRAPPEY_SESSION_CREATE_ATTEMPTS=2)
+    settings = _settings(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_CREATE_ATTEMPTS=2,
+        SCRAPPEY_SESSION_OVER_LIMIT_WAIT=0,
+    )
     result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
     assert result.stats["finish_reason"] == "scrappey_sessions_unavailable"
     _check(result, debug_logs, tmp_path)

@@ -152,7 +152,7 @@ def test_inferred_error_body():
     with pytest.raises(ScrappeyAPIError) as info:
         parsed.raise_for_error()
     assert info.value.code == "CODE-0010"
-    assert info.value.kind is ErrorKind.SESSION
+    assert info.value.kind is ErrorKind.SESSION_BOUND
     assert "CODE-0010" in str(info.value)
 
 
@@ -430,6 +430,22 @@ def test_the_request_url_itself_is_never_redacted():
     assert from_api_response(data, request=request).url == request.url
 
 
+def test_unverified_success_is_no_page():
+    data = success(TARGET, verified=False)
+    parsed = reply(data)
+    assert parsed.error() is None  # the API reports no error...
+    error = parsed.page_error()
+    assert error is not None  # ...but it vouches for no page
+    assert (error.code, error.kind) == (None, ErrorKind.UNVERIFIED)
+    assert "verified" in str(error)
+    with pytest.raises(ScrappeyAPIError) as info:
+        from_api_response(data, request=Request(TARGET))
+    assert info.value.kind is ErrorKind.UNVERIFIED
+    # Only an explicit false: a reply without the field is a page.
+    del data["solution"]["verified"]
+    assert reply(data).page_error() is None
+
+
 # -- the same through real crawls ------------------------------------------------
 
 TARGET = "http://127.0.0.1:9/"  # never fetched: the scripted API answers for it
@@ -467,6 +483,24 @@ async def test_crawl_never_turns_a_reply_without_a_page_into_a_200(
     assert result.stats["scrappey/errors/bad_reply"] == 2 * len(bad)
     assert result.stats["retry/reason_count/scrappey/bad_reply"] == len(bad)
     assert not scripted_api.open_sessions
+
+
+@deferred_f_from_coro_f
+async def test_crawl_retries_unverified_replies_and_never_hands_them_over(
+    tmp_path, scripted_api
+):
+    unverified, good = f"{TARGET}unverified", f"{TARGET}good"
+    scripted_api.answer(unverified, 200, success(unverified, verified=False))
+    result = await crawl(
+        OutcomeSpider, _settings(scripted_api, tmp_path), urls=[unverified, good]
+    )
+    error = result.spider.outcome(unverified)
+    assert isinstance(error, ScrappeyAPIError)
+    assert error.kind is ErrorKind.UNVERIFIED
+    assert result.items == [{"url": good, "status": 200}]
+    assert result.stats["scrappey/errors/unverified"] == 2  # RETRY_TIMES=1
+    assert result.stats["retry/reason_count/scrappey/unverified"] == 1
+    assert "scrappey/sessions/retired/errors" not in result.stats
 
 
 @deferred_f_from_coro_f

@@ -70,3 +70,20 @@ async def test_a_cancelled_destroy_of_uncertain_sessions_keeps_them_uncertain():
     await asyncio.gather(task, return_exceptions=True)
     # Still known: close settles it again, or counts it as leaked.
     assert api.unsettled_ids() == ["maybe-created"]
+
+
+@deferred_f_from_coro_f
+async def test_a_destroy_answered_with_a_browser_error_is_retried_not_taken_as_gone(
+    tmp_path, scripted_api
+):
+    scripted_api.destroy_replies = [
+        {"data": "error", "error": "CODE-0026 Internal browser error"}
+    ]
+    url = "http://127.0.0.1:9/page"
+    result = await crawl(
+        OutcomeSpider, settings_for(scripted_api, tmp_path), urls=[url]
+    )
+    assert not scripted_api.open_sessions  # the second destroy succeeded
+    assert result.stats["scrappey/sessions/destroy_failed"] == 1
+    assert result.stats["scrappey/sessions/destroyed"] == 1
+    assert "scrappey/sessions/already_gone" not in result.stats

@@ -36,8 +36,8 @@ go to stderr. Test harness routes, no key needed: GET /__local__/stats,
 POST /__local__/reset, GET and POST /__local__/faults (a JSON object of fault
 fields: latency, error_rate, error_codes, http_502_rate, truncated_rate,
 slow_rate, slow_seconds, expire_after_requests, fail_creates, fail_destroys,
-seed). Browser-only options (browserActions, screenshot, captcha solving, ...)
-are accepted and ignored.
+over_limit_seconds, seed). Browser-only options (browserActions, screenshot,
+captcha solving, ...) are accepted and ignored.
 """
 
 
@@ -153,6 +153,12 @@ def _add_fault_args(group: argparse._ArgumentGroup) -> None:
         help="comma-separated codes for --error-rate (default: the transient ones)",
     )
     add("--slow-seconds", type=float, default=2.0, help="extra delay of slow replies")
+    add(
+        "--over-limit-seconds",
+        type=float,
+        default=0.0,
+        help="every sessions.create fails with CODE-0029 for the first N seconds",
+    )
     for flag, default, text in _COUNT_FLAGS:
         add(flag, type=int, default=default, metavar="N", help=text)
     add("--seed", type=int, default=None, help="seed of the random fault draws")
@@ -171,6 +177,7 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
         expire_after_requests=args.expire_after_requests,
         fail_creates=args.fail_creates,
         fail_destroys=args.fail_destroys,
+        over_limit_seconds=args.over_limit_seconds,
         seed=args.seed,
     )
 

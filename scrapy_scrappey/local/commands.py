@@ -228,12 +228,15 @@ class CommandHandler:
         plan: FaultPlan,
         started: float,
     ) -> Reply:
+        if plan.slow:
+            # Counted when injected: the client may give up before it ends.
+            self._stats.fault("slow")
         if plan.delay:
             await asyncio.sleep(plan.delay)
-        if plan.slow:
-            self._stats.fault("slow")
         if plan.kind == "error":
             self._stats.fault("errors")
+            if session is not None:
+                self._stats.session_error(session.id)
             raise ApiError(plan.code, "injected fault")
         if plan.kind == "http_502":
             self._stats.fault("http_502")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,6 +60,9 @@ class Faults:
     * ``fail_creates`` / ``fail_destroys``: the first N ``sessions.create``
       calls fail with CODE-0029, the first N ``sessions.destroy`` calls with
       CODE-0031 (counted from when these faults were set).
+    * ``over_limit_seconds``: every ``sessions.create`` fails with CODE-0029
+      for that many seconds from when these faults were set (an account
+      whose session limit frees up later).
     * ``seed``: seed of the random draws, for reproducible runs.
     """
 
@@ -72,6 +76,7 @@ class Faults:
     expire_after_requests: int | None = None
     fail_creates: int = 0
     fail_destroys: int = 0
+    over_limit_seconds: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -102,11 +107,12 @@ class Faults:
                 )
         _check_latency(self.latency)
         _check_codes(self.error_codes)
-        if not _is_number(self.slow_seconds) or self.slow_seconds < 0:
-            raise ValueError(
-                "Faults.slow_seconds must be a finite number >= 0, "
-                f"got {self.slow_seconds!r:.40}"
-            )
+        for name in ("slow_seconds", "over_limit_seconds"):
+            seconds = getattr(self, name)
+            if not _is_number(seconds) or seconds < 0:
+                raise ValueError(
+                    f"Faults.{name} must be a finite number >= 0, got {seconds!r:.40}"
+                )
         for name in ("fail_creates", "fail_destroys"):
             if not _is_count(getattr(self, name)):
                 raise ValueError(f"Faults.{name} must be an integer >= 0")
@@ -162,6 +168,7 @@ class FaultInjector:
         self._rng = random.Random(faults.seed)
         self._creates_failed = 0
         self._destroys_failed = 0
+        self._since = time.monotonic()
 
     def latency(self, cmd: str) -> float:
         """Seconds to wait before serving *cmd*."""
@@ -182,7 +189,9 @@ class FaultInjector:
         return FaultPlan(delay, slow)
 
     def take_create_failure(self) -> bool:
-        """Whether this ``sessions.create`` is one of the first N to fail."""
+        """Whether this ``sessions.create`` fails: one of the first N, or in the window."""
+        if time.monotonic() - self._since < self.faults.over_limit_seconds:
+            return True
         if self._creates_failed < self.faults.fail_creates:
             self._creates_failed += 1
             return True

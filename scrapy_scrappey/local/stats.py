@@ -41,6 +41,7 @@ class Stats:
         self.per_session: Counter[str] = Counter()
         self.max_concurrent: dict[str, int] = {}
         self.faults: Counter[str] = Counter(dict.fromkeys(_FAULT_COUNTERS, 0))
+        self.errors_by_session: dict[str, list[int]] = {}
         self.commands: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
 
     def command(self, cmd: str, session: str | None, url: str | None) -> None:
@@ -64,6 +65,16 @@ class Stats:
         """Count one injected fault (a key of the ``faults`` object)."""
         self.faults[name] += 1
 
+    def session_error(self, session: str) -> None:
+        """Record an injected error answered to a ``request.*`` on *session*.
+
+        Kept as the ordinals of the failed requests among the session's
+        ``request.*`` commands (1 = its first), so that tests can tell whether
+        a session was used again after failing.
+        """
+        ordinal = self.per_session[session]
+        self.errors_by_session.setdefault(session, []).append(ordinal)
+
     def request_started(self, session: str, concurrent: int) -> None:
         """Count a ``request.*`` on *session*, now running *concurrent* at once."""
         self.per_session[session] += 1
@@ -85,6 +96,9 @@ class Stats:
             "max_concurrent_per_session": max(self.max_concurrent.values(), default=0),
             "max_concurrent_by_session": dict(self.max_concurrent),
             "faults": dict(self.faults),
+            "errors_by_session": {
+                sid: list(ordinals) for sid, ordinals in self.errors_by_session.items()
+            },
             "commands": list(self.commands),
         }
 

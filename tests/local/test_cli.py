@@ -189,6 +189,7 @@ def test_help_documents_the_rules(capsys: pytest.CaptureFixture[str]) -> None:
         "--expire-after-requests",
         "--fail-creates",
         "--fail-destroys",
+        "--over-limit-seconds",
         "--seed",
         "--read-timeout",
         "CODE-0029",
@@ -222,6 +223,8 @@ def test_fault_flags_build_faults() -> None:
             "2",
             "--fail-destroys",
             "1",
+            "--over-limit-seconds",
+            "2.5",
             "--seed",
             "42",
         ]
@@ -237,6 +240,7 @@ def test_fault_flags_build_faults() -> None:
         expire_after_requests=3,
         fail_creates=2,
         fail_destroys=1,
+        over_limit_seconds=2.5,
         seed=42,
     )
     assert faults_from_args(build_parser().parse_args([])) == Faults()

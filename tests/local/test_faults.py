@@ -140,6 +140,36 @@ async def test_fail_creates() -> None:
 
 
 @deferred_f_from_coro_f
+async def test_over_limit_window() -> None:
+    async with harness(faults=Faults(over_limit_seconds=0.5)) as h:
+        refused = [await h.api.cmd("sessions.create") for _ in range(3)]
+        await asyncio.sleep(0.6)
+        accepted = await h.api.cmd("sessions.create")
+        stats = h.server.stats()
+    assert [find_code(r["error"]) for r in refused] == ["CODE-0029"] * 3
+    assert accepted["data"] == "success"
+    assert stats["faults"]["create_failures"] == 3
+    assert stats["sessions"]["created"] == 1
+
+
+def test_over_limit_seconds_validated() -> None:
+    with pytest.raises(ValueError, match="over_limit_seconds"):
+        Faults(over_limit_seconds=-1)
+
+
+@deferred_f_from_coro_f
+async def test_injected_errors_counted_per_session() -> None:
+    async with harness(faults=Faults(error_rate=1.0, error_codes=("CODE-0010",))) as h:
+        sid = await h.api.create()
+        for _ in range(2):
+            await h.api.cmd("request.get", url=h.site.url("/html"), session=sid)
+        await h.api.cmd("request.get", url=h.site.url("/html"))
+        stats = h.server.stats()
+    assert stats["faults"]["errors"] == 3
+    assert stats["errors_by_session"] == {sid: [1, 2]}
+
+
+@deferred_f_from_coro_f
 async def test_fail_destroys() -> None:
     async with harness(faults=Faults(fail_destroys=1)) as h:
         sid = await h.api.create()

@@ -7,8 +7,6 @@ That includes the Scrapy settings the plugin honours (``SCRAPPEY_ENABLED``,
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +18,7 @@ from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.project import data_path
 
 from ._health_config import InitStep, ban_statuses, checker_path, init_steps
+from ._settings import read_bool, read_dict, read_float, read_int
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -128,12 +127,14 @@ class ThrottleConfig:
     def from_settings(cls, settings: BaseSettings) -> Self:
         """Read the politeness settings; ScrappeyConfigError names a bad one."""
         return cls(
-            concurrency=_int(settings, "CONCURRENT_REQUESTS_PER_DOMAIN", 8, minimum=1),
-            delay=_positive_float(settings, "DOWNLOAD_DELAY", 0.0, allow_zero=True),
+            concurrency=read_int(
+                settings, "CONCURRENT_REQUESTS_PER_DOMAIN", 8, minimum=1
+            ),
+            delay=read_float(settings, "DOWNLOAD_DELAY", 0.0, allow_zero=True),
             jitter=_jitter(settings),
             slots={
                 key: _slot(conf, f"DOWNLOAD_SLOTS[{key!r}]")
-                for key, conf in _dict(settings, "DOWNLOAD_SLOTS").items()
+                for key, conf in read_dict(settings, "DOWNLOAD_SLOTS").items()
             },
         )
 
@@ -203,58 +204,60 @@ class Config:
         ``SCRAPPEY_ENABLED`` is False, and :class:`ScrappeyConfigError` naming
         the culprit setting when a value is wrong.
         """
-        if not _bool(settings, "SCRAPPEY_ENABLED", True):
+        if not read_bool(settings, "SCRAPPEY_ENABLED", True):
             raise NotConfigured(
                 "SCRAPPEY_ENABLED is False: requests are not sent through Scrappey"
             )
         account = Account.from_settings(settings)
-        request_timeout = _positive_float(settings, "DOWNLOAD_TIMEOUT", 180.0)
+        request_timeout = read_float(settings, "DOWNLOAD_TIMEOUT", 180.0)
         return cls(
             api_key=account.api_key,
             api_url=account.api_url,
-            transparent=_bool(settings, "SCRAPPEY_TRANSPARENT", True),
-            default_params=_dict(settings, "SCRAPPEY_DEFAULT_PARAMS"),
+            transparent=read_bool(settings, "SCRAPPEY_TRANSPARENT", True),
+            default_params=read_dict(settings, "SCRAPPEY_DEFAULT_PARAMS"),
             session_scope=_scope(
                 settings.get("SCRAPPEY_SESSION_SCOPE", "spider"),
                 "SCRAPPEY_SESSION_SCOPE",
             ),
-            session_params=_dict(settings, "SCRAPPEY_SESSION_PARAMS"),
-            pool_size=_int(settings, "SCRAPPEY_SESSION_POOL_SIZE", 1, minimum=1),
-            session_concurrency=_int(
+            session_params=read_dict(settings, "SCRAPPEY_SESSION_PARAMS"),
+            pool_size=read_int(settings, "SCRAPPEY_SESSION_POOL_SIZE", 1, minimum=1),
+            session_concurrency=read_int(
                 settings, "SCRAPPEY_SESSION_CONCURRENCY", 1, minimum=1
             ),
-            session_max_requests=_int(
+            session_max_requests=read_int(
                 settings, "SCRAPPEY_SESSION_MAX_REQUESTS", 0, minimum=0
             ),
-            session_idle_ttl=_positive_float(
+            session_idle_ttl=read_float(
                 settings, "SCRAPPEY_SESSION_IDLE_TTL", 150.0, allow_zero=True
             ),
-            max_sessions=_int(settings, "SCRAPPEY_MAX_SESSIONS", 0, minimum=0),
-            session_wait_timeout=_positive_float(
+            max_sessions=read_int(settings, "SCRAPPEY_MAX_SESSIONS", 0, minimum=0),
+            session_wait_timeout=read_float(
                 settings, "SCRAPPEY_SESSION_WAIT_TIMEOUT", 0.0, allow_zero=True
             ),
-            create_attempts=_int(
+            create_attempts=read_int(
                 settings, "SCRAPPEY_SESSION_CREATE_ATTEMPTS", 5, minimum=1
             ),
-            create_backoff=_positive_float(
+            create_backoff=read_float(
                 settings, "SCRAPPEY_SESSION_CREATE_BACKOFF", 1.0, allow_zero=True
             ),
-            create_backoff_max=_positive_float(
+            create_backoff_max=read_float(
                 settings, "SCRAPPEY_SESSION_CREATE_BACKOFF_MAX", 30.0, allow_zero=True
             ),
-            api_concurrency=_int(settings, "SCRAPPEY_API_CONCURRENCY", 64, minimum=1),
-            control_timeout=_positive_float(settings, "SCRAPPEY_CONTROL_TIMEOUT", 30.0),
-            close_timeout=_positive_float(settings, "SCRAPPEY_CLOSE_TIMEOUT", 30.0),
+            api_concurrency=read_int(
+                settings, "SCRAPPEY_API_CONCURRENCY", 64, minimum=1
+            ),
+            control_timeout=read_float(settings, "SCRAPPEY_CONTROL_TIMEOUT", 30.0),
+            close_timeout=read_float(settings, "SCRAPPEY_CLOSE_TIMEOUT", 30.0),
             request_timeout=request_timeout,
-            ledger_enabled=_bool(settings, "SCRAPPEY_LEDGER_ENABLED", True),
+            ledger_enabled=read_bool(settings, "SCRAPPEY_LEDGER_ENABLED", True),
             ledger_dir=account.ledger_dir,
-            http_cache=_bool(settings, "HTTPCACHE_ENABLED", False),
+            http_cache=read_bool(settings, "HTTPCACHE_ENABLED", False),
             throttle=ThrottleConfig.from_settings(settings),
             # -- session health (init/checks)
             session_init=init_steps(
                 settings.get("SCRAPPEY_SESSION_INIT"), "SCRAPPEY_SESSION_INIT"
             ),
-            session_max_bad_inits=_int(
+            session_max_bad_inits=read_int(
                 settings, "SCRAPPEY_SESSION_MAX_BAD_INITS", 8, minimum=1
             ),
             session_checker=checker_path(
@@ -264,14 +267,14 @@ class Config:
                 settings.get("SCRAPPEY_SESSION_BAN_STATUSES"),
                 "SCRAPPEY_SESSION_BAN_STATUSES",
             ),
-            max_consecutive_check_failures=_int(
+            max_consecutive_check_failures=read_int(
                 settings, "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES", 20, minimum=1
             ),
             # -- session health (errors)
-            session_max_errors=_int(
+            session_max_errors=read_int(
                 settings, "SCRAPPEY_SESSION_MAX_ERRORS", 1, minimum=1
             ),
-            session_over_limit_wait=_positive_float(
+            session_over_limit_wait=read_float(
                 settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
         )
@@ -290,7 +293,7 @@ class Config:
         if delay is not None:
             changes["throttle"] = replace(
                 self.throttle,
-                delay=_positive_float(
+                delay=read_float(
                     {"download_delay": delay},
                     "download_delay",
                     0.0,
@@ -337,78 +340,6 @@ def _api_url(settings: BaseSettings) -> str:
     return url.rstrip("/")
 
 
-def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
-    try:
-        return settings.getbool(name, default)
-    except ValueError as ex:
-        raise ScrappeyConfigError(
-            f"{name} must be a boolean, got {settings.get(name)!r}."
-        ) from ex
-
-
-def _int(
-    values: Mapping[str, Any],
-    name: str,
-    default: int,
-    *,
-    minimum: int,
-    label: str | None = None,
-) -> int:
-    raw = values.get(name, default)
-    label = label or name
-    try:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise TypeError
-        value = int(raw)
-    except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(f"{label} must be an integer, got {raw!r}.") from ex
-    if value < minimum:
-        raise ScrappeyConfigError(f"{label} must be at least {minimum}, got {value}.")
-    return value
-
-
-def _positive_float(
-    values: Mapping[str, Any],
-    name: str,
-    default: float,
-    *,
-    allow_zero: bool = False,
-    label: str | None = None,
-    unit: str = " seconds",
-) -> float:
-    raw = values.get(name, default)
-    label = label or name
-    try:
-        if isinstance(raw, bool):
-            raise TypeError
-        value = float(raw)
-    except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(
-            f"{label} must be a number{' of' + unit if unit else ''}, got {raw!r}."
-        ) from ex
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "0 or more" if allow_zero else "more than 0"
-        raise ScrappeyConfigError(f"{label} must be {bound}{unit}, got {raw!r}.")
-    return value
-
-
-def _dict(settings: BaseSettings, name: str) -> dict[str, Any]:
-    raw = settings.get(name)
-    if raw is not None and not isinstance(raw, (str, Mapping)):
-        raise ScrappeyConfigError(f"{name} must be a dict, got {raw!r}.")
-    try:
-        value = settings.getdict(name)
-    except (TypeError, ValueError) as ex:  # not JSON, or JSON but not an object
-        raise ScrappeyConfigError(
-            f"{name} must be a dict (or a JSON object string), got {raw!r}."
-        ) from ex
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(f"{name} must hold JSON values only: {ex}.") from ex
-    return value
-
-
 def _scope(value: object, where: str) -> Scope:
     if value not in SCOPES:
         raise ScrappeyConfigError(
@@ -433,10 +364,10 @@ def _jitter(settings: BaseSettings) -> float:
     if jitter_priority and jitter_priority >= (
         settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0
     ):
-        return _positive_float(
+        return read_float(
             settings, "DOWNLOAD_DELAY_JITTER", 0.5, allow_zero=True, unit=""
         )
-    return 0.5 if _bool(settings, "RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
+    return 0.5 if read_bool(settings, "RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
 
 
 def _slot(conf: object, where: str) -> dict[str, float]:
@@ -445,15 +376,15 @@ def _slot(conf: object, where: str) -> dict[str, float]:
         raise ScrappeyConfigError(f"{where} must be a dict, got {conf!r}.")
     own: dict[str, float] = {}
     if "concurrency" in conf:
-        own["concurrency"] = _int(
+        own["concurrency"] = read_int(
             conf, "concurrency", 1, minimum=1, label=f"{where}['concurrency']"
         )
     if "delay" in conf:
-        own["delay"] = _positive_float(
+        own["delay"] = read_float(
             conf, "delay", 0.0, allow_zero=True, label=f"{where}['delay']"
         )
     if "jitter" in conf:
-        own["jitter"] = _positive_float(
+        own["jitter"] = read_float(
             conf, "jitter", 0.0, allow_zero=True, label=f"{where}['jitter']", unit=""
         )
     elif "randomize_delay" in conf:  # the key before Scrapy 2.19

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     # typing.Self requires Python 3.11
     from typing_extensions import Self
 
+    from .config import Config
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "scrapy-scrappey-session-ledger"
@@ -179,6 +181,15 @@ class SessionLedger:
         self._own: _RunFile | None = None
         self._used = False  # a closed run's id is never reused
         self._claims: dict[Path, _RunFile] = {}
+
+    @classmethod
+    def for_config(cls, config: Config) -> Self | None:
+        """The opened ledger of a crawl with *config*; None when it is disabled."""
+        if not config.ledger_enabled:
+            return None
+        ledger = cls(config.ledger_dir, api_url=config.api_url, api_key=config.api_key)
+        ledger.open()
+        return ledger
 
     @property
     def path(self) -> Path | None:

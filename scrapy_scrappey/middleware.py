@@ -27,7 +27,7 @@ from .exceptions import (
     SpiderClosing,
 )
 from .ledger import SessionLedger
-from .orphans import destroy_orphans
+from .orphans import sweep_at_start
 from .payload import build_payload
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
@@ -79,7 +79,7 @@ class ScrappeyMiddleware:
         init = SessionInit(
             self.config, self._client, self._checks, crawler.stats, spider
         )
-        self._ledger = self._make_ledger()
+        self._ledger = SessionLedger.for_config(self.config)
         self._sessions = SessionManager(
             self.config,
             self._client,
@@ -131,7 +131,10 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
-            await self._destroy_orphans()
+            if self._ledger is not None:
+                await sweep_at_start(
+                    self._ledger, self._sessions.destroy_ids, self.crawler.stats, spider
+                )
             await self._sessions.start(pools)
         except ScrappeyError:
             if self._fatal is None:
@@ -336,40 +339,6 @@ class ScrappeyMiddleware:
         )
 
     # -- lifecycle helpers ---------------------------------------------------
-
-    def _make_ledger(self) -> SessionLedger | None:
-        if not self.config.ledger_enabled:
-            return None
-        ledger = SessionLedger(
-            self.config.ledger_dir,
-            api_url=self.config.api_url,
-            api_key=self.config.api_key,
-        )
-        ledger.open()
-        return ledger
-
-    async def _destroy_orphans(self) -> None:
-        if self._ledger is None:
-            return
-        try:
-            sweep = await destroy_orphans(self._ledger, self._sessions.destroy_ids)
-        except OSError as ex:
-            # Cleaning up after an earlier crash must not stop this crawl.
-            logger.warning(
-                "Could not read the Scrappey session ledger: %(error)s",
-                {"error": ex},
-                extra={"spider": _spider_of(self.crawler)},
-            )
-            return
-        if not sweep.targets:
-            return
-        self._inc("scrappey/sessions/orphans_destroyed", len(sweep.gone))
-        logger.warning(
-            "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "
-            "shut down cleanly; destroyed %(ok)d, the rest stay in the ledger",
-            {"n": len(sweep.targets), "ok": len(sweep.gone)},
-            extra={"spider": _spider_of(self.crawler)},
-        )
 
     def _on_fatal(self, reason: str, message: str) -> None:
         if self._fatal is not None:

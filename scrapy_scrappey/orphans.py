@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable
 
+    from scrapy import Spider
+    from scrapy.statscollectors import StatsCollector
+
     from .ledger import LedgerEntry, SessionLedger
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,35 @@ async def destroy_orphans(
     targets = _targets(ledger, also)
     gone = await destroy(list(targets)) if targets else ()
     return _forget(ledger, targets, gone)
+
+
+async def sweep_at_start(
+    ledger: SessionLedger,
+    destroy: Callable[[list[str]], Awaitable[Collection[str]]],
+    stats: StatsCollector,
+    spider: Spider | None,
+) -> None:
+    """A crawl's start: :func:`destroy_orphans`, counted and logged, never fatal."""
+    extra = {"spider": spider}
+    try:
+        sweep = await destroy_orphans(ledger, destroy)
+    except OSError as ex:
+        # Cleaning up after an earlier crash must not stop this crawl.
+        logger.warning(
+            "Could not read the Scrappey session ledger: %(error)s",
+            {"error": ex},
+            extra=extra,
+        )
+        return
+    if not sweep.targets:
+        return
+    stats.inc_value("scrappey/sessions/orphans_destroyed", len(sweep.gone))
+    logger.warning(
+        "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "
+        "shut down cleanly; destroyed %(ok)d, the rest stay in the ledger",
+        {"n": len(sweep.targets), "ok": len(sweep.gone)},
+        extra=extra,
+    )
 
 
 def destroy_orphans_blocking(

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 # bans, 1010 browser signature, 1012/1020 access denied, 1015 rate limit);
 # config errors such as 1003 "Direct IP access" are not bans.
 _CF_BAN_CODE = re.compile(rb'cf-error-code">\s*10(?:0[5-9]|1[025]|20)\b')
-# Akamai's reference id, raw or entity-encoded ("Reference&#32;&#35;18&#46;").
+# Akamai's reference id "#18.<hex>.<epoch>.<hex>", raw or entity-encoded
+# ("Reference&#32;&#35;18&#46;…"); the long epoch keeps prose ("reference
+# #3.1.2") out.
 _AKAMAI_REF = re.compile(
-    rb"reference(?:\s|&#32;)*(?:#|&#35;)\s*\d+(?:\.|&#46;)[0-9a-f]+(?:\.|&#46;)\d+"
+    rb"reference(?:\s|&#32;)*(?:#|&#35;)\s*\d+(?:\.|&#46;)[0-9a-f]{6,}(?:\.|&#46;)\d{9,}"
 )
 # Kasada's challenge script: /<uuid>/<uuid>/p.js
 _KASADA_PJS = re.compile(rb"/[0-9a-f-]{36}/[0-9a-f-]{36}/p\.js")
@@ -96,7 +98,7 @@ def perimeterx(page: Page) -> bool:
         return True
     if b'title="human verification challenge"' in page.text:
         return True
-    if not (page.refusing or page.tiny):
+    if not _short(page):
         return False
     if page.refusing and page.header(b"x-px-blocked"):
         return True
@@ -125,7 +127,7 @@ def akamai(page: Page) -> bool:
         return True
     if b"reference" in page.text and _AKAMAI_REF.search(page.text) is not None:
         return True
-    if not (page.refusing or page.tiny):
+    if not _short(page):
         return False
     return b"behavioral-content" in page.text or (
         page.title == b"access denied" and b"have permission to access" in page.text
@@ -146,7 +148,9 @@ def imperva(page: Page) -> bool:
         return True
     if b"incapsula" not in page.text:
         return False
-    if page.has(b"incapsula incident id", b"incident_id="):
+    if b"incident_id=" in page.text or (
+        _short(page) and b"incapsula incident id" in page.text
+    ):
         return True
     # The resource also loads the sensor on served pages: only a page that
     # holds little else is the challenge.
@@ -181,9 +185,13 @@ def f5(page: Page) -> bool:
     and Shape's interstitial hooks."""
     if page.has(b"istlwashere", b"_imp_apg_r_"):
         return True
-    if b"your support id is" in page.text and (
-        page.title == b"request rejected"
-        or b"the requested url was rejected" in page.text
+    if (
+        _short(page)
+        and b"your support id is" in page.text
+        and (
+            page.title == b"request rejected"
+            or b"the requested url was rejected" in page.text
+        )
     ):
         return True
     return page.refusing and b"/tspd/" in page.text
@@ -195,13 +203,20 @@ def sucuri(page: Page) -> bool:
         return True
     if b"sucuri" not in page.text:
         return False
-    return page.has(
-        b"sucuri_cloudproxy_js",
-        b"sucuri-firewall-block.css",
-        b"cloudproxy@sucuri.net",
+    if page.has(
+        b"sucuri_cloudproxy_js", b"sucuri-firewall-block.css", b"cloudproxy@sucuri.net"
+    ):
+        return True
+    return _short(page) and page.has(
         b"sucuri website firewall - access denied",
         b"sucuri website firewall - cloudproxy - access denied",
     )
+
+
+def _short(page: Page) -> bool:
+    """Whether English text may count: a refusing status or a near-empty page
+    (an article quoting a block page is neither)."""
+    return page.refusing or page.tiny
 
 
 #: The built-in rules by vendor name, in the order they run.

@@ -127,7 +127,10 @@ def akamai(page: Page) -> bool:
         return True
     if b"errors.edgesuite.net" in page.text:
         return True
-    if _AKAMAI_CHALLENGE.search(page.text) or _AKAMAI_REF.search(page.text):
+    # Plain searches gate the regexes, which scan slower.
+    if b"cpt" in page.text and _AKAMAI_CHALLENGE.search(page.text):
+        return True
+    if b"reference" in page.text and _AKAMAI_REF.search(page.text):
         return True
     if not _short(page):
         return False

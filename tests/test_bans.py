@@ -1,0 +1,99 @@
+"""Ban detectors in real crawls: the local server bans sessions with vendors' block pages.
+
+The target site's ``/decoy/{n}`` pages carry every vendor's presence
+(cookies, tag scripts, ``server: cloudflare``, a Turnstile widget in a form);
+the local server's ``ban_after_requests`` fault answers a session's later
+requests with a vendor's block page (some with HTTP 200). The plugin must
+retire exactly the banned sessions, at their block page, and deliver every
+page with its real content.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from scrapy_scrappey.local import Faults
+from scrapy_scrappey.local.antibot_pages import ANTIBOT_PAGES
+from tests.crawl import PagesSpider, crawl, settings_for
+
+BAN_AFTER = 3
+#: Two of them (Akamai, F5) come with HTTP 200.
+VENDORS = ("cloudflare", "akamai", "datadome", "f5")
+REQUEST_COMMANDS = ("request.get", "request.post")
+
+
+def _session_commands(log: list[dict[str, Any]], session: str) -> list[str]:
+    return [c["cmd"] for c in log if c["session"] == session]
+
+
+def _last_request_index(log: list[dict[str, Any]]) -> int:
+    return max(i for i, c in enumerate(log) if c["cmd"] in REQUEST_COMMANDS)
+
+
+@deferred_f_from_coro_f
+async def test_banned_sessions_are_retired_at_their_block_page_and_decoys_pass(
+    tmp_path, make_local_server, target_site
+):
+    assert {ANTIBOT_PAGES[v].status for v in VENDORS} >= {200, 403}
+    server = await make_local_server(
+        faults=Faults(ban_after_requests=BAN_AFTER, ban_vendors=VENDORS)
+    )
+    urls = [target_site.url(f"/decoy/{n}") for n in range(24)]
+    urls += [target_site.url(f"/page/{n}") for n in range(24, 32)]
+    settings = settings_for(
+        server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=3, RETRY_TIMES=5
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats, served = result.stats, server.stats()
+    log = served["commands"]
+
+    # Every page arrived once, with its own content, never a block page.
+    assert sorted(i["url"] for i in result.items) == sorted(urls)
+    for item in result.items:
+        n = item["url"].rsplit("/", 1)[1]
+        assert item["status"] == 200
+        assert f"<p id='n'>{n}</p>" in item["text"] or f'<p id="n">{n}</p>' in (
+            item["text"]
+        )
+    assert result.spider.errors == []
+
+    # Each session serves BAN_AFTER pages, so 32 pages over a pool of 3 ban at
+    # least (32 - 3 * 3) / 3 sessions: every vendor came, in turn.
+    banned: dict[str, str] = served["bans"]["sessions"]
+    assert len(banned) >= 8
+    by_vendor = served["bans"]["by_vendor"]
+    assert set(by_vendor) == set(VENDORS)
+    assert max(by_vendor.values()) - min(by_vendor.values()) <= 1
+    # One block page per banned session: it was never used again...
+    assert served["bans"]["block_pages"] == len(banned)
+    for session in banned:
+        commands = _session_commands(log, session)
+        assert commands.count("request.get") == BAN_AFTER + 1, commands
+        # ...and was destroyed right after it.
+        assert commands[-1] == "sessions.destroy", commands
+
+    # The plugin counted what the server served, by vendor.
+    assert {
+        vendor: stats.get(f"scrappey/bans/{vendor}", 0) for vendor in VENDORS
+    } == by_vendor
+    assert {
+        vendor: stats.get(f"retry/reason_count/scrappey/banned/{vendor}", 0)
+        for vendor in VENDORS
+    } == by_vendor
+    assert stats["scrappey/sessions/retired/banned"] == len(banned)
+    retired = {k: v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")}
+    assert sum(retired.values()) == len(banned)
+
+    # Sessions that were never banned were closed only at the end of the crawl.
+    end = _last_request_index(log)
+    created = {c["session"] for c in log if c["cmd"] == "sessions.create"}
+    healthy = created - set(banned)
+    assert healthy
+    for i, command in enumerate(log):
+        if command["cmd"] == "sessions.destroy" and command["session"] in healthy:
+            assert i > end, command
+    assert Counter(c["cmd"] for c in log)["sessions.destroy"] == len(created)
+    assert served["sessions"]["open"] == 0

@@ -17,8 +17,15 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.project import data_path
 
-from ._health_config import InitStep, ban_statuses, checker_path, init_steps
+from ._health_config import (
+    InitStep,
+    ban_detectors,
+    ban_statuses,
+    checker_path,
+    init_steps,
+)
 from ._settings import read_bool, read_dict, read_float, read_int
+from .bans import BUILTIN_DETECTORS, Detector
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -190,6 +197,8 @@ class Config:
     session_ban_statuses: frozenset[int] = frozenset()
     #: Failed checks in a row across the crawl that close the spider.
     max_consecutive_check_failures: int = 20
+    #: ``SCRAPPEY_BAN_DETECTORS``, resolved: (name, detector), run first.
+    ban_detectors: tuple[tuple[str, Detector], ...] = tuple(BUILTIN_DETECTORS.items())
     # -- session health (errors)
     #: Session-bound API errors after which a session is retired.
     session_max_errors: int = 1
@@ -270,6 +279,9 @@ class Config:
             max_consecutive_check_failures=read_int(
                 settings, "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES", 20, minimum=1
             ),
+            ban_detectors=ban_detectors(
+                settings.get("SCRAPPEY_BAN_DETECTORS"), "SCRAPPEY_BAN_DETECTORS"
+            ),
             # -- session health (errors)
             session_max_errors=read_int(
                 settings, "SCRAPPEY_SESSION_MAX_ERRORS", 1, minimum=1
@@ -284,7 +296,8 @@ class Config:
 
         ``scrappey_session_scope``, ``scrappey_session_params``,
         ``scrappey_session_init`` (a list; a method of that name is used by the
-        middleware instead) and, as in Scrapy's downloader, ``download_delay``.
+        middleware instead), ``scrappey_ban_detectors`` and, as in Scrapy's
+        downloader, ``download_delay``.
         """
         if spider is None:
             return self
@@ -317,6 +330,11 @@ class Config:
         if steps is not None and not callable(steps):
             changes["session_init"] = init_steps(
                 steps, "The scrappey_session_init spider attribute"
+            )
+        detectors = getattr(spider, "scrappey_ban_detectors", None)
+        if detectors is not None:
+            changes["ban_detectors"] = ban_detectors(
+                detectors, "The scrappey_ban_detectors spider attribute"
             )
         return replace(self, **changes) if changes else self
 

@@ -31,7 +31,7 @@ from .orphans import sweep_at_start
 from .payload import build_payload
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
-from .session_check import SessionChecks
+from .session_check import Failure, SessionChecks
 from .session_init import SessionInit
 from .sessions import Session, SessionManager
 from .throttle import TargetThrottle
@@ -202,6 +202,7 @@ class ScrappeyMiddleware:
         if route.raw:
             self._inc("scrappey/raw/requests")
         response: Response | None = None
+        failure: Failure | None = None
         async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
@@ -216,8 +217,7 @@ class ScrappeyMiddleware:
                         self._session_error(session, error)
                 elif not route.raw:
                     response = self._page(request, reply)
-                    if not self._healthy(response, request, session):
-                        response = None
+                    failure = self._health(response, request, session)
             finally:
                 if session is not None:
                     self._sessions.release(session)
@@ -225,15 +225,11 @@ class ScrappeyMiddleware:
             return self._raw_reply(request, session, reply, error)
         if error is not None:
             return self._on_api_error(request, error)
-        if response is None:
+        if failure is not None:
             return self._retry(
-                request,
-                "scrappey/session_check_failed",
-                SessionCheckFailed(
-                    f"{request}: the session check rejected the page on every "
-                    f"session it was tried on; dropped"
-                ),
+                request, failure.retry_reason, _rejected(request, failure)
             )
+        assert response is not None  # no error, no failure: a page
         _record_session(request, session)
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
@@ -250,14 +246,15 @@ class ScrappeyMiddleware:
             )
         return response
 
-    def _healthy(
+    def _health(
         self, response: Response, request: Request, session: Session | None
-    ) -> bool:
-        """Run the session checks; a session that fails them is retired (lease held)."""
-        if session is None or self._checks.passes(response, request):
-            return True
-        self._sessions.retire(session, "check")
-        return False
+    ) -> Failure | None:
+        """Run the session checks (only the ban detectors without a session);
+        a session that fails them is retired (lease held)."""
+        failure = self._checks.failure(response, request, session=session is not None)
+        if failure is not None and session is not None:
+            self._sessions.retire(session, failure.retire_reason)
+        return failure
 
     def _session_error(self, session: Session, error: ScrappeyAPIError) -> None:
         # Called inside the lease: a session retired here is never handed to
@@ -385,6 +382,17 @@ class ScrappeyMiddleware:
 
     def _inc(self, key: str, count: int = 1) -> None:
         self.crawler.stats.inc_value(key, count)
+
+
+def _rejected(request: Request, failure: Failure) -> SessionCheckFailed:
+    if failure.vendor:
+        return SessionCheckFailed(
+            f"{request}: every try got {failure.vendor}'s block page; dropped"
+        )
+    return SessionCheckFailed(
+        f"{request}: the session check rejected the page on every session it "
+        f"was tried on; dropped"
+    )
 
 
 def _record_session(request: Request, session: Session | None) -> None:

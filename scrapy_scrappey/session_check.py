@@ -1,10 +1,13 @@
 """Session checks: is this page what a healthy session returns?
 
-:class:`SessionChecks` runs, on every page fetched on a session, the ban
+:class:`SessionChecks` runs, on every page fetched on a session, first the
+ban detectors (``SCRAPPEY_BAN_DETECTORS``: is it an anti-bot vendor's block
+page?), then the ban
 statuses (``SCRAPPEY_SESSION_BAN_STATUSES``), the spider's
 ``scrappey_session_check(response, request)`` method and the checker class of
 ``SCRAPPEY_SESSION_CHECKER``. A page fails when a status is a ban status, a
-check returns False, returns something else than a bool, or raises; a
+check returns False, returns something else than a bool, or raises (a
+detector: returns something else than a str or None, or raises); a
 ``CloseSpider`` it raises closes the spider with its reason. The caller
 retires the session.
 
@@ -16,11 +19,13 @@ closes the spider, so that a broken check cannot burn the account.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.misc import build_from_crawler, load_object
 
+from .bans import BuiltinDetector, Detector, Page
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +40,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _Check = tuple[str, "Callable[[Response, Request], object]"]
+#: The failure of a check (as opposed to a ban); see :class:`Failure`.
+CHECK_FAILED = "check"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a page failed the session check: a ban by *vendor*, or a failed check."""
+
+    vendor: str | None = None
+
+    @property
+    def retire_reason(self) -> str:
+        """The session's ``scrappey/sessions/retired/<reason>``."""
+        return "banned" if self.vendor else CHECK_FAILED
+
+    @property
+    def retry_reason(self) -> str:
+        """The request's retry reason."""
+        if self.vendor:
+            return f"scrappey/banned/{self.vendor}"
+        return "scrappey/session_check_failed"
 
 
 class SessionChecks:
@@ -50,6 +76,7 @@ class SessionChecks:
     ) -> None:
         self._stats = crawler.stats
         self._bans = config.session_ban_statuses
+        self._detectors = config.ban_detectors
         self._limit = config.max_consecutive_check_failures
         self._on_fatal = on_fatal
         self._extra = {"spider": spider}
@@ -67,16 +94,30 @@ class SessionChecks:
     @property
     def enabled(self) -> bool:
         """Whether any check is configured."""
-        return bool(self._bans or self._checks)
+        return bool(self._detectors or self._bans or self._checks)
 
     def passes(self, response: Response, request: Request) -> bool:
-        """Whether *response*, fetched on a session, shows a healthy session.
+        """Whether *response*, fetched on a session, shows a healthy session."""
+        return self.failure(response, request) is None
 
-        Counts ``scrappey/sessions/check_failed``.
+    def failure(
+        self, response: Response, request: Request, *, session: bool = True
+    ) -> Failure | None:
+        """Why *response* shows an unhealthy session, or None when it passes.
+
+        Without a *session*, only the ban detectors run. Counts
+        ``scrappey/sessions/check_failed`` and ``scrappey/bans/<vendor>``.
         """
-        if self._verdict(response, request):
+        vendor = self._ban(response)
+        if vendor is None and (not session or self._verdict(response, request)):
             self._failures = 0
-            return True
+            return None
+        if vendor:
+            self._stats.inc_value(f"scrappey/bans/{vendor}")
+        self._fail()
+        return Failure(vendor or None)
+
+    def _fail(self) -> None:
         self._stats.inc_value("scrappey/sessions/check_failed")
         self._failures += 1
         if self._failures == self._limit:
@@ -85,7 +126,39 @@ class SessionChecks:
                 f"{self._failures} session checks in a row failed "
                 f"(SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES); is the check broken?",
             )
-        return False
+
+    def _ban(self, response: Response) -> str | None:
+        """The vendor whose block page *response* is; "" for a broken detector."""
+        page = Page(response)
+        for name, detector in self._detectors:
+            if isinstance(detector, BuiltinDetector):
+                vendor = detector.on_page(page)
+            else:
+                vendor = self._user_detector(name, detector, response)
+            if vendor is not None:
+                logger.debug(
+                    "Ban detected (%(vendor)s) on %(url)s",
+                    {"vendor": vendor, "url": response.url},
+                    extra=self._extra,
+                )
+                return vendor
+        return None
+
+    def _user_detector(
+        self, name: str, detector: Detector, response: Response
+    ) -> str | None:
+        try:
+            vendor = detector(response)
+        except Exception:  # noqa: BLE001 - a user's detector must not break the crawl
+            self._error(f"{name} (ban detector)", "raised an exception", exc_info=True)
+            return ""
+        if vendor is None or (isinstance(vendor, str) and vendor):
+            return vendor
+        self._error(
+            f"{name} (ban detector)",
+            f"returned {vendor!r:.60}, not a vendor name or None",
+        )
+        return ""
 
     def _verdict(self, response: Response, request: Request) -> bool:
         if response.status in self._bans:

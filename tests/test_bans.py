@@ -10,19 +10,29 @@ page with its real content.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
+from scrapy import Request
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey.bans import BUILTIN_DETECTORS
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.local.antibot_pages import ANTIBOT_PAGES
+from scrapy_scrappey.responses import from_api_response
 from tests.crawl import PagesSpider, crawl, settings_for
+
+if TYPE_CHECKING:
+    from scrapy.http import Response
 
 BAN_AFTER = 3
 #: Two of them (Akamai, F5) come with HTTP 200.
 VENDORS = ("cloudflare", "akamai", "datadome", "f5")
 REQUEST_COMMANDS = ("request.get", "request.post")
+#: The page number both kinds of target pages show.
+_CONTENT = re.compile(r"<p id=[\"']n[\"']>(\d+)</p>")
 
 
 def _session_commands(log: list[dict[str, Any]], session: str) -> list[str]:
@@ -55,8 +65,9 @@ async def test_banned_sessions_are_retired_at_their_block_page_and_decoys_pass(
     for item in result.items:
         n = item["url"].rsplit("/", 1)[1]
         assert item["status"] == 200
-        assert f"<p id='n'>{n}</p>" in item["text"] or f'<p id="n">{n}</p>' in (
-            item["text"]
+        assert (
+            f"<p id='n'>{n}</p>" in item["text"]
+            or f'<p id="n">{n}</p>' in (item["text"])
         )
     assert result.spider.errors == []
 
@@ -84,7 +95,9 @@ async def test_banned_sessions_are_retired_at_their_block_page_and_decoys_pass(
         for vendor in VENDORS
     } == by_vendor
     assert stats["scrappey/sessions/retired/banned"] == len(banned)
-    retired = {k: v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")}
+    retired = {
+        k: v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")
+    }
     assert sum(retired.values()) == len(banned)
 
     # Sessions that were never banned were closed only at the end of the crawl.
@@ -97,3 +110,52 @@ async def test_banned_sessions_are_retired_at_their_block_page_and_decoys_pass(
             assert i > end, command
     assert Counter(c["cmd"] for c in log)["sessions.destroy"] == len(created)
     assert served["sessions"]["open"] == 0
+
+
+async def _fetch_through(server: Any, url: str, session: str | None) -> Response:
+    """*url* fetched through the local server, as the plugin builds its response."""
+    command: dict[str, Any] = {"cmd": "request.get", "url": url}
+    if session is not None:
+        command["session"] = session
+    async with aiohttp.ClientSession() as http:
+        if session is not None:
+            create = {"cmd": "sessions.create", "session": session}
+            async with http.post(server.url, json=create) as reply:
+                assert (await reply.json())["data"] == "success"
+        async with http.post(server.url, json=command) as reply:
+            answer = await reply.json()
+    return from_api_response(answer, request=Request(url))
+
+
+@deferred_f_from_coro_f
+async def test_every_served_block_page_is_detected_as_its_vendor(
+    make_local_server, target_site
+):
+    vendors = tuple(ANTIBOT_PAGES)
+    server = await make_local_server(
+        faults=Faults(ban_after_requests=0, ban_vendors=vendors)
+    )
+    url = target_site.url("/page/1")
+    found = {}
+    for n, vendor in enumerate(vendors):
+        response = await _fetch_through(server, url, f"s{n}")
+        assert response.status == ANTIBOT_PAGES[vendor].status
+        fired = [name for name, d in BUILTIN_DETECTORS.items() if d(response)]
+        found[vendor] = fired
+    # Each page is recognised by its own vendor's detector, and by no other.
+    assert found == {vendor: [vendor] for vendor in vendors}
+    assert target_site.hits == []  # the edge answered, not the site
+
+
+@deferred_f_from_coro_f
+async def test_decoy_page_through_the_server_fires_no_detector(
+    local_server, target_site
+):
+    response = await _fetch_through(local_server, target_site.url("/decoy/7"), "s")
+    assert response.status == 200
+    assert response.headers[b"Server"] == b"cloudflare"
+    cookies = b"\n".join(response.headers.getlist(b"Set-Cookie"))
+    for name in (b"__cf_bm=", b"_abck=", b"_px3=", b"datadome=", b"incap_ses_"):
+        assert name in cookies
+    assert 'class="cf-turnstile"' in response.text
+    assert [name for name, d in BUILTIN_DETECTORS.items() if d(response)] == []

@@ -9,14 +9,20 @@ _SUMMARY = (
     "%(destroyed)d, replaced %(recreated)d, retired %(retired)d, leaked %(leaked)d; "
     "inits ok %(init_ok)d, failed %(init_failed)d; checks failed %(check_failed)d"
 )
+_BANS = "; bans %(bans)s"  # only in crawls that met some
 
 
-def summary(stats: dict[str, Any]) -> tuple[str, dict[str, int]]:
+def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The summary's %-style message and its arguments, from the crawl's stats."""
     retired = sum(
         v for k, v in stats.items() if k.startswith("scrappey/sessions/retired/")
     )
-    return _SUMMARY, {
+    bans = ", ".join(
+        f"{key.removeprefix('scrappey/bans/')} {count}"
+        for key, count in sorted(stats.items())
+        if key.startswith("scrappey/bans/")
+    )
+    return _SUMMARY + (_BANS if bans else ""), {
         "requests": stats.get("scrappey/requests", 0),
         "created": stats.get("scrappey/sessions/created", 0),
         "destroyed": stats.get("scrappey/sessions/destroyed", 0),
@@ -26,4 +32,5 @@ def summary(stats: dict[str, Any]) -> tuple[str, dict[str, int]]:
         "init_ok": stats.get("scrappey/sessions/init/ok", 0),
         "init_failed": stats.get("scrappey/sessions/init/failed", 0),
         "check_failed": stats.get("scrappey/sessions/check_failed", 0),
+        "bans": bans,
     }

@@ -1,5 +1,6 @@
 """Every code snippet of README.md is exercised here."""
 
+import ast
 import importlib.util
 import re
 import shlex
@@ -12,10 +13,11 @@ from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 import dev
-from scrapy_scrappey import Config
+from scrapy_scrappey import Config, SessionCheckFailed
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.local.__main__ import build_parser
 from tests.crawl import KEY, PagesSpider, crawl, settings_for
+from tests.fake_api import OutcomeSpider, success
 from tests.reliability_support import child_env
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -57,10 +59,11 @@ def test_every_block_is_covered():
         "SCRAPPEY_SESSION_INIT = [",
         "class MembersSpider",
         "class BlockPageChecker",
+        "def shop_wall",
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 9
+    assert len(PYTHON) == 10
 
 
 def snippet_settings(marker):
@@ -207,6 +210,28 @@ async def test_session_checker_snippet(tmp_path, make_local_server, make_target_
     assert sorted(i["url"] for i in result.items) == sorted(urls)
     assert not any("Access denied" in i["text"] for i in result.items)
     assert result.stats["scrappey/sessions/retired/check"] == len(site.banned) == 2
+
+
+@deferred_f_from_coro_f
+async def test_ban_detector_snippet(tmp_path, scripted_api):
+    code = snippet("def shop_wall")
+    (setting,) = [
+        line for line in code.splitlines() if "SCRAPPEY_BAN_DETECTORS" in line
+    ]
+    names = ast.literal_eval(setting.split("=", 1)[1].strip())
+    load(code, tmp_path, "readme_bans")
+    names = [n.replace("myproject.bans", "readme_bans") for n in names]
+    wall, good = "http://127.0.0.1:9/wall", "http://127.0.0.1:9/good"
+    page = '<html><body><form id="prove-human"><button>I am human</button></form>'
+    scripted_api.answer(wall, 200, success(wall, response=page))
+    settings = settings_for(
+        scripted_api, tmp_path, RETRY_TIMES=1, SCRAPPEY_BAN_DETECTORS=names
+    )
+    result = await crawl(OutcomeSpider, settings, urls=[wall, good])
+    assert isinstance(result.spider.outcome(wall), SessionCheckFailed)
+    assert result.items == [{"url": good, "status": 200}]
+    assert result.stats["scrappey/bans/shop_wall"] == 2
+    assert result.stats["scrappey/sessions/retired/banned"] == 2
 
 
 def test_local_server_snippet(tmp_path):

@@ -2,11 +2,12 @@
 
 Detectors look at headers first; the body is read only as a bounded,
 lower-cased prefix, and only when the page could be a vendor's block page:
-the status refuses (401, 403, 405, 406, 429, 503) or the body is small.
-Vendors' block and challenge pages are small (DataDome ~1 KB, Akamai and F5
-deny pages < 1 KB, Imperva < 10 KB, Cloudflare's ~10 KB), so a large page
-with an ordinary status is never scanned: that keeps the cost per response
-near zero and an article that quotes a block page from ever matching.
+the status refuses (401, 403, 405, 406, 429, 503; the first 64 KiB are
+read) or the body is small (at most 16 KiB, read whole). Vendors' block and
+challenge pages are small (DataDome ~1 KB, Akamai and F5 deny pages < 1 KB,
+Imperva < 10 KB, Cloudflare's a few KB), so a larger page with an ordinary
+status is never scanned: that keeps the cost per response to a few header
+lookups, and an article that quotes a block page from ever matching.
 """
 
 from __future__ import annotations
@@ -18,34 +19,32 @@ if TYPE_CHECKING:
 
 #: Statuses a vendor refuses with (the reference's X1 set).
 REFUSING_STATUSES = frozenset({401, 403, 405, 406, 429, 503})
-#: How much of the body is ever read.
+#: How much of a page with a refusing status is read.
 SCAN_BYTES = 64 * 1024
-#: A page with another status is read only up to this size.
-SMALL_BYTES = 32 * 1024
+#: A page with another status is read (whole) only up to this size.
+SMALL_BYTES = 16 * 1024
 #: A "near-empty" page: medium (English-text) signals may fire on it.
 TINY_BYTES = 8 * 1024
 
 
 class Page:
-    """A response as the detectors read it; attributes are computed on first use."""
+    """A response as the detectors read it; the body is read on first use."""
 
-    __slots__ = ("_header_names", "_text", "_title", "response", "size")
+    __slots__ = ("_text", "_title", "headers", "refusing", "response", "size", "status")
 
     def __init__(self, response: Response) -> None:
         self.response = response
+        self.status = response.status
+        self.refusing = self.status in REFUSING_STATUSES
         self.size = len(response.body)
+        #: Lower-cased header names and (last) values.
+        self.headers = {
+            name.lower(): values[-1].lower()
+            for name, values in response.headers.items()
+            if values
+        }
         self._text: bytes | None = None
         self._title: bytes | None = None
-        self._header_names: tuple[bytes, ...] | None = None
-
-    @property
-    def status(self) -> int:
-        return self.response.status
-
-    @property
-    def refusing(self) -> bool:
-        """Whether the status is one vendors refuse with."""
-        return self.response.status in REFUSING_STATUSES
 
     @property
     def tiny(self) -> bool:
@@ -53,16 +52,8 @@ class Page:
         return self.size <= TINY_BYTES
 
     def header(self, name: bytes) -> bytes:
-        """The lower-cased value of header *name*, ``b""`` when absent."""
-        value = self.response.headers.get(name)
-        return value.lower() if value else b""
-
-    @property
-    def header_names(self) -> tuple[bytes, ...]:
-        """Every header name, lower-cased."""
-        if self._header_names is None:
-            self._header_names = tuple(k.lower() for k in self.response.headers)
-        return self._header_names
+        """The lower-cased value of header *name* (lower-case), ``b""`` when absent."""
+        return self.headers.get(name, b"")
 
     @property
     def url(self) -> str:
@@ -72,8 +63,10 @@ class Page:
     def text(self) -> bytes:
         """The lower-cased body prefix, ``b""`` for a page that is not read."""
         if self._text is None:
-            if self.refusing or self.size <= SMALL_BYTES:
+            if self.refusing:
                 self._text = self.response.body[:SCAN_BYTES].lower()
+            elif self.size <= SMALL_BYTES:
+                self._text = self.response.body.lower()
             else:
                 self._text = b""
         return self._text

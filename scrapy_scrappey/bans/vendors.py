@@ -21,9 +21,15 @@ if TYPE_CHECKING:
 # bans, 1010 browser signature, 1012/1020 access denied, 1015 rate limit);
 # config errors such as 1003 "Direct IP access" are not bans.
 _CF_BAN_CODE = re.compile(rb'cf-error-code">\s*10(?:0[5-9]|1[025]|20)\b')
-# Akamai's reference id, raw or entity-encoded ("Reference&#32;&#35;18&#46;").
+# Cloudflare's challenge images (older pages).
+_CF_TRACE = re.compile(rb"/cdn-cgi/images/trace/(?:jsch|captcha|managed)/")
+# Akamai's behavioural challenge container / iframe.
+_AKAMAI_CHALLENGE = re.compile(rb"sec-(?:if-cpt-container|cpt-if)")
+# Akamai's reference id "#18.<hex>.<epoch>.<hex>", raw or entity-encoded
+# ("Reference&#32;&#35;18&#46;…"); the long epoch keeps prose ("reference
+# #3.1.2") out.
 _AKAMAI_REF = re.compile(
-    rb"reference(?:\s|&#32;)*(?:#|&#35;)\s*\d+(?:\.|&#46;)[0-9a-f]+(?:\.|&#46;)\d+"
+    rb"reference(?:\s|&#32;)*(?:#|&#35;)\s*\d+(?:\.|&#46;)[0-9a-f]{6,}(?:\.|&#46;)\d{9,}"
 )
 # Kasada's challenge script: /<uuid>/<uuid>/p.js
 _KASADA_PJS = re.compile(rb"/[0-9a-f-]{36}/[0-9a-f-]{36}/p\.js")
@@ -39,9 +45,7 @@ def cloudflare(page: Page) -> bool:
     ):
         return True
     if b"/cdn-cgi/" in page.text and (
-        b"/orchestrate/" in page.text
-        or page.has(b"/images/trace/jsch/", b"/images/trace/captcha/")
-        or b"/images/trace/managed/" in page.text
+        b"/orchestrate/" in page.text or _CF_TRACE.search(page.text) is not None
     ):
         return True
     if b"cf-error-details" in page.text and (
@@ -90,14 +94,14 @@ def datadome(page: Page) -> bool:
 def perimeterx(page: Page) -> bool:
     """The block template (``px-captcha`` meta and element, PX assignments)
     and its JSON form."""
+    if not _short(page):
+        return False  # PX serves its page on 403/429 by design
     if b"px-captcha" in page.text and page.has(
         b'<meta name="description" content="px-captcha"', b'id="px-captcha"'
     ):
         return True
     if b'title="human verification challenge"' in page.text:
         return True
-    if not (page.refusing or page.tiny):
-        return False
     if page.refusing and page.header(b"x-px-blocked"):
         return True
     if b"perimeterx" in page.text and page.has(
@@ -121,11 +125,11 @@ def akamai(page: Page) -> bool:
         return True
     if page.refusing and page.header(b"akamai-cache-status").startswith(b"error"):
         return True
-    if page.has(b"errors.edgesuite.net", b"sec-if-cpt-container", b"sec-cpt-if"):
+    if b"errors.edgesuite.net" in page.text:
         return True
-    if b"reference" in page.text and _AKAMAI_REF.search(page.text) is not None:
+    if _AKAMAI_CHALLENGE.search(page.text) or _AKAMAI_REF.search(page.text):
         return True
-    if not (page.refusing or page.tiny):
+    if not _short(page):
         return False
     return b"behavioral-content" in page.text or (
         page.title == b"access denied" and b"have permission to access" in page.text
@@ -146,7 +150,9 @@ def imperva(page: Page) -> bool:
         return True
     if b"incapsula" not in page.text:
         return False
-    if page.has(b"incapsula incident id", b"incident_id="):
+    if b"incident_id=" in page.text or (
+        _short(page) and b"incapsula incident id" in page.text
+    ):
         return True
     # The resource also loads the sensor on served pages: only a page that
     # holds little else is the challenge.
@@ -171,9 +177,11 @@ def kasada(page: Page) -> bool:
     """``x-kpsdk-*`` headers or the KPSDK script on a 403/429."""
     if page.status not in (403, 429):
         return False
-    if any(name.startswith(b"x-kpsdk-") for name in page.header_names):
+    if any(name.startswith(b"x-kpsdk-") for name in page.headers):
         return True
-    return page.has(b"kpsdk", b"/ips.js") or _KASADA_PJS.search(page.text) is not None
+    if page.has(b"kpsdk", b"/ips.js"):
+        return True
+    return b"/p.js" in page.text and _KASADA_PJS.search(page.text) is not None
 
 
 def f5(page: Page) -> bool:
@@ -181,9 +189,13 @@ def f5(page: Page) -> bool:
     and Shape's interstitial hooks."""
     if page.has(b"istlwashere", b"_imp_apg_r_"):
         return True
-    if b"your support id is" in page.text and (
-        page.title == b"request rejected"
-        or b"the requested url was rejected" in page.text
+    if (
+        _short(page)
+        and b"your support id is" in page.text
+        and (
+            page.title == b"request rejected"
+            or b"the requested url was rejected" in page.text
+        )
     ):
         return True
     return page.refusing and b"/tspd/" in page.text
@@ -195,13 +207,20 @@ def sucuri(page: Page) -> bool:
         return True
     if b"sucuri" not in page.text:
         return False
-    return page.has(
-        b"sucuri_cloudproxy_js",
-        b"sucuri-firewall-block.css",
-        b"cloudproxy@sucuri.net",
+    if page.has(
+        b"sucuri_cloudproxy_js", b"sucuri-firewall-block.css", b"cloudproxy@sucuri.net"
+    ):
+        return True
+    return _short(page) and page.has(
         b"sucuri website firewall - access denied",
         b"sucuri website firewall - cloudproxy - access denied",
     )
+
+
+def _short(page: Page) -> bool:
+    """Whether English text may count: a refusing status or a near-empty page
+    (an article quoting a block page is neither)."""
+    return page.refusing or page.tiny
 
 
 #: The built-in rules by vendor name, in the order they run.

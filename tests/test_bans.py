@@ -159,3 +159,59 @@ async def test_decoy_page_through_the_server_fires_no_detector(
         assert name in cookies
     assert 'class="cf-turnstile"' in response.text
     assert [name for name, d in BUILTIN_DETECTORS.items() if d(response)] == []
+
+
+class _InitSpider(PagesSpider):
+    """The first session's init fetches INIT_FETCHES pages; later ones fetch one."""
+
+    INIT_FETCHES = BAN_AFTER + 1
+
+    def __init__(self, init_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.init_url = init_url
+        self.inits: list[tuple[str, list[int]]] = []
+
+    async def scrappey_session_init(self, session_id, pool, download):  # type: ignore[no-untyped-def]
+        fetches = self.INIT_FETCHES if not self.inits else 1
+        statuses: list[int] = []
+        self.inits.append((session_id, statuses))
+        # Kept as they come: the banned fetch raises, the earlier ones stay.
+        while len(statuses) < fetches:
+            statuses.append((await download(Request(self.init_url))).status)
+        return True
+
+
+@deferred_f_from_coro_f
+async def test_a_block_page_during_init_retires_the_session_before_any_page(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server(
+        faults=Faults(ban_after_requests=BAN_AFTER, ban_vendors=("imperva",))
+    )
+    urls = [target_site.url(f"/decoy/{n}") for n in range(6)]
+    result = await crawl(
+        _InitSpider,
+        settings_for(server, tmp_path, RETRY_TIMES=5),
+        urls=urls,
+        init_url=target_site.url("/page/init"),
+    )
+    served = server.stats()
+    first, *_ = result.spider.inits
+    # The init's last fetch got Imperva's page (HTTP 200): the check failed.
+    assert first[1] == [200] * BAN_AFTER
+    assert served["bans"]["sessions"][first[0]] == "imperva"
+    commands = _session_commands(served["commands"], first[0])
+    assert commands == [
+        "sessions.create",
+        *["request.get"] * (BAN_AFTER + 1),
+        "sessions.destroy",
+    ]
+    assert result.stats["scrappey/bans/imperva"] == served["bans"]["block_pages"]
+    # Counted as a ban and a failed init; pages' bans are retried requests.
+    stats, pages_banned = result.stats, served["bans"]["block_pages"] - 1
+    assert stats["scrappey/sessions/init/failed"] == 1
+    assert stats["scrappey/sessions/retired/init"] == 1
+    assert stats["scrappey/sessions/retired/banned"] == pages_banned
+    assert stats["retry/reason_count/scrappey/banned/imperva"] == pages_banned
+    assert sorted(i["url"] for i in result.items) == sorted(urls)
+    assert served["sessions"]["open"] == 0

@@ -17,15 +17,9 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.project import data_path
 
-from ._health_config import (
-    InitStep,
-    ban_detectors,
-    ban_statuses,
-    checker_path,
-    init_steps,
-)
+from ._health_config import InitStep, ban_statuses, checker_path, init_steps
 from ._settings import read_bool, read_dict, read_float, read_int
-from .bans import BUILTIN_DETECTORS, Detector
+from .bans import BUILTIN_DETECTORS, Detector, read_detectors
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -279,7 +273,7 @@ class Config:
             max_consecutive_check_failures=read_int(
                 settings, "SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES", 20, minimum=1
             ),
-            ban_detectors=ban_detectors(
+            ban_detectors=read_detectors(
                 settings.get("SCRAPPEY_BAN_DETECTORS"), "SCRAPPEY_BAN_DETECTORS"
             ),
             # -- session health (errors)
@@ -333,7 +327,7 @@ class Config:
             )
         detectors = getattr(spider, "scrappey_ban_detectors", None)
         if detectors is not None:
-            changes["ban_detectors"] = ban_detectors(
+            changes["ban_detectors"] = read_detectors(
                 detectors, "The scrappey_ban_detectors spider attribute"
             )
         return replace(self, **changes) if changes else self

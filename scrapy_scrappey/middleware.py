@@ -21,7 +21,6 @@ from .exceptions import (
     ScrappeyAuthError,
     ScrappeyError,
     ScrappeyTransportError,
-    SessionCheckFailed,
     SessionsUnavailable,
     SessionWaitTimeout,
     SpiderClosing,
@@ -226,9 +225,7 @@ class ScrappeyMiddleware:
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:
-            return self._retry(
-                request, failure.retry_reason, _rejected(request, failure)
-            )
+            return self._retry(request, failure.retry_reason, failure.error(request))
         assert response is not None  # no error, no failure: a page
         _record_session(request, session)
         self._inc(f"scrappey/responses/status/{response.status}")
@@ -382,17 +379,6 @@ class ScrappeyMiddleware:
 
     def _inc(self, key: str, count: int = 1) -> None:
         self.crawler.stats.inc_value(key, count)
-
-
-def _rejected(request: Request, failure: Failure) -> SessionCheckFailed:
-    if failure.vendor:
-        return SessionCheckFailed(
-            f"{request}: every try got {failure.vendor}'s block page; dropped"
-        )
-    return SessionCheckFailed(
-        f"{request}: the session check rejected the page on every session it "
-        f"was tried on; dropped"
-    )
 
 
 def _record_session(request: Request, session: Session | None) -> None:

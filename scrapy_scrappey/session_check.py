@@ -26,7 +26,7 @@ from scrapy.exceptions import CloseSpider
 from scrapy.utils.misc import build_from_crawler, load_object
 
 from .bans import BuiltinDetector, Detector, Page
-from .exceptions import ScrappeyConfigError
+from .exceptions import ScrappeyConfigError, SessionCheckFailed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,6 +61,17 @@ class Failure:
         if self.vendor:
             return f"scrappey/banned/{self.vendor}"
         return "scrappey/session_check_failed"
+
+    def error(self, request: Request) -> SessionCheckFailed:
+        """What the request fails with once its retries ran out."""
+        if self.vendor:
+            return SessionCheckFailed(
+                f"{request}: every try got {self.vendor}'s block page; dropped"
+            )
+        return SessionCheckFailed(
+            f"{request}: the session check rejected the page on every session "
+            f"it was tried on; dropped"
+        )
 
 
 class SessionChecks:

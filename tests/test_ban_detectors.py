@@ -277,3 +277,40 @@ async def test_a_broken_user_detector_fails_checks_until_the_breaker_trips(
     assert result.stats["scrappey/sessions/retired/check"] == 3
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert sum("returns_garbage (ban detector) returned 42" in m for m in lines) == 1
+
+
+@deferred_f_from_coro_f
+async def test_an_init_page_that_is_a_block_page_fails_the_init(tmp_path, scripted_api):
+    login = f"{TARGET}login"
+    scripted_api.answer(login, 200, _page_reply(login, "datadome_captcha_403"))
+    settings = settings_for(
+        scripted_api,
+        tmp_path,
+        SCRAPPEY_SESSION_INIT=[{"url": login}],
+        SCRAPPEY_SESSION_MAX_BAD_INITS=3,
+    )
+    result = await crawl(OutcomeSpider, settings, urls=[f"{TARGET}page"])
+    assert result.stats["finish_reason"] == "scrappey_bad_session_inits"
+    assert result.stats["scrappey/sessions/init/failed"] == 3
+    assert result.stats["scrappey/bans/datadome"] == 3
+    assert result.items == []
+    assert not scripted_api.open_sessions
+
+
+@deferred_f_from_coro_f
+async def test_block_pages_in_a_row_trip_the_circuit_breaker(tmp_path, scripted_api):
+    urls = [f"{TARGET}walled/{i}" for i in range(6)]
+    for url in urls:
+        scripted_api.answer(url, 200, _page_reply(url, "sucuri_block_403"))
+    settings = settings_for(
+        scripted_api,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="none",
+        SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES=4,
+    )
+    result = await crawl(OutcomeSpider, settings, urls=urls)
+    assert result.stats["finish_reason"] == "scrappey_session_checks_failing"
+    bans = result.stats["scrappey/bans/sucuri"]
+    assert bans >= 4  # requests in flight when it tripped may add theirs
+    assert result.stats["scrappey/sessions/check_failed"] == bans
+    assert result.items == []

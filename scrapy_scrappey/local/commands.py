@@ -201,7 +201,8 @@ class CommandHandler:
             return await self._serve(params, body, None, plan, started)
         self._stats.request_started(session.id, self._registry.begin_request(session))
         ban = self._injector().ban_vendor(session.id, session.requests)
-        plan = dataclasses.replace(plan, ban=ban)
+        if ban is not None:
+            plan = dataclasses.replace(plan, ban=ban)
         limit = self._injector().faults.expire_after_requests
         if limit is not None and session.requests >= limit:
             # Removed now so that later commands already miss it; its client

@@ -30,7 +30,7 @@ from .orphans import sweep_at_start
 from .payload import build_payload
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
-from .session_check import Failure, SessionChecks
+from .session_check import CheckFailure, SessionChecks
 from .session_init import SessionInit
 from .sessions import Session, SessionManager
 from .throttle import TargetThrottle
@@ -201,7 +201,7 @@ class ScrappeyMiddleware:
         if route.raw:
             self._inc("scrappey/raw/requests")
         response: Response | None = None
-        failure: Failure | None = None
+        failure: CheckFailure | None = None
         async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
@@ -245,7 +245,7 @@ class ScrappeyMiddleware:
 
     def _health(
         self, response: Response, request: Request, session: Session | None
-    ) -> Failure | None:
+    ) -> CheckFailure | None:
         """Run the session checks (only the ban detectors without a session);
         a session that fails them is retired (lease held)."""
         failure = self._checks.failure(response, request, session=session is not None)

@@ -2,14 +2,13 @@
 
 :class:`SessionChecks` runs, on every page fetched on a session, first the
 ban detectors (``SCRAPPEY_BAN_DETECTORS``: is it an anti-bot vendor's block
-page?), then the ban
-statuses (``SCRAPPEY_SESSION_BAN_STATUSES``), the spider's
-``scrappey_session_check(response, request)`` method and the checker class of
-``SCRAPPEY_SESSION_CHECKER``. A page fails when a status is a ban status, a
-check returns False, returns something else than a bool, or raises (a
-detector: returns something else than a str or None, or raises); a
-``CloseSpider`` it raises closes the spider with its reason. The caller
-retires the session.
+page?), then the ban statuses (``SCRAPPEY_SESSION_BAN_STATUSES``), the
+spider's ``scrappey_session_check(response, request)`` method and the checker
+class of ``SCRAPPEY_SESSION_CHECKER``; on a page fetched without a session,
+only the ban detectors. A page fails when a detector names a vendor, a status
+is a ban status, a check returns False, or a detector or check returns
+something else than it should or raises; a ``CloseSpider`` a check raises
+closes the spider with its reason. The caller retires the session.
 
 State: ``_failures`` counts failed checks in a row across the crawl (reset by
 any page that passes); reaching ``SCRAPPEY_MAX_CONSECUTIVE_CHECK_FAILURES``
@@ -40,12 +39,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _Check = tuple[str, "Callable[[Response, Request], object]"]
-#: The failure of a check (as opposed to a ban); see :class:`Failure`.
-CHECK_FAILED = "check"
 
 
 @dataclass(frozen=True)
-class Failure:
+class CheckFailure:
     """Why a page failed the session check: a ban by *vendor*, or a failed check."""
 
     vendor: str | None = None
@@ -53,7 +50,7 @@ class Failure:
     @property
     def retire_reason(self) -> str:
         """The session's ``scrappey/sessions/retired/<reason>``."""
-        return "banned" if self.vendor else CHECK_FAILED
+        return "banned" if self.vendor else "check"
 
     @property
     def retry_reason(self) -> str:
@@ -113,7 +110,7 @@ class SessionChecks:
 
     def failure(
         self, response: Response, request: Request, *, session: bool = True
-    ) -> Failure | None:
+    ) -> CheckFailure | None:
         """Why *response* shows an unhealthy session, or None when it passes.
 
         Without a *session*, only the ban detectors run. Counts
@@ -126,7 +123,7 @@ class SessionChecks:
         if vendor:
             self._stats.inc_value(f"scrappey/bans/{vendor}")
         self._fail()
-        return Failure(vendor or None)
+        return CheckFailure(vendor or None)
 
     def _fail(self) -> None:
         self._stats.inc_value("scrappey/sessions/check_failed")

@@ -76,7 +76,7 @@ def test_a_large_page_with_an_ordinary_status_is_not_read():
     response, vendor = fixture("cloudflare_waf_block_200")
     padded = response.replace(body=response.body + b" " * 40_000)
     assert vendor == "cloudflare"
-    assert detect(padded) is None  # 200 and > 32 KiB: an article, not a wall
+    assert detect(padded) is None  # 200 and > 16 KiB: not read
     assert detect(padded.replace(status=403)) == "cloudflare"
 
 

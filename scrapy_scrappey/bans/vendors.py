@@ -127,7 +127,10 @@ def akamai(page: Page) -> bool:
         return True
     if b"errors.edgesuite.net" in page.text:
         return True
-    if _AKAMAI_CHALLENGE.search(page.text) or _AKAMAI_REF.search(page.text):
+    # Plain searches gate the regexes, which scan slower.
+    if b"cpt" in page.text and _AKAMAI_CHALLENGE.search(page.text):
+        return True
+    if b"reference" in page.text and _AKAMAI_REF.search(page.text):
         return True
     if not _short(page):
         return False
@@ -139,7 +142,8 @@ def akamai(page: Page) -> bool:
 def imperva(page: Page) -> bool:
     """The incident page, the tiny ``_Incapsula_Resource`` JS page and the
     reese84 interstitial."""
-    if "incident_id=" in page.url:
+    url = page.url
+    if "_Incapsula_Resource" in url or ("incident_id=" in url and _short(page)):
         return True
     if b"reeseskipexpirationcheck" in page.text or (
         b"interstitial" in page.text
@@ -166,8 +170,8 @@ def aws_waf(page: Page) -> bool:
         return True
     if page.header(b"x-blocked-by-waf"):
         return True
-    if page.status not in (202, 405) and not page.refusing:
-        return False
+    if page.status not in (202, 405):
+        return False  # a site's own 403 may load the WAF SDK too
     return page.has(
         b"window.gokuprops", b"awswafcookiedomainlist", b"awswafintegration"
     )

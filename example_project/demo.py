@@ -5,6 +5,10 @@ server on free ports, runs the ``members``, ``multi`` and ``existing``
 spiders against them as real ``scrapy crawl`` commands in example_project/
 (so the project's settings are used, with the local API URL and a demo key
 passed through the environment), stops everything and prints a summary.
+During ``multi`` the local server "bans" every session after
+``MULTI_BAN_AFTER`` requests with an anti-bot vendor's block page; the
+plugin's ban detectors recognise them with no spider code, and the summary
+shows the bans by vendor.
 
 Exits non-zero if a spider fails, scrapes nothing, finishes for another
 reason than "finished" or logs an error, or if Scrappey sessions are still
@@ -24,11 +28,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scrapy_scrappey.local import LocalScrappey
+from scrapy_scrappey.local import Faults, LocalScrappey
 
 from .demo_site import BAN_AFTER, LOGOUT_AFTER, DemoSite
 
@@ -39,17 +44,34 @@ PROJECT_DIR = Path(__file__).resolve().parent
 OUTPUT_DIR = PROJECT_DIR / "output"
 #: Accepted by the local server only; it is not a Scrappey key.
 DEMO_KEY = "local-demo-key-not-a-real-scrappey-key"
-#: (spider, what it shows)
+#: During ``multi``, the local server bans each session after this many
+#: requests, with these vendors' block pages in turn (Akamai's comes as HTTP 200).
+MULTI_BAN_AFTER = 5
+BAN_VENDORS = ("cloudflare", "akamai", "datadome")
+#: (spider, what it shows, the local server's faults during it)
 SPIDERS = (
-    ("members", "init logs each session in; check retires logged-out/banned"),
-    ("multi", "two host names; one session per domain"),
-    ("existing", "hand-written API calls; the middleware adds a session"),
+    (
+        "members",
+        "init logs each session in; check retires logged-out/banned",
+        Faults(),
+    ),
+    (
+        "multi",
+        "two host names; one session per domain; vendor bans detected",
+        Faults(ban_after_requests=MULTI_BAN_AFTER, ban_vendors=BAN_VENDORS),
+    ),
+    (
+        "existing",
+        "hand-written API calls; the middleware adds a session",
+        Faults(),
+    ),
 )
 SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
 _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
 # From the stats Scrapy dumps at the end of a crawl.
 _INITS_RE = re.compile(r"'scrappey/sessions/init/ok': (\d+)")
 _RETIRED_RE = re.compile(r"'scrappey/sessions/retired/\w+': (\d+)")
+_BANS_RE = re.compile(r"'scrappey/bans/(\w+)': (\d+)")
 _ERROR_RE = re.compile(r"^\S+ \S+ \[[^\]]+\] (?:ERROR|CRITICAL): .*$", re.MULTILINE)
 
 
@@ -82,11 +104,12 @@ class Servers:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    def reset_site(self) -> None:
-        """Let the next spider meet the demo site as the first one did."""
+    def reset_site(self, faults: Faults) -> None:
+        """Let the next spider meet the demo site as the first one did, and *faults*."""
 
         async def reset() -> None:
             self.site.reset()
+            self.scrappey.faults = faults
 
         self._run(reset())
 
@@ -115,6 +138,8 @@ class Run:
     #: Sessions made ready by an init, and sessions retired for their health.
     inits: int = 0
     retired: int = 0
+    #: Block pages the plugin's ban detectors recognised, by vendor.
+    bans: Counter[str] = field(default_factory=Counter)
     log: str = ""
 
     def problems(self) -> list[str]:
@@ -130,7 +155,7 @@ class Run:
         return found
 
 
-def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
+def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) -> Run:
     """``scrapy crawl SPIDER -a site=...`` in example_project/, with the demo key."""
     run = Run(spider)
     output = OUTPUT_DIR / f"{spider}.jsonl"
@@ -144,7 +169,7 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
-    servers.reset_site()
+    servers.reset_site(faults)
     before = servers.stats()["sessions"]
     process = subprocess.Popen(
         cmd,
@@ -171,6 +196,8 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
     run.destroyed = after["destroyed"] - before["destroyed"]
     run.inits = sum(int(n) for n in _INITS_RE.findall(run.log))
     run.retired = sum(int(n) for n in _RETIRED_RE.findall(run.log))
+    for vendor, count in _BANS_RE.findall(run.log):
+        run.bans[vendor] += int(count)
     closed = _CLOSED_RE.findall(run.log)
     run.finish_reason = closed[-1] if closed else None
     run.errors += _ERROR_RE.findall(run.log)
@@ -178,6 +205,18 @@ def run_spider(servers: Servers, spider: str, *, verbose: bool) -> Run:
         with output.open(encoding="utf-8") as lines:
             run.items = sum(1 for line in lines if line.strip())
     return run
+
+
+def _bans_line(runs: list[Run], served: int) -> str:
+    """Bans by vendor over all the crawls, and the block pages the server served."""
+    bans: Counter[str] = Counter()
+    for run in runs:
+        bans.update(run.bans)
+    by_vendor = ", ".join(f"{vendor} {n}" for vendor, n in sorted(bans.items()))
+    return (
+        f"  Bans detected: {by_vendor or 'none'} "
+        f"(block pages served by the local server: {served})."
+    )
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -212,19 +251,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  local Scrappey: {servers.scrappey.url}")
         print(
             f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
-            f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7}  "
-            "what it shows"
+            f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7} "
+            f"{'bans':>4}  what it shows"
         )
-        for spider, shows in SPIDERS:
-            run = run_spider(servers, spider, verbose=args.verbose)
+        for spider, shows, faults in SPIDERS:
+            run = run_spider(servers, spider, faults, verbose=args.verbose)
             runs.append(run)
             print(
                 f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
                 f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
-                f"{run.retired:>7}  {shows}",
+                f"{run.retired:>7} {run.bans.total():>4}  {shows}",
                 flush=True,
             )
-        final = servers.stats()["sessions"]
+        server_stats = servers.stats()
+        final = server_stats["sessions"]
     except KeyboardInterrupt:
         print("\nDemo interrupted.", file=sys.stderr)
         return 130
@@ -238,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\n  Local Scrappey: {final['created']} sessions created, "
         f"{final['destroyed']} destroyed, {final['open']} still open after the crawls."
     )
+    print(_bans_line(runs, server_stats["bans"]["block_pages"]))
     print(
         f"  Items: {OUTPUT_DIR.relative_to(PROJECT_DIR.parent)}/"
-        f"{{{','.join(spider for spider, _ in SPIDERS)}}}.jsonl"
+        f"{{{','.join(spider for spider, _, _ in SPIDERS)}}}.jsonl"
     )
     for run in runs:
         if run.problems() and not args.verbose:

@@ -249,7 +249,8 @@ def _headers(raw: object) -> Headers:
         if not _TOKEN_RE.fullmatch(name) or name.lower() in _DROPPED_HEADERS:
             continue
         values = value if isinstance(value, list) else [value]
-        headers.setlist(name, [_header_value(v) for v in values])
+        if values:  # an empty list is no header (Scrapy would read it as None)
+            headers.setlist(name, [_header_value(v) for v in values])
     return headers
 
 

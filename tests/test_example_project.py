@@ -15,6 +15,7 @@ from scrapy.http import HtmlResponse
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
+from example_project.demo import BAN_VENDORS, MULTI_BAN_AFTER
 from example_project.demo_site import (
     ARTICLES,
     BAN_AFTER,
@@ -329,11 +330,16 @@ def test_demo_command_runs_everything_and_prints_the_summary():
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for line in (
-        # 4 sessions retired: 2 logged out, 2 banned by the demo site.
-        "members       9  finished  5/5                             5       4",
-        "multi        18  finished  2/2                             0       0",
-        "existing      9  finished  1/1                             0       0",
-        "8 sessions created, 8 destroyed, 0 still open after the crawls.",
+        # 4 sessions retired: 2 logged out, 2 banned by the demo site (its
+        # "Access denied" page, caught by the spider's check: no vendor ban).
+        "members       9  finished  5/5                             5       4    0",
+        # 13 requests per host (robots.txt, 3 lists, 9 articles), a ban after
+        # every 5: 3 sessions per host, 2 of them banned by vendor pages.
+        "multi        18  finished  6/6                             0       4    4",
+        "existing      9  finished  1/1                             0       0    0",
+        "12 sessions created, 12 destroyed, 0 still open after the crawls.",
+        # Vendors in turn, in ban order: cloudflare, akamai, datadome, cloudflare.
+        "Bans detected: akamai 1, cloudflare 2, datadome 1 (block pages",
         "Demo OK",
     ):
         assert line in out, out
@@ -462,3 +468,30 @@ async def test_members_spider_gets_only_member_pages_from_a_site_that_logs_out_a
     created = server.stats()["sessions"]["created"]
     assert stats["scrappey/sessions/init/ok"] == created
     assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_multi_spider_survives_vendor_bans_without_spider_code(
+    tmp_path, make_local_server, demo_site
+):
+    # The demo's faults during multi: the plugin's ban detectors alone
+    # recognise the block pages (the spider has no session check).
+    assert not hasattr(MultiSpider, "scrappey_session_check")
+    faults = Faults(ban_after_requests=MULTI_BAN_AFTER, ban_vendors=BAN_VENDORS)
+    server = await make_local_server(api_key=KEY, faults=faults)
+    items, stats = await run(MultiSpider, server, demo_site, tmp_path)
+    server_stats = server.stats()
+    titles = sorted(title for _, title, _ in ARTICLES)
+    assert sorted(i["title"] for i in items) == sorted(titles * 2)
+    bans = server_stats["bans"]
+    # Each host's session serves MULTI_BAN_AFTER pages, then is banned.
+    served = list(server_stats["requests_per_session"].values())
+    assert (
+        sorted(served, reverse=True)[: bans["block_pages"]]
+        == [MULTI_BAN_AFTER + 1] * bans["block_pages"]
+    )
+    assert bans["by_vendor"] == {"cloudflare": 2, "akamai": 1, "datadome": 1}
+    assert {v: stats[f"scrappey/bans/{v}"] for v in BAN_VENDORS} == bans["by_vendor"]
+    assert stats["scrappey/sessions/retired/banned"] == 4
+    assert server_stats["sessions"]["created"] == 6
+    assert server_stats["sessions"]["open"] == 0

@@ -376,6 +376,21 @@ def test_odd_headers_never_break_the_response():
     assert set(headers) == {b"X-List", b"X-Crlf", b"Content-Type"}
 
 
+def test_an_empty_header_list_is_no_header():
+    # Found by tests/test_replies_fuzz.py: Scrapy read it as a None content type.
+    data = {
+        "data": "success",
+        "solution": {
+            "statusCode": 200,
+            "response": "<p>x</p>",
+            "responseHeaders": {"content-type": [], "x-empty": []},
+        },
+    }
+    response = from_api_response(data, request=PAGE_REQUEST)
+    assert b"X-Empty" not in response.headers
+    assert response.text == "<p>x</p>"
+
+
 # -- currentUrl -----------------------------------------------------------------
 
 

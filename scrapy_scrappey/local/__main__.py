@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from scrapy_scrappey.codes import TRANSIENT_CODES
+from scrapy_scrappey.local.antibot_pages import VENDORS
 from scrapy_scrappey.local.faults import Faults
 from scrapy_scrappey.local.server import LocalScrappey
 
@@ -36,7 +37,7 @@ go to stderr. Test harness routes, no key needed: GET /__local__/stats,
 POST /__local__/reset, GET and POST /__local__/faults (a JSON object of fault
 fields: latency, error_rate, error_codes, http_502_rate, truncated_rate,
 slow_rate, slow_seconds, expire_after_requests, fail_creates, fail_destroys,
-over_limit_seconds, seed). Browser-only options (browserActions, screenshot,
+over_limit_seconds, ban_after_requests, ban_vendors, seed). Browser-only options (browserActions, screenshot,
 captcha solving, ...) are accepted and ignored.
 """
 
@@ -117,6 +118,11 @@ _COUNT_FLAGS: tuple[tuple[str, int | None, str], ...] = (
     ("--expire-after-requests", None, "a session expires after N request.* on it"),
     ("--fail-creates", 0, "the first N sessions.create fail with CODE-0029"),
     ("--fail-destroys", 0, "the first N sessions.destroy fail with CODE-0031"),
+    (
+        "--ban-after-requests",
+        None,
+        "later request.* on a session get an anti-bot block page (--ban-vendors)",
+    ),
 )
 
 
@@ -161,6 +167,13 @@ def _add_fault_args(group: argparse._ArgumentGroup) -> None:
     )
     for flag, default, text in _COUNT_FLAGS:
         add(flag, type=int, default=default, metavar="N", help=text)
+    add(
+        "--ban-vendors",
+        default=",".join(VENDORS),
+        metavar="VENDORS",
+        help="comma-separated vendors whose block pages banned sessions get, "
+        f"in turn (default: all of {','.join(VENDORS)})",
+    )
     add("--seed", type=int, default=None, help="seed of the random fault draws")
 
 
@@ -169,7 +182,7 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
     return Faults(
         latency=_parse_latency(args.latency),
         error_rate=args.error_rate,
-        error_codes=tuple(c.strip() for c in args.error_codes.split(",") if c.strip()),
+        error_codes=_split(args.error_codes),
         http_502_rate=args.http_502_rate,
         truncated_rate=args.truncated_rate,
         slow_rate=args.slow_rate,
@@ -178,8 +191,14 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
         fail_creates=args.fail_creates,
         fail_destroys=args.fail_destroys,
         over_limit_seconds=args.over_limit_seconds,
+        ban_after_requests=args.ban_after_requests,
+        ban_vendors=_split(args.ban_vendors),
         seed=args.seed,
     )
+
+
+def _split(names: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in names.split(",") if name.strip())
 
 
 def _parse_latency(items: list[str]) -> dict[str, float]:

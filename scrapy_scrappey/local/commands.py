@@ -9,6 +9,7 @@ becomes an error envelope (HTTP 200), never an exception.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from scrapy_scrappey.codes import SESSION_LIMIT_CODE
+from scrapy_scrappey.local.antibot_pages import blocked_result
 from scrapy_scrappey.local.engine import TargetError
 from scrapy_scrappey.local.faults import BAD_GATEWAY_HTML, FaultPlan, truncate_json
 from scrapy_scrappey.local.protocol import (
@@ -198,6 +200,9 @@ class CommandHandler:
         if session is None:
             return await self._serve(params, body, None, plan, started)
         self._stats.request_started(session.id, self._registry.begin_request(session))
+        ban = self._injector().ban_vendor(session.id, session.requests)
+        if ban is not None:
+            plan = dataclasses.replace(plan, ban=ban)
         limit = self._injector().faults.expire_after_requests
         if limit is not None and session.requests >= limit:
             # Removed now so that later commands already miss it; its client
@@ -241,7 +246,9 @@ class CommandHandler:
         if plan.kind == "http_502":
             self._stats.fault("http_502")
             return Reply(text=BAD_GATEWAY_HTML, status=502, content_type="text/html")
-        payload = await self._fetch(params, body, session, started)
+        if plan.ban is not None and session is not None:
+            self._stats.ban(session.id, plan.ban)
+        payload = await self._fetch(params, body, session, plan.ban, started)
         if plan.kind == "truncated":
             self._stats.fault("truncated")
             return Reply(text=truncate_json(payload))
@@ -252,11 +259,17 @@ class CommandHandler:
         params: RequestParams,
         body: dict[str, Any],
         session: LocalSession | None,
+        ban: str | None,
         started: float,
     ) -> dict[str, Any]:
         agent = session.user_agent if session else user_agent_for(body)
+        spec = build_spec(params, agent)
         try:
-            result = await self._engine.fetch(build_spec(params, agent), session)
+            if ban is not None:
+                # The anti-bot edge answers; the target never sees the request.
+                result = blocked_result(ban, spec, self._engine.name)
+            else:
+                result = await self._engine.fetch(spec, session)
         except TargetError as exc:
             raise ApiError(REQUEST_ERROR_CODE, str(exc)) from exc
         self.balance -= 1

@@ -73,6 +73,9 @@ class TargetError(Exception):
 class Engine(Protocol):
     """What the command handlers need from a fetch engine."""
 
+    #: The ``solution.type`` of the pages it fetches.
+    name: str
+
     async def fetch(self, spec: FetchSpec, session: LocalSession | None) -> FetchResult:
         """Fetch *spec* within *session* (``None``: a one-off context)."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from scrapy_scrappey.codes import ERROR_CODES, TRANSIENT_CODES
+from scrapy_scrappey.local.antibot_pages import VENDORS
 from scrapy_scrappey.local.protocol import ALL_COMMANDS
 
 FaultKind = Literal["error", "http_502", "truncated"]
@@ -63,6 +64,12 @@ class Faults:
     * ``over_limit_seconds``: every ``sessions.create`` fails with CODE-0029
       for that many seconds from when these faults were set (an account
       whose session limit frees up later).
+    * ``ban_after_requests`` / ``ban_vendors``: a session that has been named
+      by that many ``request.*`` commands is "banned": every later request on
+      it gets a vendor's block page (``data: success``, the vendor's status,
+      headers, cookies and HTML; see ``antibot_pages.py``) instead of the
+      target. Banned sessions take the vendors of ``ban_vendors`` (default:
+      all) in turn, in the order they are banned. ``None`` = never.
     * ``seed``: seed of the random draws, for reproducible runs.
     """
 
@@ -77,18 +84,14 @@ class Faults:
     fail_creates: int = 0
     fail_destroys: int = 0
     over_limit_seconds: float = 0.0
+    ban_after_requests: int | None = None
+    ban_vendors: tuple[str, ...] = VENDORS
     seed: int | None = None
 
     def __post_init__(self) -> None:
         # JSON and CLI callers hand over lists (or one code as a string).
-        codes: object = self.error_codes
-        if isinstance(codes, str):
-            codes = (codes,)
-        if not isinstance(codes, (list, tuple)):
-            raise TypeError(
-                f"Faults.error_codes must be a list of codes, got {codes!r}"
-            )
-        self.error_codes = tuple(codes)
+        self.error_codes = _names(self.error_codes, "error_codes")
+        self.ban_vendors = _names(self.ban_vendors, "ban_vendors")
         latency: object = self.latency
         if not isinstance(latency, dict):
             raise TypeError(
@@ -119,6 +122,10 @@ class Faults:
         limit = self.expire_after_requests
         if limit is not None and (not _is_count(limit) or limit < 1):
             raise ValueError("Faults.expire_after_requests must be None or >= 1")
+        limit = self.ban_after_requests
+        if limit is not None and not _is_count(limit):
+            raise ValueError("Faults.ban_after_requests must be None or >= 0")
+        _check_vendors(self.ban_vendors)
         if self.seed is not None and not _is_count(self.seed):
             raise ValueError("Faults.seed must be None or an integer >= 0")
 
@@ -126,6 +133,7 @@ class Faults:
         """The fields as JSON-ready values."""
         data = dataclasses.asdict(self)
         data["error_codes"] = list(self.error_codes)
+        data["ban_vendors"] = list(self.ban_vendors)
         return data
 
     @classmethod
@@ -153,6 +161,8 @@ class FaultPlan:
     slow: bool = False
     kind: FaultKind | None = None
     code: str | None = None
+    #: The vendor whose block page replaces the target (a banned session).
+    ban: str | None = None
 
 
 class FaultInjector:
@@ -169,6 +179,8 @@ class FaultInjector:
         self._creates_failed = 0
         self._destroys_failed = 0
         self._since = time.monotonic()
+        #: Banned session ids and their vendor, in the order they were banned.
+        self._bans: dict[str, str] = {}
 
     def latency(self, cmd: str) -> float:
         """Seconds to wait before serving *cmd*."""
@@ -203,6 +215,22 @@ class FaultInjector:
             self._destroys_failed += 1
             return True
         return False
+
+    def ban_vendor(self, session_id: str, requests: int) -> str | None:
+        """The vendor whose block page the *requests*-th request of a session gets.
+
+        ``None`` while the session is under ``ban_after_requests``; once over,
+        the session keeps the vendor it was given at its first block page.
+        """
+        limit = self.faults.ban_after_requests
+        if limit is None or requests <= limit:
+            return None
+        vendor = self._bans.get(session_id)
+        if vendor is None:
+            vendors = self.faults.ban_vendors
+            vendor = vendors[len(self._bans) % len(vendors)]
+            self._bans[session_id] = vendor
+        return vendor
 
     def _hit(self, rate: float) -> bool:
         # No draw for a zero rate, so enabling one knob does not shift the
@@ -239,6 +267,28 @@ def _check_latency(latency: dict[str, float]) -> None:
                 f"Faults.latency[{cmd!r}] must be a finite number >= 0, "
                 f"got {seconds!r:.40}"
             )
+
+
+def _names(value: object, name: str) -> tuple[str, ...]:
+    """A list of names as a tuple; JSON and CLI callers hand over lists or one string."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"Faults.{name} must be a list of names, got {value!r:.60}")
+    return tuple(value)
+
+
+def _check_vendors(vendors: tuple[str, ...]) -> None:
+    unknown = [
+        f"{v!r:.40}" for v in vendors if not isinstance(v, str) or v not in VENDORS
+    ]
+    if unknown:
+        raise ValueError(
+            f"Faults.ban_vendors: unknown vendors {', '.join(unknown)} "
+            f"(known: {', '.join(VENDORS)})"
+        )
+    if not vendors:
+        raise ValueError("Faults.ban_vendors must name at least one vendor")
 
 
 def _check_codes(codes: tuple[str, ...]) -> None:

@@ -42,6 +42,8 @@ class Stats:
         self.max_concurrent: dict[str, int] = {}
         self.faults: Counter[str] = Counter(dict.fromkeys(_FAULT_COUNTERS, 0))
         self.errors_by_session: dict[str, list[int]] = {}
+        self.block_pages: Counter[str] = Counter()
+        self.banned_sessions: dict[str, str] = {}
         self.commands: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
 
     def command(self, cmd: str, session: str | None, url: str | None) -> None:
@@ -75,6 +77,11 @@ class Stats:
         ordinal = self.per_session[session]
         self.errors_by_session.setdefault(session, []).append(ordinal)
 
+    def ban(self, session: str, vendor: str) -> None:
+        """Record a *vendor* block page served to a banned *session*."""
+        self.block_pages[vendor] += 1
+        self.banned_sessions[session] = vendor
+
     def request_started(self, session: str, concurrent: int) -> None:
         """Count a ``request.*`` on *session*, now running *concurrent* at once."""
         self.per_session[session] += 1
@@ -98,6 +105,11 @@ class Stats:
             "faults": dict(self.faults),
             "errors_by_session": {
                 sid: list(ordinals) for sid, ordinals in self.errors_by_session.items()
+            },
+            "bans": {
+                "block_pages": sum(self.block_pages.values()),
+                "by_vendor": dict(self.block_pages),
+                "sessions": dict(self.banned_sessions),
             },
             "commands": list(self.commands),
         }

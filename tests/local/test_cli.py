@@ -139,6 +139,41 @@ async def test_subprocess_static_file_faults_and_sigint(tmp_path: Path) -> None:
     assert returncode == 0, stderr
 
 
+@deferred_f_from_coro_f
+async def test_subprocess_bans_sessions_with_vendor_pages() -> None:
+    with _start(
+        "--static-body", "<p>ok</p>", "--ban-after-requests", "1",
+        "--ban-vendors", "imperva,sucuri",
+    ) as proc:  # fmt: skip
+        try:
+            url = first_line(proc)
+            statuses = []
+            async with aiohttp.ClientSession() as http:
+                for session in ("a", "b"):
+                    await _post(
+                        http, url, {"cmd": "sessions.create", "session": session}
+                    )
+                    for _ in range(2):
+                        command = {"cmd": "request.get", "session": session}
+                        reply = await _post(
+                            http, url, {**command, "url": "http://127.0.0.1:1/"}
+                        )
+                        solution = reply["solution"]
+                        statuses.append(
+                            (solution["statusCode"], solution["response"][:9])
+                        )
+        finally:
+            returncode, stderr = _stop(proc)
+    # Session a: a page, then Imperva's (HTTP 200); b: a page, then Sucuri's.
+    assert statuses == [
+        (200, "<p>ok</p>"),
+        (200, "<html sty"),
+        (200, "<p>ok</p>"),
+        (403, "<!DOCTYPE"),
+    ]
+    assert returncode == 0, stderr
+
+
 def test_bad_flags_exit_with_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (
         ["--error-rate", "2"],

@@ -23,7 +23,7 @@ from .bans import BUILTIN_DETECTORS, Detector, read_detectors
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
-    from scrapy import Spider
+    from scrapy import Request, Spider
     from scrapy.settings import BaseSettings
 
     # typing.Self requires Python 3.11
@@ -283,6 +283,17 @@ class Config:
             session_over_limit_wait=read_float(
                 settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
+        )
+
+    def timeout_for(self, request: Request) -> float:
+        """Seconds an API call for *request* may take: its ``download_timeout`` meta key, else DOWNLOAD_TIMEOUT."""
+        if "download_timeout" not in request.meta:
+            return self.request_timeout
+        return read_float(
+            request.meta,
+            "download_timeout",
+            self.request_timeout,
+            label=f"The 'download_timeout' meta key of {request}",
         )
 
     def for_spider(self, spider: Spider | None) -> Self:

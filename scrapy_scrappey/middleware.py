@@ -19,6 +19,7 @@ from .config import Config, require_asyncio
 from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
+    ScrappeyConfigError,
     ScrappeyError,
     ScrappeyTransportError,
     SessionsUnavailable,
@@ -264,6 +265,12 @@ class ScrappeyMiddleware:
     def _slot_key(self, request: Request, route: Route) -> str:
         # Scrapy's own keying (the download_slot meta key, else the hostname)
         # of the page fetched, so that DOWNLOAD_SLOTS entries match.
+        slot = request.meta.get("download_slot", "")
+        if not isinstance(slot, str):
+            raise ScrappeyConfigError(
+                f"The 'download_slot' meta key of {request} must be a string, "
+                f"got {slot!r}."
+            )
         engine = self.crawler.engine
         assert engine is not None  # requests only flow while the engine runs
         return engine.downloader.get_slot_key(route.slot_request(request))
@@ -279,9 +286,7 @@ class ScrappeyMiddleware:
         return payload
 
     async def _call(self, payload: dict[str, Any], request: Request) -> ApiReply:
-        timeout = float(
-            request.meta.get("download_timeout", self.config.request_timeout)
-        )
+        timeout = self.config.timeout_for(request)
         call = asyncio.ensure_future(self._client.call(payload, timeout=timeout))
         self._inflight.add(call)
         call.add_done_callback(self._inflight.discard)

@@ -135,9 +135,7 @@ class SessionInit:
         self, session: Session, payload: dict[str, Any], request: Request
     ) -> Response:
         payload["session"] = session.id
-        timeout = float(
-            request.meta.get("download_timeout", self._config.request_timeout)
-        )
+        timeout = self._config.timeout_for(request)
         async with self._slots:
             self._stats.inc_value("scrappey/requests")
             self._stats.inc_value("scrappey/sessions/init/requests")

@@ -304,3 +304,25 @@ async def test_a_ban_status_retires_the_session_and_retries_on_a_new_one(
     sessions = [c["session"] for c in request_commands(local_server)]
     assert len(set(sessions)) == 3  # each try on a fresh session
     assert local_server.stats()["sessions"]["open"] == 0
+
+
+@pytest.mark.parametrize(
+    ("meta", "culprit"),
+    [
+        ({"download_timeout": "soon"}, "'download_timeout' meta key"),
+        ({"download_timeout": -1}, "'download_timeout' meta key"),
+        ({"download_slot": ["a"]}, "'download_slot' meta key"),
+    ],
+)
+@deferred_f_from_coro_f
+async def test_bad_meta_is_a_config_error_naming_the_key(
+    tmp_path, local_server, target_site, meta, culprit
+):
+    mw = await opened(local_server, tmp_path)
+    try:
+        request = Request(target_site.url("/page/1"), meta=meta)
+        with pytest.raises(ScrappeyConfigError, match=culprit):
+            await mw.process_request(request)
+    finally:
+        await close(mw)
+    assert target_site.hits == []  # nothing sent with a value it cannot use

@@ -13,24 +13,24 @@ KEY = "S3cr3tKeyValue+/=987"
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "expected"),
     [
-        f"bad key {KEY}",
-        f"key={KEY}",
-        f"key: {KEY}",
-        f'{{"apiKey": "{KEY}"}}',
-        f"api_key={KEY}&x=1",
-        "S3cr3tKeyValue%2B%2F%3D987",  # url-encoded
-        "S3cr3tKeyValue+%2F%3D987",  # form-encoded
-        "s3cr3tkeyvalue",  # another case
-        "S3cr3tKe",  # cut short
-        f"url=https%3A%2F%2Fapi%3Fkey%3D{KEY}",
+        (f"bad key {KEY}", "bad key S3cr…"),
+        (f"key={KEY}", "key=***"),
+        (f"key: {KEY}", "key: ***"),
+        (f'{{"apiKey": "{KEY}"}}', '{"apiKey": "***"}'),
+        (f"api_key={KEY}&x=1", "api_key=***&x=1"),
+        ("S3cr3tKeyValue%2B%2F%3D987", "S3cr…"),  # url-encoded
+        ("S3cr3tKeyValue+%2F%3D987", "S3cr…"),  # form-encoded
+        ("s3cr3tkeyvalue", "S3cr…"),  # another case
+        ("S3cr3tKe", "S3cr…"),  # cut short
+        (f"url=https%3A%2F%2Fapi%3Fkey%3D{KEY}", "url=https%3A%2F%2Fapi%3Fkey%3D***"),
     ],
 )
-def test_the_key_is_redacted_in_any_form(text):
+def test_the_key_is_redacted_in_any_form(text, expected):
     quoted = api_text(text, KEY)
     assert KEY[:5].lower() not in quoted.lower()
-    assert "S3cr…" in quoted or "***" in quoted
+    assert quoted == expected
 
 
 def test_a_key_field_with_another_value_is_redacted_too():

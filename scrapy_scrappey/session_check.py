@@ -137,9 +137,10 @@ class SessionChecks:
 
     def _ban(self, response: Response) -> str | None:
         """The vendor whose block page *response* is; "" for a broken detector."""
-        page = Page(response)
+        page: Page | None = None  # read only if a built-in detector runs
         for name, detector in self._detectors:
             if isinstance(detector, BuiltinDetector):
+                page = page or Page(response)
                 vendor = detector.on_page(page)
             else:
                 vendor = self._user_detector(name, detector, response)

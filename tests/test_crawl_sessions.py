@@ -4,6 +4,7 @@ from collections import Counter
 
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
 
@@ -256,3 +257,47 @@ async def test_none_scope_sends_no_session(tmp_path, local_server, target_site):
     assert len(result.items) == 1
     assert stats["sessions"]["created"] == 0
     assert [c["session"] for c in stats["commands"]] == [None]
+
+
+@deferred_f_from_coro_f
+async def test_session_params_go_into_every_sessions_create(
+    tmp_path, monkeypatch, make_local_server, target_site
+):
+    sent = []
+    call = ScrappeyClient.call
+
+    async def recorded(self, payload, **kwargs):
+        sent.append(dict(payload))
+        return await call(self, payload, **kwargs)
+
+    monkeypatch.setattr(ScrappeyClient, "call", recorded)
+    server = await make_local_server(faults=Faults(expire_after_requests=2))
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_PARAMS={"proxyCountry": "Poland"},
+        CONCURRENT_REQUESTS=1,
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(4)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 4
+    creates = [p for p in sent if p["cmd"] == "sessions.create"]
+    assert len(creates) >= 2  # the first session and its replacements
+    assert all(p["proxyCountry"] == "Poland" for p in creates)
+    # Only the session's own command carries them.
+    assert not any("proxyCountry" in p for p in sent if p["cmd"] == "request.get")
+
+
+@deferred_f_from_coro_f
+async def test_no_ledger_is_written_when_it_is_disabled(
+    tmp_path, local_server, target_site
+):
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_LEDGER_ENABLED=False)
+    result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    assert len(result.items) == 1
+    assert result.stats["scrappey/sessions/created"] == 1
+    assert not (tmp_path / "ledger").exists()  # SCRAPPEY_LEDGER_DIR of settings_for
+    # The same crawl with the ledger on writes there.
+    settings["SCRAPPEY_LEDGER_ENABLED"] = True
+    await crawl(PagesSpider, settings, urls=[target_site.url("/page/2")])
+    assert (tmp_path / "ledger").is_dir()

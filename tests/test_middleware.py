@@ -326,3 +326,20 @@ async def test_bad_meta_is_a_config_error_naming_the_key(
     finally:
         await close(mw)
     assert target_site.hits == []  # nothing sent with a value it cannot use
+
+
+@deferred_f_from_coro_f
+async def test_a_session_wait_timeout_is_retried_with_its_reason(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(latency={"request.get": 1.0})
+    server = await make_local_server(faults=faults)
+    urls = [target_site.url(f"/page/{i}") for i in range(3)]
+    settings = settings_for(
+        server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=0.3, RETRY_TIMES=30
+    )
+    result = await crawl(PagesSpider, settings, urls=urls)
+    # The waits that ran out were retried, until each got its turn.
+    assert len(result.items) == 3
+    assert result.stats["retry/reason_count/scrappey/session_wait_timeout"] >= 2
+    assert result.spider.errors == []

@@ -21,7 +21,6 @@ from scrapy_scrappey import ScrappeyAPIError
 from scrapy_scrappey.codes import SESSION_BOUND_CODES
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
-from tests.fake_api import ScriptedApi
 
 PAGES = 20
 
@@ -208,13 +207,16 @@ class _RawSpider(PagesSpider):
 
 
 @deferred_f_from_coro_f
-async def test_raw_mode_retries_a_command_whose_session_an_error_retired(tmp_path):
+async def test_raw_mode_retries_a_command_whose_session_an_error_retired(
+    tmp_path, scripted_api
+):
     blocked, good = "http://127.0.0.1:9/blocked", "http://127.0.0.1:9/good"
-    async with ScriptedApi() as api:
-        api.answer(blocked, 200, {"data": "error", "error": "CODE-0010 Blocked"})
-        settings = settings_for(api, tmp_path, RETRY_TIMES=1, CONCURRENT_REQUESTS=1)
-        result = await crawl(_RawSpider, settings, urls=[blocked, good])
-        created = api.created
+    scripted_api.answer(blocked, 200, {"data": "error", "error": "CODE-0010 Blocked"})
+    settings = settings_for(
+        scripted_api, tmp_path, RETRY_TIMES=1, CONCURRENT_REQUESTS=1
+    )
+    result = await crawl(_RawSpider, settings, urls=[blocked, good])
+    created = scripted_api.created
     (error,) = result.spider.errors
     assert isinstance(error, ScrappeyAPIError)
     assert error.code == "CODE-0010"

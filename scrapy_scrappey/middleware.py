@@ -77,7 +77,12 @@ class ScrappeyMiddleware:
             crawler, self.config, spider, on_fatal=self._on_fatal
         )
         init = SessionInit(
-            self.config, self._client, self._checks, crawler.stats, spider
+            self.config,
+            self._client,
+            self._checks,
+            crawler.stats,
+            spider,
+            page=self._page,
         )
         self._ledger = SessionLedger.for_config(self.config)
         self._sessions = SessionManager(

@@ -21,7 +21,6 @@ from scrapy import Request
 
 from .exceptions import ScrappeyConfigError, ScrappeyError, SessionCheckFailed
 from .payload import METHOD_COMMANDS, build_payload, merge_params
-from .responses import from_api_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._health_config import InitStep
     from ._pools import Session
-    from .client import ScrappeyClient
+    from .client import ApiReply, ScrappeyClient
     from .config import Config
     from .session_check import SessionChecks
 
@@ -69,10 +68,15 @@ class SessionInit:
         checks: SessionChecks,
         stats: StatsCollector,
         spider: Spider | None,
+        *,
+        page: Callable[[Request, ApiReply], Response],
     ) -> None:
+        """*page* turns a successful reply into the response (the middleware's own,
+        so init pages are read and counted exactly like crawl pages)."""
         self._config = config
         self._client = client
         self._checks = checks
+        self._page = page
         self._stats = stats
         self._extra = {"spider": spider}
         self._method = _init_method(spider)
@@ -144,7 +148,7 @@ class SessionInit:
         if error is not None:
             self._stats.inc_value(f"scrappey/errors/{error.code or error.kind.value}")
             raise error
-        response = from_api_response(reply.data, request=request)
+        response = self._page(request, reply)
         if not self._checks.passes(response, request):
             raise SessionCheckFailed(f"the session check rejected {response.url}")
         return response

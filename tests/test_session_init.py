@@ -17,6 +17,7 @@ from scrapy.utils.test import get_crawler
 from scrapy_scrappey import ScrappeyConfigError
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
+from tests.fake_api import OutcomeSpider, success
 
 
 def login_step(site, user="alice"):
@@ -259,3 +260,18 @@ async def test_a_sync_init_method_stops_the_crawl_at_startup(tmp_path, local_ser
     ):
         await crawler.crawl_async(urls=[])
     assert local_server.stats()["sessions"]["created"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_init_pages_are_read_like_crawl_pages(tmp_path, scripted_api):
+    # The same reading of a reply: a currentUrl that is not http(s) is
+    # refused and counted for an init page too.
+    login, page = "http://127.0.0.1:9/login", "http://127.0.0.1:9/page"
+    scripted_api.answer(login, 200, success("file:///etc/passwd"))
+    settings = settings_for(
+        scripted_api, tmp_path, SCRAPPEY_SESSION_INIT=[{"url": login}]
+    )
+    result = await crawl(OutcomeSpider, settings, urls=[page])
+    assert result.items == [{"url": page, "status": 200}]
+    assert result.stats["scrappey/sessions/init/ok"] == 1
+    assert result.stats["scrappey/responses/bad_current_url"] == 1

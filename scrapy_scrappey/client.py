@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ._redact import api_text, redact_text
+from ._redact import api_text
 from .codes import ERROR_CODES, SESSION_GONE_MARKERS, ErrorKind, find_code
 from .exceptions import (
     ScrappeyAPIError,
@@ -148,15 +148,13 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
         # A 4xx is never a page, whatever its JSON looks like (402, 404…).
         detail = data.get("message") or data.get("detail") or json.dumps(data)
         raise ScrappeyAPIError(
-            redact_text(f"HTTP {status}: {detail}", key),
-            code=None,
-            kind=ErrorKind.CONFIG,
+            f"HTTP {status}: {detail}", code=None, kind=ErrorKind.CONFIG, key=key
         )
     problem = None if reported else page_problem(data)
     not_a_page = None
     if problem is not None:
         not_a_page = ScrappeyAPIError(
-            redact_text(problem.message, key), code=None, kind=problem.kind
+            problem.message, code=None, kind=problem.kind, key=key
         )
     return ApiReply(status, data, raw, reported, not_a_page)
 
@@ -205,13 +203,9 @@ def _reported(data: dict[str, Any], key: str) -> ScrappeyAPIError | None:
         # "failed", "pending"…: not a success, and nothing says why.
         problem = page_problem(data)
         text = problem.message if problem else "no 'data': 'success'"
-        return ScrappeyAPIError(
-            redact_text(text, key), code=None, kind=ErrorKind.BAD_REPLY
-        )
+        return ScrappeyAPIError(text, code=None, kind=ErrorKind.BAD_REPLY, key=key)
     code = _code_of(data, message)
-    return ScrappeyAPIError(
-        redact_text(message, key), code=code, kind=classify(code, message)
-    )
+    return ScrappeyAPIError(message, code=code, kind=classify(code, message), key=key)
 
 
 def _error_of(data: dict[str, Any]) -> str | None:

@@ -36,12 +36,14 @@ class ScrappeyAPIError(ScrappeyError):
 
     :attr:`code` is the ``CODE-nnnn`` found in the reply (``None`` if none) and
     :attr:`kind` says what to do about it. :attr:`api_message` is what the API
-    said, bounded and with control characters escaped (the API key is
-    redacted by the plugin's client before the error is built).
+    said, bounded, with control characters escaped and *key* (the API key,
+    in any form) redacted.
     """
 
-    def __init__(self, message: str, *, code: str | None, kind: ErrorKind) -> None:
-        message = api_text(message)
+    def __init__(
+        self, message: str, *, code: str | None, kind: ErrorKind, key: str = ""
+    ) -> None:
+        message = api_text(message, key)
         self.code = code
         self.kind = kind
         self.api_message = message

@@ -14,6 +14,7 @@ from .exceptions import (
     SessionsUnavailable,
     SessionWaitTimeout,
 )
+from .fingerprint import RequestFingerprinter
 from .middleware import ScrappeyMiddleware
 from .responses import (
     ScrappeyHtmlResponse,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Addon",
     "Config",
+    "RequestFingerprinter",
     "ScrappeyAPIError",
     "ScrappeyAuthError",
     "ScrappeyConfigError",

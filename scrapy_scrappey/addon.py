@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .fingerprint import RequestFingerprinter
 from .middleware import ScrappeyMiddleware
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ MIDDLEWARE_PRIORITY = 950
 
 
 class Addon:
-    """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950."""
+    """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950
+    and :class:`~scrapy_scrappey.RequestFingerprinter` as the fingerprinter."""
 
     def update_settings(self, settings: BaseSettings) -> None:
         settings.setdefault_in_component_priority_dict(
@@ -24,3 +26,6 @@ class Addon:
             ScrappeyMiddleware,
             MIDDLEWARE_PRIORITY,
         )
+        # At "addon" priority, this replaces Scrapy's default only: a
+        # fingerprinter set by the project, the spider or the command line wins.
+        settings.set("REQUEST_FINGERPRINTER_CLASS", RequestFingerprinter, "addon")

@@ -16,6 +16,7 @@ from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
 from .codes import ErrorKind
 from .config import Config, require_asyncio
+from .cookiejars import PoolCookieJars
 from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAuthError,
@@ -100,6 +101,7 @@ class ScrappeyMiddleware:
             allowed_domains=allowed_domains(spider),
             pool_of=self._sessions.pool_of,
         )
+        self._jars = PoolCookieJars(crawler, self._router)
         self._fatal: str | None = None
         self._opened = False
         self._closing = False
@@ -190,6 +192,7 @@ class ScrappeyMiddleware:
             raise IgnoreRequest(
                 f"Scrappey is unusable in this crawl ({self._fatal}); not sending {request}"
             )
+        self._jars.assign(request, route.pool)
         try:
             return await self._send(request, route)
         except ScrappeyAuthError as ex:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .config import Config
 
 _UNSET: Any = object()
+_NAMED = "name:"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Router:
                 # A session id this crawl no longer knows (a resumed job, or
                 # copied meta): a name-pool per stale id would leak sessions.
                 return self._scope_pool(url)
-            return pool or f"name:{value}"
+            return pool or _NAMED + value
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
             f"True or False, got {value!r}."
@@ -145,6 +146,11 @@ class Router:
             if host == domain or host.endswith("." + domain):
                 return domain
         return host
+
+
+def is_named_pool(pool: str) -> bool:
+    """A pool named by the ``scrappey_session`` meta key (not a scope's pool)."""
+    return pool.startswith(_NAMED)
 
 
 def allowed_domains(spider: object) -> list[str]:

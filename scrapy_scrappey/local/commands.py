@@ -124,7 +124,9 @@ class CommandHandler:
         known = cmd if isinstance(cmd, str) and cmd in ALL_COMMANDS else "invalid"
         session = session if isinstance(session, str) else None
         url = url if isinstance(url, str) else None
-        self._stats.command(known, session, url)
+        cookies = body.get("cookies")
+        cookies = cookies if isinstance(cookies, str) else None
+        self._stats.command(known, session, url, cookies)
         # An invalid cmd can be anything the client sent: show a short repr.
         shown = known if known != "invalid" else f"invalid cmd {cmd!r:.60}"
         if url is None:

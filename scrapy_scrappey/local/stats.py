@@ -13,8 +13,8 @@ from typing import Any
 
 #: How many commands the ``commands`` log keeps (oldest dropped first).
 COMMAND_LOG_SIZE = 10_000
-#: How many characters of a command's ``url`` and ``session`` the log keeps:
-#: a full log of multi-megabyte URLs would hold gigabytes.
+#: How many characters of a command's ``url``, ``session`` and ``cookies``
+#: the log keeps: a full log of multi-megabyte URLs would hold gigabytes.
 LOGGED_CHARS = 512
 
 _FAULT_COUNTERS = (
@@ -46,8 +46,15 @@ class Stats:
         self.banned_sessions: dict[str, str] = {}
         self.commands: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
 
-    def command(self, cmd: str, session: str | None, url: str | None) -> None:
-        """Record one received command (invalid ones under ``"invalid"``)."""
+    def command(
+        self,
+        cmd: str,
+        session: str | None,
+        url: str | None,
+        cookies: str | None = None,
+    ) -> None:
+        """Record one received command (invalid ones under ``"invalid"``);
+        *cookies* is its ``cookies`` string, the cookies sent by the client."""
         self.total += 1
         self.by_command[cmd] += 1
         self.commands.append(
@@ -55,6 +62,7 @@ class Stats:
                 "cmd": cmd,
                 "session": clip(session),
                 "url": clip(url),
+                "cookies": clip(cookies),
                 "t": time.time(),
             }
         )

@@ -23,7 +23,8 @@ other ``cookiejar`` value (``None`` included) is the user's choice and wins.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
     from .routing import Router
 
 
-class PoolJar(NamedTuple):
-    """The ``cookiejar`` meta key of a named pool's own jar."""
+@dataclass(frozen=True)
+class PoolJar:
+    """The ``cookiejar`` meta key of a named pool's own jar (equal to no
+    key of another type, so no user key can name it)."""
 
     pool: str
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from scrapy import FormRequest, Request, Spider
+from scrapy import FormRequest, Request, Spider, signals
+from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
+from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.test import get_crawler
 
+from scrapy_scrappey import ScrappeyMiddleware
 from scrapy_scrappey.cookiejars import PoolJar
-from tests.crawl import crawl, settings_for
+from tests.crawl import KEY, crawl, settings_for
 
 ACCOUNTS = ("alice", "bob")
 PAGES = 4
@@ -197,3 +202,141 @@ async def test_pool_chosen_after_the_cookie_middleware_gets_its_jar(
     assert not any("mallory" in c for c in cookies)
     assert sum("auth=alice" in c for c in cookies) == PAGES
     assert sum("auth=bob" in c for c in cookies) == PAGES
+
+
+# -- units: PoolCookieJars with Scrapy's own CookiesMiddleware ---------------
+
+URL = "https://shop.test/account"
+
+
+class _Spider(Spider):
+    name = "jars"
+
+
+def jars_and_cookies(**settings):
+    """The middleware's PoolCookieJars and the engine's CookiesMiddleware."""
+    crawler = get_crawler(_Spider, {"SCRAPPEY_API_KEY": KEY, **settings})
+    crawler.spider = crawler._create_spider()
+    crawler.engine = crawler._create_engine()
+    middleware = build_from_crawler(ScrappeyMiddleware, crawler)
+    found = crawler.engine.downloader.middleware.middlewares
+    cookies = next((m for m in found if isinstance(m, CookiesMiddleware)), None)
+    return crawler, middleware._jars, cookies
+
+
+def collect(cookies, jar_key, cookie):
+    """*cookie* stored in the jar *jar_key* as from a page's Set-Cookie."""
+    request = Request(URL, meta={} if jar_key is _DEFAULT else {"cookiejar": jar_key})
+    cookies.process_response(request, Response(URL, headers={"Set-Cookie": cookie}))
+
+
+_DEFAULT = object()
+
+
+def scheduled(crawler, request):
+    crawler.signals.send_catch_log(
+        signals.request_scheduled, request=request, spider=crawler.spider
+    )
+
+
+def test_cookie_header_from_the_default_jar_is_replaced_by_the_pools():
+    _, jars, cookies = jars_and_cookies()
+    collect(cookies, _DEFAULT, "auth=mallory")
+    collect(cookies, PoolJar("name:alice"), "auth=alice")
+    request = Request(URL, meta={"scrappey_session": "alice"})
+    cookies.process_request(request)  # not scheduled: the default jar's header
+    assert request.headers.getlist("Cookie") == [b"auth=mallory"]
+    jars.assign(request, "name:alice")
+    assert request.meta["cookiejar"] == PoolJar("name:alice")
+    assert request.headers.getlist("Cookie") == [b"auth=alice"]
+    jars.assign(request, "name:alice")  # a second pass changes nothing
+    assert request.headers.getlist("Cookie") == [b"auth=alice"]
+
+
+def test_scheduled_request_uses_the_pool_jar_on_its_first_pass():
+    crawler, jars, cookies = jars_and_cookies()
+    collect(cookies, _DEFAULT, "auth=mallory")
+    request = Request(URL, cookies={"note": "mine"}, meta={"scrappey_session": "alice"})
+    scheduled(crawler, request)
+    assert request.meta["cookiejar"] == PoolJar("name:alice")
+    cookies.process_request(request)
+    jars.assign(request, "name:alice")  # already on the right jar
+    assert request.headers.getlist("Cookie") == [b"note=mine"]
+    # The request's own cookie went into the pool's jar, not the default one.
+    plain = Request(URL)
+    cookies.process_request(plain)
+    assert plain.headers.getlist("Cookie") == [b"auth=mallory"]
+    again = Request(URL, meta={"scrappey_session": "alice"})
+    scheduled(crawler, again)
+    cookies.process_request(again)
+    assert again.headers.getlist("Cookie") == [b"note=mine"]
+
+
+def test_request_cookies_are_kept_when_the_jar_is_corrected():
+    _, jars, cookies = jars_and_cookies()
+    collect(cookies, PoolJar("name:alice"), "auth=alice")
+    request = Request(URL, cookies={"note": "mine"}, meta={"scrappey_session": "a"})
+    cookies.process_request(request)
+    jars.assign(request, "name:alice")
+    assert sorted(request.headers.get("Cookie").split(b"; ")) == [
+        b"auth=alice",
+        b"note=mine",
+    ]
+
+
+@pytest.mark.parametrize("key", [None, 0, "shared", ("name:alice",)])
+def test_a_cookiejar_the_user_set_wins(key):
+    crawler, jars, cookies = jars_and_cookies()
+    collect(cookies, key, "auth=user-jar")
+    collect(cookies, PoolJar("name:alice"), "auth=alice")
+    request = Request(URL, meta={"scrappey_session": "alice", "cookiejar": key})
+    scheduled(crawler, request)
+    cookies.process_request(request)
+    jars.assign(request, "name:alice")
+    assert request.meta["cookiejar"] == key
+    assert type(request.meta["cookiejar"]) is type(key)
+    assert request.headers.getlist("Cookie") == [b"auth=user-jar"]
+
+
+def test_copied_pool_jar_follows_the_pool_the_request_is_routed_to():
+    _, jars, cookies = jars_and_cookies()
+    collect(cookies, _DEFAULT, "auth=mallory")
+    collect(cookies, PoolJar("name:alice"), "auth=alice")
+    collect(cookies, PoolJar("name:bob"), "auth=bob")
+    to_bob = Request(URL, meta={"cookiejar": PoolJar("name:alice")})
+    cookies.process_request(to_bob)
+    jars.assign(to_bob, "name:bob")
+    assert to_bob.headers.getlist("Cookie") == [b"auth=bob"]
+    to_scope = Request(URL, meta={"cookiejar": PoolJar("name:alice")})
+    cookies.process_request(to_scope)
+    jars.assign(to_scope, "spider")  # scope pools share the default jar
+    assert "cookiejar" not in to_scope.meta
+    assert to_scope.headers.getlist("Cookie") == [b"auth=mallory"]
+
+
+@pytest.mark.parametrize("pool", [None, "spider", "domain:shop.test"])
+def test_scope_pools_and_no_session_keep_the_default_jar(pool):
+    crawler, jars, cookies = jars_and_cookies()
+    collect(cookies, _DEFAULT, "auth=mallory")
+    request = Request(URL)
+    scheduled(crawler, request)
+    cookies.process_request(request)
+    jars.assign(request, pool)
+    assert "cookiejar" not in request.meta
+    assert request.headers.getlist("Cookie") == [b"auth=mallory"]
+
+
+def test_nothing_is_set_with_cookies_disabled():
+    crawler, jars, cookies = jars_and_cookies(COOKIES_ENABLED=False)
+    assert cookies is None
+    request = Request(URL, meta={"scrappey_session": "alice"})
+    scheduled(crawler, request)
+    jars.assign(request, "name:alice")
+    assert "cookiejar" not in request.meta
+
+
+def test_bad_meta_at_scheduling_is_left_to_the_middleware():
+    crawler, _, _ = jars_and_cookies()
+    request = Request(URL, meta={"scrappey_session": 3})
+    scheduled(crawler, request)  # no error logged by the signal
+    assert "cookiejar" not in request.meta

@@ -13,7 +13,7 @@ from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 import dev
-from scrapy_scrappey import Config, SessionCheckFailed
+from scrapy_scrappey import Addon, Config, RequestFingerprinter, SessionCheckFailed
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.local.__main__ import build_parser
 from tests.crawl import KEY, PagesSpider, crawl, settings_for
@@ -54,6 +54,7 @@ def test_every_block_is_covered():
         "ADDONS = ",
         "SCRAPPEY_SESSION_SCOPE",
         "class LoginSpider",
+        "class TwoAccountsSpider",
         "class ExistingSpider",
         "LocalScrappey",
         "SCRAPPEY_SESSION_INIT = [",
@@ -63,7 +64,7 @@ def test_every_block_is_covered():
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 10
+    assert len(PYTHON) == 11
 
 
 def snippet_settings(marker):
@@ -105,6 +106,7 @@ async def test_settings_snippets_enable_the_plugin(
     gets = [c["url"] for c in stats["commands"] if c["cmd"] == "request.get"]
     assert sorted(gets) == sorted(urls)
     assert stats["sessions"]["open"] == 0
+    assert type(result.crawler.request_fingerprinter) is RequestFingerprinter
 
 
 @deferred_f_from_coro_f
@@ -153,6 +155,26 @@ async def test_login_spider_snippet(tmp_path, local_server, target_site):
     assert set(routed) == {"login", "orders", "search"}  # robots.txt went direct
     assert routed["login"] == routed["orders"] != routed["search"]
     assert result.stats["scrappey/requests"] == 3
+
+
+@deferred_f_from_coro_f
+async def test_two_accounts_snippet(tmp_path, local_server, target_site):
+    namespace: dict = {}
+    exec(_on_site(snippet("class TwoAccountsSpider"), target_site), namespace)
+    settings = settings_for(
+        local_server, tmp_path, ADDONS={Addon: 0}, WARN_ON_GENERATOR_RETURN_VALUE=False
+    )
+    settings["SCRAPPEY_SESSION_POOL_SIZE"] = 2  # the login reaches both by the jar
+    result = await crawl(namespace["TwoAccountsSpider"], settings)
+    assert (
+        sorted((i["account"], i["member"]) for i in result.items)
+        == [
+            ("alice", "alice"),
+        ]
+        * 3
+        + [("bob", "bob")] * 3
+    )
+    assert "dupefilter/filtered" not in result.stats
 
 
 def _on_site(code, site):

@@ -10,7 +10,7 @@ from scrapy.utils.request import fingerprint as scrapy_fingerprint
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Addon, RequestFingerprinter
-from tests.crawl import MIDDLEWARES, crawl, settings_for
+from tests.crawl import MIDDLEWARES, PagesSpider, crawl, settings_for
 
 URL = "https://shop.test/item?b=2&a=1"
 
@@ -164,3 +164,47 @@ async def test_same_url_through_two_pools_is_two_requests(
     assert len({i["session"] for i in result.items}) == items
     assert result.stats.get("dupefilter/filtered") == filtered
     assert target_site.hits == ["/page/1"] * items
+
+
+def _cached(settings, tmp_path, **extra):
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    return {**settings, **cache, **extra}
+
+
+def _page_calls(server):
+    return sum(1 for c in server.stats()["commands"] if c["cmd"].startswith("request."))
+
+
+@deferred_f_from_coro_f
+async def test_http_cache_keeps_each_pools_copy_across_runs(
+    tmp_path, local_server, target_site
+):
+    settings = _cached(
+        settings_for(local_server, tmp_path, SCRAPPEY_SESSION_SCOPE="none"),
+        tmp_path,
+        ADDONS={Addon: 0},
+    )
+    url = target_site.url("/page/1")
+    first = await crawl(SameUrlTwoPools, settings, url=url)
+    assert _page_calls(local_server) == 2
+    # Stored under the key looked up, though the meta then got the session id.
+    second = await crawl(SameUrlTwoPools, settings, url=url)
+    assert _page_calls(local_server) == 2
+    assert second.stats["httpcache/hit"] == 2
+    assert len(first.items) == len(second.items) == 2
+
+
+@deferred_f_from_coro_f
+async def test_http_cache_of_scrapys_fingerprinter_stays_valid(
+    tmp_path, local_server, target_site
+):
+    settings = _cached(settings_for(local_server, tmp_path), tmp_path)
+    urls = [target_site.url(f"/page/{i}") for i in range(3)]
+    await crawl(PagesSpider, settings, urls=urls)
+    calls = _page_calls(local_server)
+    assert calls == 3
+    ours = {**settings, "ADDONS": {Addon: 0}}
+    again = await crawl(PagesSpider, ours, urls=urls)
+    assert type(again.crawler.request_fingerprinter) is RequestFingerprinter
+    assert _page_calls(local_server) == calls
+    assert again.stats["httpcache/hit"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import defaultdict
 
 import pytest
@@ -10,6 +11,7 @@ from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.request import request_from_dict
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import ScrappeyMiddleware
@@ -340,3 +342,9 @@ def test_bad_meta_at_scheduling_is_left_to_the_middleware():
     request = Request(URL, meta={"scrappey_session": 3})
     scheduled(crawler, request)  # no error logged by the signal
     assert "cookiejar" not in request.meta
+
+
+def test_pool_jar_key_survives_a_disk_queue():
+    request = Request(URL, meta={"cookiejar": PoolJar("name:alice")})
+    stored = pickle.loads(pickle.dumps(request.to_dict(), protocol=4))
+    assert request_from_dict(stored).meta["cookiejar"] == PoolJar("name:alice")

@@ -6,6 +6,7 @@ from .addon import Addon
 from .config import Config
 from .exceptions import (
     ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
@@ -29,6 +30,7 @@ __all__ = [
     "Addon",
     "Config",
     "ScrappeyAPIError",
+    "ScrappeyAPIUnreachable",
     "ScrappeyAuthError",
     "ScrappeyConfigError",
     "ScrappeyError",

@@ -2,7 +2,7 @@
 
 The ledger is kept in step with the API: an id is recorded before its create
 is sent and forgotten only once the API confirmed the destroy, or said the
-session does not exist.
+session does not exist, or the create never reached the API.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .codes import ErrorKind
-from .exceptions import ScrappeyAPIError, ScrappeyError, ScrappeyTransportError
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
+    ScrappeyError,
+    ScrappeyTransportError,
+)
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -61,6 +66,11 @@ class SessionAPI:
         self._unsettled: dict[asyncio.Future[ApiReply], str] = {}
         self._uncertain: set[str] = set()
 
+    @property
+    def reached(self) -> bool:
+        """Whether the API has answered once in this crawl."""
+        return self._client.reached
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number *attempt* (1-based), with jitter."""
         base = self._config.create_backoff * 2.0 ** (attempt - 1)
@@ -88,6 +98,9 @@ class SessionAPI:
         try:
             reply = call.result()
             reply.raise_for_error()
+        except ScrappeyAPIUnreachable:
+            self._forget(session_id)  # never sent: nothing can exist
+            raise
         except ScrappeyTransportError:
             self._uncertain.add(session_id)  # it may exist: settle() destroys it
             raise

@@ -123,19 +123,27 @@ class SessionAPI:
         self._stats.inc_value("scrappey/sessions/created")
         return session_id
 
-    async def destroy(self, session_id: str) -> bool:
-        """Destroy one session, retrying transient failures; True once it is gone."""
+    async def destroy(self, session_id: str, *, orphan: bool = False) -> bool:
+        """Destroy one session, retrying transient failures; True once it is gone.
+
+        An *orphan* (left by an earlier crawl) is not counted in
+        ``scrappey/sessions/destroyed``, which is this crawl's sessions.
+        """
         for attempt in range(self._config.create_attempts):
             if attempt:
                 await asyncio.sleep(self.backoff(attempt))
-            outcome = await self._destroy_once(session_id)
+            outcome = await self._destroy_once(session_id, orphan=orphan)
             if outcome is not None:
                 return outcome
         return False
 
-    async def destroy_many(self, session_ids: list[str]) -> list[str]:
+    async def destroy_many(
+        self, session_ids: list[str], *, orphans: bool = False
+    ) -> list[str]:
         """Destroy sessions concurrently; the ids that are gone."""
-        results = await asyncio.gather(*(self.destroy(sid) for sid in session_ids))
+        results = await asyncio.gather(
+            *(self.destroy(sid, orphan=orphans) for sid in session_ids)
+        )
         return [sid for sid, ok in zip(session_ids, results, strict=True) if ok]
 
     async def destroy_uncertain(self) -> None:
@@ -164,7 +172,7 @@ class SessionAPI:
         """Ids that may still exist remotely outside the manager's bookkeeping."""
         return sorted({*self._unsettled.values(), *self._uncertain})
 
-    async def _destroy_once(self, session_id: str) -> bool | None:
+    async def _destroy_once(self, session_id: str, *, orphan: bool) -> bool | None:
         """True: gone; False: failed for good; None: failed, worth retrying."""
         try:
             async with self._slots:
@@ -180,13 +188,26 @@ class SessionAPI:
             self._stats.inc_value("scrappey/sessions/already_gone")
             self._forget(session_id)
             return True
+        except ScrappeyAPIUnreachable as ex:
+            if not self.reached:
+                # A wrong SCRAPPEY_API_URL, which the creates report once:
+                # the session stays in the ledger, unannounced.
+                return False
+            self._destroy_failed(session_id, ex)
+            return None
         except ScrappeyTransportError as ex:
             self._destroy_failed(session_id, ex)
             return None
         except ScrappeyError as ex:
             self._destroy_failed(session_id, ex)
             return False
-        self._stats.inc_value("scrappey/sessions/destroyed")
+        if not orphan:
+            self._stats.inc_value("scrappey/sessions/destroyed")
+        logger.debug(
+            "Destroyed Scrappey session %(session)s",
+            {"session": session_id},
+            extra=self._extra,
+        )
         self._forget(session_id)
         return True
 

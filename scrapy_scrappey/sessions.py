@@ -207,7 +207,7 @@ class SessionManager:
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""
-        return await self._api.destroy_many(session_ids)
+        return await self._api.destroy_many(session_ids, orphans=True)
 
     # -- leasing -------------------------------------------------------------
 

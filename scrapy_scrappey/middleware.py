@@ -20,6 +20,7 @@ from .codes import ErrorKind
 from .config import Config, require_asyncio
 from .exceptions import (
     ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
@@ -204,8 +205,12 @@ class ScrappeyMiddleware:
             raise IgnoreRequest(f"{request} not sent through Scrappey: {ex}") from None
         except SessionWaitTimeout as ex:
             return self._retry(request, "scrappey/session_wait_timeout", ex)
-        except ScrappeyTransportError:
+        except ScrappeyTransportError as ex:
             self._inc("scrappey/errors/transport")
+            if isinstance(ex, ScrappeyAPIUnreachable) and not self._client.reached:
+                # A wrong SCRAPPEY_API_URL: one error, not one per request.
+                self._on_fatal("scrappey_api_unreachable", str(ex))
+                raise IgnoreRequest(f"{ex}; {request} dropped") from None
             raise  # an OSError: RetryMiddleware retries it
 
     async def _send(self, request: Request, route: Route) -> Request | Response:

@@ -213,3 +213,26 @@ async def test_a_wrong_api_url_ends_at_once_with_one_error_naming_the_setting(
     assert local_server.stats()["requests"]["total"] == 0
     assert result.items == []
     assert not target_site.hits
+
+
+@deferred_f_from_coro_f
+async def test_a_wrong_api_url_without_sessions_ends_with_one_error_too(
+    tmp_path, caplog, free_port, local_server, target_site
+):
+    url = f"http://127.0.0.1:{free_port}/api/v1"
+    settings = settings_for(
+        local_server, tmp_path, SCRAPPEY_API_URL=url, SCRAPPEY_SESSION_SCOPE="none"
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert result.stats["finish_reason"] == "scrappey_api_unreachable"
+    (problem,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problem.getMessage().endswith(
+        f"cannot reach the Scrappey API at {url}: Connection refused; "
+        "check SCRAPPEY_API_URL"
+    )
+    # Not one "Gave up retrying" per request: none is retried.
+    assert "retry/count" not in result.stats
+    assert result.spider.errors
+    assert all(isinstance(e, IgnoreRequest) for e in result.spider.errors)
+    assert not target_site.hits

@@ -6,6 +6,7 @@ from .addon import Addon
 from .config import Config
 from .exceptions import (
     ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
@@ -31,6 +32,7 @@ __all__ = [
     "Config",
     "RequestFingerprinter",
     "ScrappeyAPIError",
+    "ScrappeyAPIUnreachable",
     "ScrappeyAuthError",
     "ScrappeyConfigError",
     "ScrappeyError",

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._pools import Session
 from .codes import ErrorKind
-from .exceptions import ScrappeyAPIError, ScrappeyTransportError, SessionsUnavailable
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
+    ScrappeyTransportError,
+    SessionsUnavailable,
+)
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -20,6 +25,13 @@ if TYPE_CHECKING:
     from .session_api import SessionAPI
 
 logger = logging.getLogger(__name__)
+
+#: Attempts for a create that cannot reach an API that never answered in this
+#: crawl (refused, DNS failure, HTTP 404): most likely a wrong SCRAPPEY_API_URL,
+#: which waiting does not fix, so the crawl stops after one retry (a blip
+#: passes within its backoff). Once the API answered, an outage gets the
+#: full SCRAPPEY_SESSION_CREATE_ATTEMPTS.
+UNREACHED_ATTEMPTS = 2
 
 
 class SessionCreator:
@@ -48,10 +60,11 @@ class SessionCreator:
         Raises :class:`SessionsUnavailable` once every attempt failed, the
         account's session limit (CODE-0029) did not free up within
         ``SCRAPPEY_SESSION_OVER_LIMIT_WAIT`` or the API refused the session
-        parameters, and lets ``ScrappeyAuthError`` out. CODE-0029 replies are
-        waited out, not counted as attempts: the API closes idle sessions.
+        parameters, and lets ``ScrappeyAuthError`` out, and
+        ``ScrappeyAPIUnreachable`` when the API never answered (see
+        ``UNREACHED_ATTEMPTS``). CODE-0029 replies are waited out, not
+        counted as attempts: the API closes idle sessions.
         """
-        attempts = self._config.create_attempts
         failures = 0
         wait = _OverLimitWait(self._config.session_over_limit_wait)
         while True:
@@ -64,14 +77,25 @@ class SessionCreator:
                     delay = self._over_limit_delay(wait, pool_key, ex)
                 else:
                     failures += 1
-                    self._log_failure(pool_key, failures, ex)
-                    if failures >= attempts:
-                        raise SessionsUnavailable(
-                            f"{attempts} sessions.create attempt(s) failed "
-                            f"(SCRAPPEY_SESSION_CREATE_ATTEMPTS); last error: {ex}"
-                        ) from None
-                    delay = self._api.backoff(failures)
+                    delay = self._retry_delay(pool_key, failures, ex)
             await asyncio.sleep(delay)
+
+    def _retry_delay(self, pool_key: str, failures: int, error: Exception) -> float:
+        """Seconds until the next attempt; raise once the attempts are used up."""
+        attempts = self._config.create_attempts
+        if isinstance(error, ScrappeyAPIUnreachable) and not self._api.reached:
+            # See UNREACHED_ATTEMPTS. The error names the URL and the setting:
+            # it is the one message the user needs, so retries stay quiet.
+            if failures >= min(UNREACHED_ATTEMPTS, attempts):
+                raise error
+        else:
+            self._log_failure(pool_key, failures, error)
+            if failures >= attempts:
+                raise SessionsUnavailable(
+                    f"{attempts} sessions.create attempt(s) failed "
+                    f"(SCRAPPEY_SESSION_CREATE_ATTEMPTS); last error: {error}"
+                ) from None
+        return self._api.backoff(failures)
 
     def _over_limit_delay(
         self, wait: _OverLimitWait, pool_key: str, error: Exception
@@ -122,6 +146,8 @@ class SessionCreator:
         first_over_limit: bool,
     ) -> None:
         self._stats.inc_value("scrappey/sessions/create_failed")
+        if isinstance(error, ScrappeyAPIUnreachable):
+            return  # never sent: nothing to destroy
         if isinstance(error, ScrappeyTransportError) or (
             error.kind is ErrorKind.BAD_REPLY
         ):

@@ -2,7 +2,8 @@
 
 The key travels in the query string (``?key=…``), so any URL, exception text or
 log line that touches the API endpoint can carry it. Everything user-visible
-goes through these helpers; at most the first four characters survive.
+goes through these helpers; at most the first four characters survive (never
+more than half of the key).
 
 Text the API wrote (error messages, transport errors) is also untrusted: it is
 quoted with :func:`api_text`, which escapes control characters (a CR/LF would
@@ -30,8 +31,12 @@ API_TEXT_LIMIT = 300
 
 
 def key_hint(key: str) -> str:
-    """A safe reminder of which key is in use: ``'abcd…'``."""
-    return f"{key[:4]}…" if key else "(none)"
+    """A safe reminder of which key is in use: ``'abcd…'``.
+
+    At most four characters, and never more than half the key, so that a
+    short (test or mistyped) key is not shown in full either.
+    """
+    return f"{key[: min(4, len(key) // 2)]}…" if key else "(none)"
 
 
 def redact_url(url: str) -> str:

@@ -10,6 +10,10 @@ _SUMMARY = (
     "inits ok %(init_ok)d, failed %(init_failed)d; checks failed %(check_failed)d"
 )
 _BANS = "; bans %(bans)s"  # only in crawls that met some
+# Only in crawls that found some; never mixed into this crawl's own counts.
+_ORPHANS = (
+    "; sessions of earlier crawls: found %(orphans)d, destroyed %(orphans_destroyed)d"
+)
 
 
 def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -22,7 +26,9 @@ def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         for key, count in sorted(stats.items())
         if key.startswith("scrappey/bans/")
     )
-    return _SUMMARY + (_BANS if bans else ""), {
+    orphans = stats.get("scrappey/sessions/orphans_found", 0)
+    message = _SUMMARY + (_BANS if bans else "") + (_ORPHANS if orphans else "")
+    return message, {
         "requests": stats.get("scrappey/requests", 0),
         "created": stats.get("scrappey/sessions/created", 0),
         "destroyed": stats.get("scrappey/sessions/destroyed", 0),
@@ -33,4 +39,6 @@ def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "init_failed": stats.get("scrappey/sessions/init/failed", 0),
         "check_failed": stats.get("scrappey/sessions/check_failed", 0),
         "bans": bans,
+        "orphans": orphans,
+        "orphans_destroyed": stats.get("scrappey/sessions/orphans_destroyed", 0),
     }

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from ._redact import api_text
+from ._redact import api_text, redact_url
 from .codes import ERROR_CODES, SESSION_GONE_MARKERS, ErrorKind, find_code
 from .exceptions import (
     ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
@@ -34,6 +36,8 @@ _RETRYABLE_HTTP = frozenset(
 )
 #: Deeper replies are garbage (no documented reply nests beyond 4 levels).
 _MAX_DEPTH = 64
+#: What a web server answers for a path it does not serve: the URL is wrong.
+_NOT_THE_API = frozenset({404, 405})
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class ScrappeyClient:
         self.api_url = api_url
         self._key = api_key
         self._session: aiohttp.ClientSession | None = None
+        #: Whether the API has answered once in this crawl (errors included).
+        self.reached = False
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily so that it binds to the running loop (the reactor's).
@@ -109,12 +115,23 @@ class ScrappeyClient:
             raise ScrappeyTransportError(
                 f"The Scrappey API did not answer {payload.get('cmd')!r} within {timeout:g} s"
             ) from None
+        except aiohttp.ClientConnectorError as ex:
+            # Refused, DNS failure: the command was never sent.
+            raise unreachable(self.api_url, _connect_reason(ex), self._key) from None
         except aiohttp.ClientError as ex:
             # aiohttp messages may quote the URL, and with it the key.
             raise ScrappeyTransportError(
                 f"Could not reach the Scrappey API: {api_text(str(ex), self._key)}"
             ) from None
-        return parse_reply(status, raw, key=self._key)
+        try:
+            reply = parse_reply(status, raw, key=self._key)
+        except _NotTheAPI as ex:
+            raise unreachable(self.api_url, ex.reason, self._key) from None
+        except ScrappeyError:
+            self.reached = True
+            raise
+        self.reached = True
+        return reply
 
     async def close(self) -> None:
         if self._session is not None:
@@ -122,28 +139,51 @@ class ScrappeyClient:
             self._session = None
 
 
+def unreachable(api_url: str, reason: str, key: str = "") -> ScrappeyAPIUnreachable:
+    """The one error for an API URL that leads nowhere (*reason*: why)."""
+    return ScrappeyAPIUnreachable(
+        f"cannot reach the Scrappey API at {redact_url(api_url)}: "
+        f"{api_text(reason, key)}; check SCRAPPEY_API_URL"
+    )
+
+
+class _NotTheAPI(ScrappeyTransportError):
+    """A 404/405 that is no command's reply: the path is not the API's."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = f"{reason}, not the API"
+        super().__init__(f"The server answered {self.reason}; check SCRAPPEY_API_URL")
+
+
+def _connect_reason(error: aiohttp.ClientConnectorError) -> str:
+    cause = error.os_error
+    if isinstance(cause, ConnectionError) and cause.errno:
+        return os.strerror(cause.errno)  # "Connection refused"
+    return cause.strerror or str(cause)
+
+
 def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
     """Classify one HTTP answer of the API (shared by the crawl and the CLI).
 
     Raises :class:`ScrappeyAuthError` for 401, :class:`ScrappeyTransportError`
-    for redirects, garbage or retryable statuses, :class:`ScrappeyAPIError`
-    for a 4xx that is not a command's reply; the caller checks the reply's own
-    error. *key* is scrubbed from every text of the API quoted in an error.
+    for redirects, garbage or retryable statuses, and for a 404/405 that is
+    no command's reply (a wrong SCRAPPEY_API_URL), :class:`ScrappeyAPIError`
+    for another 4xx that is not a command's reply; the caller checks the
+    reply's own error. *key* is scrubbed from every text of the API quoted
+    in an error.
     """
     if status == 401:
         raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
     if 300 <= status < 400:
         # Following it would re-post the command, key included, elsewhere.
-        raise ScrappeyTransportError(
-            f"The Scrappey API answered HTTP {status}, a redirect; the API never "
-            f"redirects: check SCRAPPEY_API_URL"
-        )
+        raise _NotTheAPI(f"HTTP {status}, a redirect")
     data = _json_object(raw)
     if data is None:
         raise _unreadable(status, raw)
     if status in _RETRYABLE_HTTP or status >= 500:
         raise ScrappeyTransportError(f"The Scrappey API answered HTTP {status}")
     reported = _reported(data, key)
+    _check_path(status, data, reported, key)
     if status >= 400 and (reported is None or reported.kind is ErrorKind.BAD_REPLY):
         # A 4xx is never a page, whatever its JSON looks like (402, 404…).
         detail = data.get("message") or data.get("detail") or json.dumps(data)
@@ -159,8 +199,24 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
     return ApiReply(status, data, raw, reported, not_a_page)
 
 
+def _check_path(
+    status: int, data: dict[str, Any], reported: ScrappeyAPIError | None, key: str
+) -> None:
+    """Raise :class:`_NotTheAPI` for a 404/405 that no command would answer."""
+    if status not in _NOT_THE_API:
+        return
+    if reported is not None and (
+        reported.code is not None or reported.kind is ErrorKind.SESSION
+    ):
+        return  # a command's reply that happens to come with this status
+    detail = reported.api_message if reported else api_text(json.dumps(data), key)
+    raise _NotTheAPI(f"HTTP {status} ({detail})")
+
+
 def _unreadable(status: int, raw: bytes) -> ScrappeyError:
     what = "a truncated or invalid JSON" if raw[:1] in (b"{", b"[") else "a non-JSON"
+    if status in _NOT_THE_API:
+        return _NotTheAPI(f"HTTP {status} with {what} body")
     if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
         return ScrappeyTransportError(
             f"The Scrappey API answered HTTP {status} with {what} body"

@@ -27,6 +27,15 @@ class ScrappeyTransportError(ScrappeyError, OSError):
     """
 
 
+class ScrappeyAPIUnreachable(ScrappeyTransportError):
+    """Nothing was sent to the API: ``SCRAPPEY_API_URL`` is wrong or down.
+
+    The connection failed (refused, DNS failure) or what answered is not the
+    API (HTTP 404 or 405). Unlike a timeout after sending, such a call cannot
+    have created anything remotely.
+    """
+
+
 class ScrappeyAuthError(ScrappeyError):
     """The API rejected the key (HTTP 401)."""
 

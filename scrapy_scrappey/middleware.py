@@ -10,7 +10,9 @@ from scrapy import signals, version_info
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
+from ._priority import warn_if_misplaced
 from ._redact import key_hint, redact_url
+from ._speed import SlowLeaseHint, capacity
 from ._summary import summary
 from ._tasks import TaskGroup
 from .client import ApiReply, ScrappeyClient
@@ -19,6 +21,7 @@ from .config import Config, require_asyncio
 from .cookiejars import PoolCookieJars
 from .exceptions import (
     ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
@@ -96,6 +99,7 @@ class ScrappeyMiddleware:
             extra={"spider": spider},
         )
         self._throttle = TargetThrottle(self.config.throttle)
+        self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
         self._router = Router(
             self.config,
             allowed_domains=allowed_domains(spider),
@@ -122,15 +126,17 @@ class ScrappeyMiddleware:
     async def spider_opened(self, spider: Spider) -> None:
         logger.info(
             "Scrappey: routing %(what)s requests through %(url)s with the key %(key)r, "
-            "session scope %(scope)r",
+            "session scope %(scope)r, %(capacity)s",
             {
                 "what": "all" if self.config.transparent else "opted-in",
                 "url": self.config.api_url,
                 "key": key_hint(self.config.api_key),
                 "scope": self.config.session_scope,
+                "capacity": capacity(self.config),
             },
             extra={"spider": spider},
         )
+        warn_if_misplaced(self.crawler, self, extra={"spider": spider})
         self._watcher = self._tasks.spawn(
             self._watch_closing(), name="scrappey-watch-closing"
         )
@@ -202,8 +208,12 @@ class ScrappeyMiddleware:
             raise IgnoreRequest(f"{request} not sent through Scrappey: {ex}") from None
         except SessionWaitTimeout as ex:
             return self._retry(request, "scrappey/session_wait_timeout", ex)
-        except ScrappeyTransportError:
+        except ScrappeyTransportError as ex:
             self._inc("scrappey/errors/transport")
+            if isinstance(ex, ScrappeyAPIUnreachable) and not self._client.reached:
+                # A wrong SCRAPPEY_API_URL: one error, not one per request.
+                self._on_fatal("scrappey_api_unreachable", str(ex))
+                raise IgnoreRequest(f"{ex}; {request} dropped") from None
             raise  # an OSError: RetryMiddleware retries it
 
     async def _send(self, request: Request, route: Route) -> Request | Response:
@@ -212,7 +222,13 @@ class ScrappeyMiddleware:
         response: Response | None = None
         failure: CheckFailure | None = None
         async with self._throttle.slot(self._slot_key(request, route)):
-            session = await self._sessions.lease(route.pool) if route.pool else None
+            session = (
+                await self._slow_lease.timed(
+                    route.pool, self._sessions.lease(route.pool)
+                )
+                if route.pool
+                else None
+            )
             try:
                 reply = await self._call(
                     self._payload(request, route, session), request

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_REST = (
+    "; the other %(rest)d stay in the ledger for the next crawl or "
+    "`python -m scrapy_scrappey sessions cleanup`"
+)
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -74,11 +79,12 @@ async def sweep_at_start(
         return
     if not sweep.targets:
         return
+    stats.inc_value("scrappey/sessions/orphans_found", len(sweep.targets))
     stats.inc_value("scrappey/sessions/orphans_destroyed", len(sweep.gone))
     logger.warning(
         "Found %(n)d Scrappey session(s) left open by an earlier crawl that did not "
-        "shut down cleanly; destroyed %(ok)d, the rest stay in the ledger",
-        {"n": len(sweep.targets), "ok": len(sweep.gone)},
+        "shut down cleanly; destroyed %(ok)d" + (_REST if sweep.failed else ""),
+        {"n": len(sweep.targets), "ok": len(sweep.gone), "rest": len(sweep.failed)},
         extra=extra,
     )
 

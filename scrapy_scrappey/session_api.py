@@ -2,7 +2,7 @@
 
 The ledger is kept in step with the API: an id is recorded before its create
 is sent and forgotten only once the API confirmed the destroy, or said the
-session does not exist.
+session does not exist, or the create never reached the API.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .codes import ErrorKind
-from .exceptions import ScrappeyAPIError, ScrappeyError, ScrappeyTransportError
+from .exceptions import (
+    ScrappeyAPIError,
+    ScrappeyAPIUnreachable,
+    ScrappeyError,
+    ScrappeyTransportError,
+)
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -61,6 +66,11 @@ class SessionAPI:
         self._unsettled: dict[asyncio.Future[ApiReply], str] = {}
         self._uncertain: set[str] = set()
 
+    @property
+    def reached(self) -> bool:
+        """Whether the API has answered once in this crawl."""
+        return self._client.reached
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number *attempt* (1-based), with jitter."""
         base = self._config.create_backoff * 2.0 ** (attempt - 1)
@@ -88,6 +98,9 @@ class SessionAPI:
         try:
             reply = call.result()
             reply.raise_for_error()
+        except ScrappeyAPIUnreachable:
+            self._forget(session_id)  # never sent: nothing can exist
+            raise
         except ScrappeyTransportError:
             self._uncertain.add(session_id)  # it may exist: settle() destroys it
             raise
@@ -110,19 +123,27 @@ class SessionAPI:
         self._stats.inc_value("scrappey/sessions/created")
         return session_id
 
-    async def destroy(self, session_id: str) -> bool:
-        """Destroy one session, retrying transient failures; True once it is gone."""
+    async def destroy(self, session_id: str, *, orphan: bool = False) -> bool:
+        """Destroy one session, retrying transient failures; True once it is gone.
+
+        An *orphan* (left by an earlier crawl) is not counted in
+        ``scrappey/sessions/destroyed``, which is this crawl's sessions.
+        """
         for attempt in range(self._config.create_attempts):
             if attempt:
                 await asyncio.sleep(self.backoff(attempt))
-            outcome = await self._destroy_once(session_id)
+            outcome = await self._destroy_once(session_id, orphan=orphan)
             if outcome is not None:
                 return outcome
         return False
 
-    async def destroy_many(self, session_ids: list[str]) -> list[str]:
+    async def destroy_many(
+        self, session_ids: list[str], *, orphans: bool = False
+    ) -> list[str]:
         """Destroy sessions concurrently; the ids that are gone."""
-        results = await asyncio.gather(*(self.destroy(sid) for sid in session_ids))
+        results = await asyncio.gather(
+            *(self.destroy(sid, orphan=orphans) for sid in session_ids)
+        )
         return [sid for sid, ok in zip(session_ids, results, strict=True) if ok]
 
     async def destroy_uncertain(self) -> None:
@@ -151,7 +172,7 @@ class SessionAPI:
         """Ids that may still exist remotely outside the manager's bookkeeping."""
         return sorted({*self._unsettled.values(), *self._uncertain})
 
-    async def _destroy_once(self, session_id: str) -> bool | None:
+    async def _destroy_once(self, session_id: str, *, orphan: bool) -> bool | None:
         """True: gone; False: failed for good; None: failed, worth retrying."""
         try:
             async with self._slots:
@@ -167,13 +188,26 @@ class SessionAPI:
             self._stats.inc_value("scrappey/sessions/already_gone")
             self._forget(session_id)
             return True
+        except ScrappeyAPIUnreachable as ex:
+            if not self.reached:
+                # A wrong SCRAPPEY_API_URL, which the creates report once:
+                # the session stays in the ledger, unannounced.
+                return False
+            self._destroy_failed(session_id, ex)
+            return None
         except ScrappeyTransportError as ex:
             self._destroy_failed(session_id, ex)
             return None
         except ScrappeyError as ex:
             self._destroy_failed(session_id, ex)
             return False
-        self._stats.inc_value("scrappey/sessions/destroyed")
+        if not orphan:
+            self._stats.inc_value("scrappey/sessions/destroyed")
+        logger.debug(
+            "Destroyed Scrappey session %(session)s",
+            {"session": session_id},
+            extra=self._extra,
+        )
         self._forget(session_id)
         return True
 

@@ -28,6 +28,7 @@ from ._pools import Pool, Session
 from ._tasks import TaskGroup
 from ._waiters import WaiterQueue
 from .exceptions import (
+    ScrappeyAPIUnreachable,
     ScrappeyAuthError,
     ScrappeyError,
     SessionsUnavailable,
@@ -206,7 +207,7 @@ class SessionManager:
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""
-        return await self._api.destroy_many(session_ids)
+        return await self._api.destroy_many(session_ids, orphans=True)
 
     # -- leasing -------------------------------------------------------------
 
@@ -299,6 +300,8 @@ class SessionManager:
             session = await self._creator.create(pool.key)
         except ScrappeyAuthError as ex:
             self._creation_failed(pool, ex, "scrappey_bad_api_key")
+        except ScrappeyAPIUnreachable as ex:
+            self._creation_failed(pool, ex, "scrappey_api_unreachable")
         except ScrappeyError as ex:
             self._creation_failed(pool, ex, "scrappey_sessions_unavailable")
         except Exception as ex:  # a bug or the disk: fail loudly, never hang

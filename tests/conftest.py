@@ -16,6 +16,8 @@ is stopped after it, whether the test passed or not.
   scripted for it (replies the local server would never send).
 * ``api_calls``: the order in which the crawl's API calls start and end, so
   that tests assert on overlap and order instead of on elapsed time.
+* ``free_port``: a port of 127.0.0.1 that nothing listens on (connections
+  to it are refused).
 
 Tests use them from ``@deferred_f_from_coro_f`` coroutines; the fixtures
 themselves are plain ones that block on the reactor through pytest-twisted,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -175,3 +178,12 @@ def scripted_api(started: Any) -> ScriptedApi:
     """A running :class:`~tests.fake_api.ScriptedApi`: replies scripted per URL."""
     api: ScriptedApi = _wait(started(ScriptedApi()))
     return api
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port of 127.0.0.1 that was free a moment ago: bound, then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

@@ -8,6 +8,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import ScrappeyAPIError, ScrappeyConfigError
+from scrapy_scrappey._creation import UNREACHED_ATTEMPTS
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
 
@@ -176,3 +177,62 @@ async def test_invalid_meta_fails_that_request_naming_the_key(
     (error,) = result.spider.errors
     assert isinstance(error, ScrappeyConfigError)
     assert message in str(error)
+
+
+@pytest.mark.parametrize("wrong", ["port", "path"])
+@deferred_f_from_coro_f
+async def test_a_wrong_api_url_ends_at_once_with_one_error_naming_the_setting(
+    tmp_path, caplog, wrong, free_port, local_server, target_site
+):
+    """A port typo or a URL without /api/v1: nothing to destroy, no ledger left."""
+    url = (
+        f"http://127.0.0.1:{free_port}/api/v1"
+        if wrong == "port"
+        else local_server.url.removesuffix("/api/v1")
+    )
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_API_URL=url,
+        SCRAPPEY_SESSION_POOL_SIZE=3,
+        SCRAPPEY_LEDGER_DIR=str(tmp_path),
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert result.stats["finish_reason"] == "scrappey_api_unreachable"
+    (problem,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    message = problem.getMessage()
+    reason = "Connection refused" if wrong == "port" else "HTTP 404 (Not Found: POST /)"
+    assert f"cannot reach the Scrappey API at {url}: {reason}" in message
+    assert message.endswith("; check SCRAPPEY_API_URL")
+    # Each of the 3 creates was tried twice; none was recorded or destroyed.
+    assert result.stats["scrappey/sessions/create_failed"] == 3 * UNREACHED_ATTEMPTS
+    assert "scrappey/sessions/destroy_failed" not in result.stats
+    assert "scrappey/sessions/leaked" not in result.stats
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert local_server.stats()["requests"]["total"] == 0
+    assert result.items == []
+    assert not target_site.hits
+
+
+@deferred_f_from_coro_f
+async def test_a_wrong_api_url_without_sessions_ends_with_one_error_too(
+    tmp_path, caplog, free_port, local_server, target_site
+):
+    url = f"http://127.0.0.1:{free_port}/api/v1"
+    settings = settings_for(
+        local_server, tmp_path, SCRAPPEY_API_URL=url, SCRAPPEY_SESSION_SCOPE="none"
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(10)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert result.stats["finish_reason"] == "scrappey_api_unreachable"
+    (problem,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problem.getMessage().endswith(
+        f"cannot reach the Scrappey API at {url}: Connection refused; "
+        "check SCRAPPEY_API_URL"
+    )
+    # Not one "Gave up retrying" per request: none is retried.
+    assert "retry/count" not in result.stats
+    assert result.spider.errors
+    assert all(isinstance(e, IgnoreRequest) for e in result.spider.errors)
+    assert not target_site.hits

@@ -201,18 +201,37 @@ async def test_rejected_key_closes_the_spider_and_sends_nothing_more(
 
 
 @deferred_f_from_coro_f
-async def test_unreachable_api_is_a_counted_oserror_for_retrymiddleware(tmp_path):
-    nothing_there = SimpleNamespace(url="http://127.0.0.1:9/api/v1")
-    mw = await opened(nothing_there, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+async def test_unreachable_api_is_a_counted_oserror_for_retrymiddleware(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server()
+    mw = await opened(server, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
     try:
+        await mw.process_request(Request(target_site.url("/page/1")))
+        await server.stop()  # an outage, after the API answered
         with pytest.raises(ScrappeyTransportError) as info:
-            await mw.process_request(Request("http://127.0.0.1:9/page"))
+            await mw.process_request(Request(target_site.url("/page/2")))
     finally:
         await close(mw)
     assert isinstance(info.value, OSError)
     assert KEY not in str(info.value)
     assert stat(mw, "scrappey/errors/transport") == 1
-    assert stat(mw, "scrappey/requests") == 1
+    assert stat(mw, "scrappey/requests") == 2
+
+
+@deferred_f_from_coro_f
+async def test_an_api_never_reached_closes_the_spider_instead(tmp_path, caplog):
+    nothing_there = SimpleNamespace(url="http://127.0.0.1:9/api/v1")
+    mw = await opened(nothing_there, tmp_path, SCRAPPEY_SESSION_SCOPE="none")
+    try:
+        with pytest.raises(IgnoreRequest, match="check SCRAPPEY_API_URL"):
+            await mw.process_request(Request("http://127.0.0.1:9/page"))
+    finally:
+        await close(mw)
+    assert stat(mw, "scrappey/errors/transport") == 1
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "(scrappey_api_unreachable)" in error.getMessage()
+    assert KEY not in caplog.text
 
 
 @deferred_f_from_coro_f

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from scrapy_scrappey import ScrappeyAPIError
-from scrapy_scrappey._redact import API_TEXT_LIMIT, api_text, redact_text, redact_url
+from scrapy_scrappey._redact import (
+    API_TEXT_LIMIT,
+    api_text,
+    key_hint,
+    redact_text,
+    redact_url,
+)
 from scrapy_scrappey.client import parse_reply
 from scrapy_scrappey.codes import ErrorKind
 
@@ -81,3 +87,19 @@ def test_a_4xx_detail_is_redacted_and_bounded():
 def test_errors_built_anywhere_are_escaped():
     error = ScrappeyAPIError("line\nbreak", code=None, kind=ErrorKind.TRANSIENT)
     assert str(error) == "Scrappey API error: line\\nbreak"
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        (KEY, "S3cr…"),
+        ("abcdefgh", "abcd…"),
+        ("abcdefg", "abc…"),  # never more than half of the key
+        ("abcd", "ab…"),
+        ("abc", "a…"),
+        ("a", "…"),
+        ("", "(none)"),
+    ],
+)
+def test_key_hint_shows_at_most_four_characters_and_half_the_key(key, hint):
+    assert key_hint(key) == hint

@@ -619,7 +619,7 @@ async def test_crawl_quotes_api_texts_redacted_and_escaped(
     ("status", "body"),
     [
         (402, b'{"message": "Insufficient balance"}'),
-        (404, b'{"detail": "Not Found"}'),
+        (422, b'{"detail": "Unprocessable"}'),
         (403, b"{}"),
     ],
 )

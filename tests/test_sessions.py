@@ -8,7 +8,8 @@ from scrapy.statscollectors import MemoryStatsCollector
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from scrapy_scrappey import Config, SessionWaitTimeout
+from scrapy_scrappey import Config, SessionsUnavailable, SessionWaitTimeout
+from scrapy_scrappey._creation import UNREACHED_ATTEMPTS
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.exceptions import SpiderClosing
 from scrapy_scrappey.local import Faults
@@ -238,3 +239,36 @@ async def test_a_retired_session_is_never_handed_to_a_waiter_and_is_replaced_wit
         assert prepared == [first.id, second.id]
         assert manager._stats.get_value("scrappey/sessions/retired/check") == 1
         manager.release(second)
+
+
+@deferred_f_from_coro_f
+async def test_an_api_that_answered_once_then_is_unreachable_gets_every_attempt(
+    local_server, free_port, caplog
+):
+    """Only an API never reached is given up on early (UNREACHED_ATTEMPTS)."""
+    client = ScrappeyClient(local_server.url, "k")
+    stats = MemoryStatsCollector(get_crawler())
+    fatal: list[str] = []
+    manager = SessionManager(
+        Config(api_key="k", api_url=local_server.url, create_backoff=0.01),
+        client,
+        stats,
+        on_fatal=lambda reason, message: fatal.append(reason),
+    )
+    try:
+        manager.release(await manager.lease("first"))
+        client.api_url = f"http://127.0.0.1:{free_port}/api/v1"  # the API went away
+        with pytest.raises(SessionsUnavailable, match=r"5 sessions\.create attempt"):
+            await manager.lease("second")
+    finally:
+        client.api_url = local_server.url
+        await manager.close()
+        await client.close()
+    assert Config(api_key="k").create_attempts == 5 > UNREACHED_ATTEMPTS
+    assert stats.get_value("scrappey/sessions/create_failed") == 5
+    assert fatal == ["scrappey_sessions_unavailable"]
+    retries = [r for r in caplog.records if "sessions.create failed" in r.getMessage()]
+    assert len(retries) == 5
+    assert "Connection refused; check SCRAPPEY_API_URL" in retries[0].getMessage()
+    assert stats.get_value("scrappey/sessions/destroy_failed") is None
+    assert local_server.stats()["sessions"]["open"] == 0

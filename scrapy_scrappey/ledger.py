@@ -30,6 +30,7 @@ account and endpoint apart.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -298,6 +299,11 @@ class SessionLedger:
             _release(run)
         else:
             _remove(run)
+            # A folder per API URL and key: one left empty (a mistyped URL)
+            # would be listed by `sessions cleanup` forever. Fails harmlessly
+            # while another crawl with this key still has its files there.
+            with contextlib.suppress(OSError):
+                self._run_dir.rmdir()
 
     def __enter__(self) -> Self:
         self.open()
@@ -314,11 +320,10 @@ class SessionLedger:
         if self._used:
             self.run_id = _new_run_id()
         self._used = True
-        self._run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self._run_dir / f"{self.run_id}.json"
         # The lock exists before the list does, so no reader ever sees a list
         # of a live run without the lock that proves it is live.
-        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._create_lock(path.with_suffix(".lock"))
         if not _try_lock(fd):  # pragma: no cover - run ids are unique
             os.close(fd)
             raise RuntimeError(f"session ledger {path} is locked by another process")
@@ -326,6 +331,16 @@ class SessionLedger:
         _write(run)
         self._own = run
         return run
+
+    def _create_lock(self, lock_path: Path) -> int:
+        flags, mode = os.O_RDWR | os.O_CREAT, 0o600
+        self._run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            return os.open(lock_path, flags, mode)
+        except FileNotFoundError:
+            # Another crawl's close removed the empty folder in between.
+            self._run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return os.open(lock_path, flags, mode)
 
     def _header(self) -> dict[str, Any]:
         return {

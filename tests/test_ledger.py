@@ -86,6 +86,25 @@ def test_reopening_after_close_starts_a_new_run(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_the_last_empty_run_removes_its_folder_and_others_keep_it(
+    tmp_path: Path,
+) -> None:
+    first, second = make(tmp_path), make(tmp_path)
+    first.open()
+    second.open()
+    folder = tmp_path / first.fingerprint
+    second.close()
+    assert folder.is_dir()  # the first run's files are still in it
+    first.close()
+    assert list(tmp_path.iterdir()) == []
+    # A folder removed by another crawl's close is made again on open.
+    third = make(tmp_path)
+    third.record("s1")
+    assert recorded_ids(third) == ["s1"]
+    third.close()
+    assert folder.is_dir()  # s1 may still be open: its run file stays
+
+
 def test_file_is_always_valid_json(tmp_path: Path) -> None:
     ledger = make(tmp_path)
     ledger.open()

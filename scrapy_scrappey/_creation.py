@@ -12,6 +12,8 @@ from .codes import ErrorKind
 from .exceptions import ScrappeyAPIError, ScrappeyTransportError, SessionsUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from scrapy.statscollectors import StatsCollector
 
     from ._cap import SessionCap
@@ -42,8 +44,8 @@ class SessionCreator:
         self._tasks = tasks
         self._extra = extra
 
-    async def create(self, pool_key: str) -> Session:
-        """A new session for *pool_key*, counted by the cap.
+    async def create(self, pool_key: str, params: Mapping[str, Any]) -> Session:
+        """A new session for *pool_key*, created with *params*, counted by the cap.
 
         Raises :class:`SessionsUnavailable` once every attempt failed, the
         account's session limit (CODE-0029) did not free up within
@@ -57,7 +59,8 @@ class SessionCreator:
         while True:
             try:
                 async with self._cap.room():
-                    return self._created(await self._api.create(), pool_key)
+                    session_id = await self._api.create(params, pool=pool_key)
+                    return self._created(session_id, pool_key)
             except (ScrappeyTransportError, ScrappeyAPIError) as ex:
                 self._failed(ex, first_over_limit=not wait.started)
                 if wait.covers(ex):

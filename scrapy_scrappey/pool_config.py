@@ -89,8 +89,11 @@ class SessionPools:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
         """Read both settings; ScrappeyConfigError names the setting, pool and key."""
+        raw = settings.get(SETTING)
+        if not isinstance(raw, Mapping):  # None, or JSON from -s
+            raw = read_dict(settings, SETTING)
         return cls(
-            pools=read_pools(read_dict(settings, SETTING), SETTING),
+            pools=read_pools(raw, SETTING),
             stats_per_pool=read_bool(settings, "SCRAPPEY_STATS_PER_POOL", False),
         )
 

@@ -96,8 +96,11 @@ class SessionInit:
         )
 
     async def __call__(self, session: Session) -> bool:
+        steps = self._steps(session)
+        if steps == ():
+            return True  # a pool without init among pools with one
         try:
-            ok = await self._run(session)
+            ok = await self._run(session, steps)
         except Exception as ex:  # noqa: BLE001 - a failed init, never a failed crawl
             self._failed(
                 session, str(ex) if isinstance(ex, ScrappeyError) else repr(ex)
@@ -130,12 +133,21 @@ class SessionInit:
         own = self._config.pool_settings(session.pool).request_params
         return {**(self._config.default_params or {}), **own}
 
-    async def _run(self, session: Session) -> object:
-        steps = self._config.pool_settings(session.pool).init
-        if steps is None and self._method is not None:
+    def _steps(self, session: Session) -> tuple[InitStep, ...] | None:
+        """The init of *session*'s pool: its own steps, else the method (None), else the crawl's steps."""
+        own = self._config.pool_settings(session.pool).init
+        if own is not None or self._method is not None:
+            return own
+        return self._config.session_init
+
+    async def _run(
+        self, session: Session, steps: tuple[InitStep, ...] | None
+    ) -> object:
+        if steps is None:
+            assert self._method is not None
             download = functools.partial(self.download, session)
             return await self._method(session.id, session.pool, download)
-        for step in self._config.session_init if steps is None else steps:
+        for step in steps:
             response = await self._step(session, step)
             if response.status >= 400:
                 raise InitFailed(f"{response.url} answered HTTP {response.status}")

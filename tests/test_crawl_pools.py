@@ -1,12 +1,15 @@
 """Per-pool settings (SCRAPPEY_SESSION_POOLS), proven by real crawls on the server side."""
 
+import asyncio
 from collections import defaultdict
 from urllib.parse import urlsplit
 
 import pytest
+from scrapy import Request
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey import ScrappeyConfigError
+from scrapy_scrappey.codes import SESSION_BOUND_CODES
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
 
@@ -320,3 +323,64 @@ async def test_stats_per_pool(tmp_path, local_server, target_site):
     result = await crawl(PagesSpider, settings, urls=urls[:1])
     assert result.stats["scrappey/sessions/created"] >= 1
     assert not any(k.startswith("scrappey/pools/") for k in result.stats)
+
+
+@deferred_f_from_coro_f
+async def test_a_pools_max_errors_replaces_the_global_budget(
+    tmp_path, make_local_server, target_site
+):
+    faults = Faults(error_rate=0.3, error_codes=SESSION_BOUND_CODES, seed=7)
+    server = await make_local_server(faults=faults)
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_MAX_ERRORS=1,
+        SCRAPPEY_SESSION_POOLS={"sturdy": {"max_errors": 3}},
+        RETRY_TIMES=30,
+        CONCURRENT_REQUESTS=1,
+    )
+    urls = [
+        (target_site.url(f"/page/{i}"), {"scrappey_session": "sturdy"})
+        for i in range(20)
+    ]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    stats = server.stats()
+    assert len(result.items) == 20
+    failed = stats["errors_by_session"]
+    assert max(len(o) for o in failed.values()) == 3  # the seed makes one reach it
+    retired = [sid for sid, ordinals in failed.items() if len(ordinals) == 3]
+    for sid in retired:  # retired at its third error, its last request
+        assert failed[sid][-1] == stats["requests_per_session"][sid]
+    assert result.stats["scrappey/sessions/retired/errors"] == len(retired)
+
+
+@deferred_f_from_coro_f
+async def test_a_pools_idle_ttl_applies_to_that_pool_only(
+    tmp_path, local_server, target_site
+):
+    class Pauses(PagesSpider):
+        async def start(self):
+            for pause in (0, 0.5):
+                await asyncio.sleep(pause)
+                for pool, n in (("brief", pause), ("spider", pause)):
+                    meta = {"scrappey_session": pool} if pool == "brief" else {}
+                    yield Request(
+                        target_site.url(f"/page/{pool}-{n}"),
+                        meta=meta,
+                        callback=self.parse,
+                        dont_filter=True,
+                    )
+
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_SESSION_POOLS={"brief": {"idle_ttl": 0.2}},
+    )
+    result = await crawl(Pauses, settings, urls=[])
+    sessions = defaultdict(set)
+    for item in result.items:
+        sessions[urlsplit(item["url"]).path.split("-")[0]].add(item["session"])
+    assert len(result.items) == 4
+    assert len(sessions["/page/brief"]) == 2  # replaced after 0.5 s idle
+    assert len(sessions["/page/spider"]) == 1  # SCRAPPEY_SESSION_IDLE_TTL: 150 s
+    assert result.stats["scrappey/sessions/expired_idle"] == 1

@@ -6,7 +6,10 @@ API call and release it. Dead sessions are replaced once however many requests
 report them, and everything still open is destroyed by :meth:`close`. A
 session unfit for use (a failed check, too many errors, a failed init) is
 retired with :meth:`retire`. An optional ``prepare`` coroutine (the session
-init) runs on every new session before it joins its pool.
+init) runs on every new session before it joins its pool. A pool's own
+settings (``SCRAPPEY_SESSION_POOLS`` over the global ones: size, concurrency,
+create parameters, rotation, idle TTL, error budget) are resolved once, when
+the pool is made, and read from ``pool.settings``.
 
 The work is split by seam, each module stating its invariants: pools and
 leases (state and invariants in ``_pools.py``, the logic here), creating one

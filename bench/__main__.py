@@ -35,6 +35,7 @@ BENCHMARKS = {
     ),
     "p5": ("bench.p5_fairness", "P5 lease fairness"),
     "p6": ("bench.p6_naive", "P6 vs blocking requests in deferToThread"),
+    "p7": ("bench.p7_pools", "P7 many named pools: fairness, per-pool concurrency"),
     "p8": ("bench.p8_detectors", "P8 ban detectors: time per response"),
 }
 TIMEOUT = {"quick": 120, "full": 600}

@@ -63,3 +63,21 @@ class CountSpider(Spider):
         assert self.t_start is not None
         assert self.t_last is not None
         return self.t_last - self.t_start
+
+
+class PoolsSpider(CountSpider):
+    """A :class:`CountSpider` whose page ``i`` goes to the named pool ``p{i % pools}``."""
+
+    name = "bench_pools"
+
+    def __init__(self, *args: Any, pools: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pools = pools
+
+    def scrappey_session_pool(self, request: Request) -> str:
+        return f"p{page_number(request.url) % self.pools}"
+
+
+def page_number(url: str) -> int:
+    """``i`` of a ``…/page/{i}`` URL."""
+    return int(url.rsplit("/", 1)[1])

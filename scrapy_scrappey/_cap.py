@@ -157,7 +157,7 @@ class SessionCap:
     async def _destroy(self, session: Session) -> None:
         gone = False
         try:
-            gone = await self._api.destroy(session.id)
+            gone = await self._api.destroy(session.id, pool=session.pool)
         finally:
             self._destroying.discard(session.id)
             if gone or not self._closing:

@@ -17,6 +17,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from scrapy.statscollectors import StatsCollector
 
     from ._cap import SessionCap
@@ -54,8 +56,8 @@ class SessionCreator:
         self._tasks = tasks
         self._extra = extra
 
-    async def create(self, pool_key: str) -> Session:
-        """A new session for *pool_key*, counted by the cap.
+    async def create(self, pool_key: str, params: Mapping[str, Any]) -> Session:
+        """A new session for *pool_key*, created with *params*, counted by the cap.
 
         Raises :class:`SessionsUnavailable` once every attempt failed, the
         account's session limit (CODE-0029) did not free up within
@@ -70,7 +72,8 @@ class SessionCreator:
         while True:
             try:
                 async with self._cap.room():
-                    return self._created(await self._api.create(), pool_key)
+                    session_id = await self._api.create(params, pool=pool_key)
+                    return self._created(session_id, pool_key)
             except (ScrappeyTransportError, ScrappeyAPIError) as ex:
                 self._failed(ex, first_over_limit=not wait.started)
                 if wait.covers(ex):

@@ -8,6 +8,7 @@ from typing import Any
 
 from scrapy import Request
 
+from ._settings import require_json
 from .exceptions import ScrappeyConfigError
 from .payload import METHOD_COMMANDS
 
@@ -65,11 +66,7 @@ def _step(step: object, where: str) -> InitStep:
         raise ScrappeyConfigError(
             f"{where} sets 'session'; the plugin adds the session being initialised."
         )
-    try:
-        json.dumps(params)
-    except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(f"{where} must hold JSON values only: {ex}.") from ex
-    return params
+    return require_json(params, where)
 
 
 def ban_statuses(value: object, where: str) -> frozenset[int]:

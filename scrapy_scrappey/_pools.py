@@ -4,7 +4,8 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
 
 * Who may hold a lease: one request at a time per lease, from ``lease()`` to its
   ``release()`` (the middleware's ``_send``); ``in_flight`` counts the leases
-  held and never exceeds ``SCRAPPEY_SESSION_CONCURRENCY``.
+  held and never exceeds the pool's ``concurrency`` (``SCRAPPEY_SESSION_POOLS``,
+  else ``SCRAPPEY_SESSION_CONCURRENCY``).
 * Only a session in its pool's ``sessions`` that is not ``retired`` is leased.
   Waiters are served in arrival order: a lease takes a free session directly
   only when nobody of its pool is waiting.
@@ -18,7 +19,7 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   ``sessions`` only once its init succeeded; a failed init retires and
   destroys it at once and adds one to ``bad_inits`` (reset by a success).
 * ``errors`` counts the session-bound API errors (``ErrorKind.SESSION_BOUND``)
-  of the session's requests; once it reaches ``SCRAPPEY_SESSION_MAX_ERRORS``
+  of the session's requests; once it reaches its pool's ``max_errors``
   the session is retired (reason "errors") before that lease is released, so
   the next waiter never gets it. It only grows: a session that failed that
   often keeps its proxy and browser, whatever succeeded in between.
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._waiters import WaiterQueue
     from .exceptions import ScrappeyError
+    from .pool_config import PoolSettings
 
 
 @dataclass(eq=False)
@@ -64,6 +66,8 @@ class Pool:
 
     key: str
     size: int
+    #: Its own settings (``SCRAPPEY_SESSION_POOLS`` over the global ones).
+    settings: PoolSettings
     sessions: list[Session] = field(default_factory=list)
     creating: int = 0
     error: ScrappeyError | None = None

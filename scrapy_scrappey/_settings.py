@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
+
+_V = TypeVar("_V")
 
 
 def read_bool(settings: BaseSettings, name: str, default: bool) -> bool:
@@ -84,8 +86,13 @@ def read_dict(settings: BaseSettings, name: str) -> dict[str, Any]:
         raise ScrappeyConfigError(
             f"{name} must be a dict (or a JSON object string), got {raw!r}."
         ) from ex
+    return require_json(value, name)
+
+
+def require_json(value: _V, label: str) -> _V:
+    """*value*, once it is known to be JSON-serialisable (API parameters are sent as JSON)."""
     try:
         json.dumps(value)
     except (TypeError, ValueError) as ex:
-        raise ScrappeyConfigError(f"{name} must hold JSON values only: {ex}.") from ex
+        raise ScrappeyConfigError(f"{label} must hold JSON values only: {ex}.") from ex
     return value

@@ -21,6 +21,7 @@ from ._health_config import InitStep, ban_statuses, checker_path, init_steps
 from ._settings import read_bool, read_dict, read_float, read_int
 from .bans import BUILTIN_DETECTORS, Detector, read_detectors
 from .exceptions import ScrappeyConfigError
+from .pool_config import ATTRIBUTE, PoolSettings, SessionPools, read_pools
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -198,6 +199,8 @@ class Config:
     session_max_errors: int = 1
     #: Seconds sessions.create keeps retrying "too many sessions" (CODE-0029).
     session_over_limit_wait: float = 240.0
+    #: ``SCRAPPEY_SESSION_POOLS`` and ``SCRAPPEY_STATS_PER_POOL``; see :meth:`pool_settings`.
+    session_pools: SessionPools = field(default_factory=SessionPools)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -283,6 +286,25 @@ class Config:
             session_over_limit_wait=read_float(
                 settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
+            session_pools=SessionPools.from_settings(settings),
+        )
+
+    def pool_settings(self, pool_key: str) -> PoolSettings:
+        """The settings of the session manager's pool *pool_key* (``"spider"``,
+        ``"domain:<d>"``, ``"name:<n>"``): its ``SCRAPPEY_SESSION_POOLS`` entry
+        over the global settings; a named pool has one session by default."""
+        return self.session_pools.settings(
+            pool_key,
+            PoolSettings(
+                size=self.pool_size,
+                concurrency=self.session_concurrency,
+                params=self.session_params or {},
+                request_params={},
+                init=None,
+                max_requests=self.session_max_requests,
+                idle_ttl=self.session_idle_ttl,
+                max_errors=self.session_max_errors,
+            ),
         )
 
     def timeout_for(self, request: Request) -> float:
@@ -301,7 +323,8 @@ class Config:
 
         ``scrappey_session_scope``, ``scrappey_session_params``,
         ``scrappey_session_init`` (a list; a method of that name is used by the
-        middleware instead), ``scrappey_ban_detectors`` and, as in Scrapy's
+        middleware instead), ``scrappey_session_pools``,
+        ``scrappey_ban_detectors`` and, as in Scrapy's
         downloader, ``download_delay``.
         """
         if spider is None:
@@ -335,6 +358,11 @@ class Config:
         if steps is not None and not callable(steps):
             changes["session_init"] = init_steps(
                 steps, "The scrappey_session_init spider attribute"
+            )
+        pools = getattr(spider, "scrappey_session_pools", None)
+        if pools is not None:
+            changes["session_pools"] = replace(
+                self.session_pools, pools=read_pools(pools, ATTRIBUTE)
             )
         detectors = getattr(spider, "scrappey_ban_detectors", None)
         if detectors is not None:

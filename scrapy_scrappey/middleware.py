@@ -10,6 +10,7 @@ from scrapy import signals, version_info
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
+from ._pool_stats import PoolStats
 from ._priority import warn_if_misplaced
 from ._redact import key_hint, redact_url
 from ._speed import SlowLeaseHint, capacity
@@ -100,10 +101,14 @@ class ScrappeyMiddleware:
         )
         self._throttle = TargetThrottle(self.config.throttle)
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
+        self._pool_stats = PoolStats(
+            crawler.stats, per_pool=self.config.session_pools.stats_per_pool
+        )
         self._router = Router(
             self.config,
             allowed_domains=allowed_domains(spider),
             pool_of=self._sessions.pool_of,
+            choose_pool=getattr(spider, "scrappey_session_pool", None),
         )
         self._jars = PoolCookieJars(crawler, self._router)
         self._fatal: str | None = None
@@ -231,7 +236,7 @@ class ScrappeyMiddleware:
             )
             try:
                 reply = await self._call(
-                    self._payload(request, route, session), request
+                    self._payload(request, route, session), request, session
                 )
                 error = reply.error() if route.raw else reply.page_error()
                 if error is not None:
@@ -273,7 +278,12 @@ class ScrappeyMiddleware:
     ) -> CheckFailure | None:
         """Run the session checks (only the ban detectors without a session);
         a session that fails them is retired (lease held)."""
-        failure = self._checks.failure(response, request, session=session is not None)
+        failure = self._checks.failure(
+            response,
+            request,
+            session=session is not None,
+            pool=session.pool if session is not None else None,
+        )
         if failure is not None and session is not None:
             self._sessions.retire(session, failure.retire_reason)
         return failure
@@ -309,12 +319,15 @@ class ScrappeyMiddleware:
             payload["session"] = session.id
         return payload
 
-    async def _call(self, payload: dict[str, Any], request: Request) -> ApiReply:
+    async def _call(
+        self, payload: dict[str, Any], request: Request, session: Session | None
+    ) -> ApiReply:
         timeout = self.config.timeout_for(request)
         call = asyncio.ensure_future(self._client.call(payload, timeout=timeout))
         self._inflight.add(call)
         call.add_done_callback(self._inflight.discard)
-        self._inc("scrappey/requests")
+        pool = session.pool if session is not None else None
+        self._pool_stats.inc("scrappey/requests", pool)
         try:
             return await call
         except asyncio.CancelledError:

@@ -57,20 +57,26 @@ class Router:
         *,
         allowed_domains: list[str],
         pool_of: Callable[[str], str | None],
+        choose_pool: Callable[[Request], object] | None = None,
     ) -> None:
+        """*choose_pool* is the spider's ``scrappey_session_pool`` method, if any."""
         self._config = config
         self._allowed = allowed_domains
         self._pool_of = pool_of
+        self._choose_pool = choose_pool if callable(choose_pool) else None
         self._api_root = url_root(config.api_url)
         self._domain_pools: dict[str, str] = {}
 
     def initial_pools(self) -> list[str]:
-        """The pools to create when the spider opens."""
-        if self._config.session_scope == "spider":
-            return ["spider"]
-        if self._config.session_scope == "domain":
-            return [f"domain:{d}" for d in self._allowed]
-        return []
+        """The pools to create when the spider opens: the scope's, then the
+        named pools listed in ``SCRAPPEY_SESSION_POOLS``."""
+        scope = self._config.session_scope
+        named = self._config.session_pools.named(domains=scope == "domain")
+        if scope == "spider":
+            return ["spider", *named]
+        if scope == "domain":
+            return [*(f"domain:{d}" for d in self._allowed), *named]
+        return named
 
     def is_raw(self, request: Request) -> bool:
         """A request the spider addressed to the API itself."""
@@ -89,8 +95,13 @@ class Router:
             if not self._config.transparent:
                 return None
             choice = True
-        params = merge_params(self._config.default_params or {}, choice, request)
+        defaults = self._config.default_params or {}
+        params = merge_params(defaults, choice, request)
         pool = None if "session" in params else self._pool_for(request, request.url)
+        own = self._config.session_pools.own(pool) if pool else None
+        if own is not None and own.request_params:
+            # The pool's request_params over the defaults, the meta dict over both.
+            params = merge_params({**defaults, **own.request_params}, choice, request)
         return Route(params=params, pool=pool, target=request.url)
 
     def _raw_route(self, request: Request) -> Route:
@@ -113,6 +124,8 @@ class Router:
 
     def _pool_for(self, request: Request, url: str) -> str | None:
         value = request.meta.get("scrappey_session", _UNSET)
+        if value is _UNSET and self._choose_pool is not None:
+            value = self._chosen_pool(request)
         if value is _UNSET or value is True or value is None:
             return self._scope_pool(url)
         if value is False:
@@ -127,6 +140,17 @@ class Router:
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
             f"True or False, got {value!r}."
+        )
+
+    def _chosen_pool(self, request: Request) -> object:
+        """The spider method's pool for *request*: a name, None (the scope) or False."""
+        assert self._choose_pool is not None
+        value = self._choose_pool(request)
+        if value is None or value is False or (isinstance(value, str) and value):
+            return value
+        raise ScrappeyConfigError(
+            f"The scrappey_session_pool spider method must return a pool name, "
+            f"None or False, got {value!r:.60} for {request}."
         )
 
     def _scope_pool(self, url: str) -> str | None:

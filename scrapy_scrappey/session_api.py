@@ -14,6 +14,7 @@ import random
 import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._pool_stats import PoolStats
 from .codes import ErrorKind
 from .exceptions import (
     ScrappeyAPIError,
@@ -23,6 +24,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from scrapy.statscollectors import StatsCollector
 
     from .client import ApiReply, ScrappeyClient
@@ -58,6 +61,9 @@ class SessionAPI:
         self._config = config
         self._client = client
         self._stats = stats
+        self._pool_stats = PoolStats(
+            stats, per_pool=config.session_pools.stats_per_pool
+        )
         self._ledger = ledger
         self._extra = extra
         self._slots = asyncio.Semaphore(config.api_concurrency)
@@ -76,11 +82,16 @@ class SessionAPI:
         base = self._config.create_backoff * 2.0 ** (attempt - 1)
         return min(self._config.create_backoff_max, base) * random.uniform(0.5, 1.0)
 
-    async def create(self) -> str:
-        """One ``sessions.create``; the id of the new session, or a ScrappeyError."""
+    async def create(
+        self, params: Mapping[str, Any] | None = None, *, pool: str | None = None
+    ) -> str:
+        """One ``sessions.create`` for *pool* with *params* (default:
+        ``SCRAPPEY_SESSION_PARAMS``); the id of the new session, or a ScrappeyError."""
         session_id = SESSION_ID_PREFIX + secrets.token_hex(8)
+        if params is None:
+            params = self._config.session_params or {}
         payload = {
-            **(self._config.session_params or {}),
+            **params,
             "cmd": "sessions.create",
             "session": session_id,
         }
@@ -92,9 +103,11 @@ class SessionAPI:
             # for the answer; if we are cancelled, settle() finishes the job.
             await asyncio.wait({call})
         del self._unsettled[call]
-        return self._created(session_id, call)
+        return self._created(session_id, call, pool)
 
-    def _created(self, session_id: str, call: asyncio.Future[ApiReply]) -> str:
+    def _created(
+        self, session_id: str, call: asyncio.Future[ApiReply], pool: str | None = None
+    ) -> str:
         try:
             reply = call.result()
             reply.raise_for_error()
@@ -120,11 +133,13 @@ class SessionAPI:
             self._record(real_id)  # the API chose its own id
             self._forget(session_id)
             session_id = real_id
-        self._stats.inc_value("scrappey/sessions/created")
+        self._pool_stats.inc("scrappey/sessions/created", pool)
         return session_id
 
-    async def destroy(self, session_id: str, *, orphan: bool = False) -> bool:
-        """Destroy one session, retrying transient failures; True once it is gone.
+    async def destroy(
+        self, session_id: str, *, pool: str | None = None, orphan: bool = False
+    ) -> bool:
+        """Destroy one session (of *pool*), retrying transient failures; True once it is gone.
 
         An *orphan* (left by an earlier crawl) is not counted in
         ``scrappey/sessions/destroyed``, which is this crawl's sessions.
@@ -132,7 +147,7 @@ class SessionAPI:
         for attempt in range(self._config.create_attempts):
             if attempt:
                 await asyncio.sleep(self.backoff(attempt))
-            outcome = await self._destroy_once(session_id, orphan=orphan)
+            outcome = await self._destroy_once(session_id, pool, orphan=orphan)
             if outcome is not None:
                 return outcome
         return False
@@ -172,7 +187,9 @@ class SessionAPI:
         """Ids that may still exist remotely outside the manager's bookkeeping."""
         return sorted({*self._unsettled.values(), *self._uncertain})
 
-    async def _destroy_once(self, session_id: str, *, orphan: bool) -> bool | None:
+    async def _destroy_once(
+        self, session_id: str, pool: str | None, *, orphan: bool
+    ) -> bool | None:
         """True: gone; False: failed for good; None: failed, worth retrying."""
         try:
             async with self._slots:
@@ -202,7 +219,7 @@ class SessionAPI:
             self._destroy_failed(session_id, ex)
             return False
         if not orphan:
-            self._stats.inc_value("scrappey/sessions/destroyed")
+            self._pool_stats.inc("scrappey/sessions/destroyed", pool)
         logger.debug(
             "Destroyed Scrappey session %(session)s",
             {"session": session_id},

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.misc import build_from_crawler, load_object
 
+from ._pool_stats import PoolStats
 from .bans import BuiltinDetector, Detector, Page
 from .exceptions import ScrappeyConfigError, SessionCheckFailed
 
@@ -83,6 +84,9 @@ class SessionChecks:
         on_fatal: Callable[[str, str], None],
     ) -> None:
         self._stats = crawler.stats
+        self._pool_stats = PoolStats(
+            crawler.stats, per_pool=config.session_pools.stats_per_pool
+        )
         self._bans = config.session_ban_statuses
         self._detectors = config.ban_detectors
         self._limit = config.max_consecutive_check_failures
@@ -104,17 +108,25 @@ class SessionChecks:
         """Whether any check is configured."""
         return bool(self._detectors or self._bans or self._checks)
 
-    def passes(self, response: Response, request: Request) -> bool:
-        """Whether *response*, fetched on a session, shows a healthy session."""
-        return self.failure(response, request) is None
+    def passes(
+        self, response: Response, request: Request, *, pool: str | None = None
+    ) -> bool:
+        """Whether *response*, fetched on a session (of *pool*), shows a healthy session."""
+        return self.failure(response, request, pool=pool) is None
 
     def failure(
-        self, response: Response, request: Request, *, session: bool = True
+        self,
+        response: Response,
+        request: Request,
+        *,
+        session: bool = True,
+        pool: str | None = None,
     ) -> CheckFailure | None:
         """Why *response* shows an unhealthy session, or None when it passes.
 
         Without a *session*, only the ban detectors run. Counts
-        ``scrappey/sessions/check_failed`` and ``scrappey/bans/<vendor>``.
+        ``scrappey/sessions/check_failed`` (also for *pool*) and
+        ``scrappey/bans/<vendor>``.
         """
         vendor = self._ban(response)
         if vendor is None and (not session or self._verdict(response, request)):
@@ -122,11 +134,11 @@ class SessionChecks:
             return None
         if vendor:
             self._stats.inc_value(f"scrappey/bans/{vendor}")
-        self._fail()
+        self._fail(pool)
         return CheckFailure(vendor or None)
 
-    def _fail(self) -> None:
-        self._stats.inc_value("scrappey/sessions/check_failed")
+    def _fail(self, pool: str | None) -> None:
+        self._pool_stats.inc("scrappey/sessions/check_failed", pool)
         self._failures += 1
         if self._failures == self._limit:
             self._on_fatal(

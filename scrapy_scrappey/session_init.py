@@ -1,9 +1,10 @@
 """Session init: make every new session ready before it serves a request.
 
 :class:`SessionInit` is the ``prepare`` coroutine of the session manager: it
-runs, on one new session, the spider's ``scrappey_session_init`` method or
-else the steps of ``SCRAPPEY_SESSION_INIT`` (the spider attribute of that
-name overrides the setting). Init requests go straight to the API with the
+runs, on one new session, the ``init`` steps of its pool in
+``SCRAPPEY_SESSION_POOLS`` when the pool has its own, else the spider's
+``scrappey_session_init`` method, else the steps of ``SCRAPPEY_SESSION_INIT``
+(the spider attribute of that name overrides the setting). Init requests go straight to the API with the
 plugin's own client, never through the engine, so they reach no callback,
 scheduler or dupefilter. At most ``SCRAPPEY_API_CONCURRENCY`` of them run at
 once. Every page an init fetches goes through the session checks.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
 
+from ._pool_stats import PoolStats
 from .exceptions import ScrappeyConfigError, ScrappeyError, SessionCheckFailed
 from .payload import METHOD_COMMANDS, build_payload, merge_params
 
@@ -77,7 +79,7 @@ class SessionInit:
         self._client = client
         self._checks = checks
         self._page = page
-        self._stats = stats
+        self._stats = PoolStats(stats, per_pool=config.session_pools.stats_per_pool)
         self._extra = {"spider": spider}
         self._method = _init_method(spider)
         self._slots = asyncio.Semaphore(config.api_concurrency)
@@ -86,18 +88,26 @@ class SessionInit:
     @property
     def enabled(self) -> bool:
         """Whether sessions need an init at all."""
-        return self._method is not None or bool(self._config.session_init)
+        pools = self._config.session_pools.pools.values()
+        return (
+            self._method is not None
+            or bool(self._config.session_init)
+            or any(p.init for p in pools)
+        )
 
     async def __call__(self, session: Session) -> bool:
+        steps = self._steps(session)
+        if steps == ():
+            return True  # a pool without init among pools with one
         try:
-            ok = await self._run(session)
+            ok = await self._run(session, steps)
         except Exception as ex:  # noqa: BLE001 - a failed init, never a failed crawl
             self._failed(
                 session, str(ex) if isinstance(ex, ScrappeyError) else repr(ex)
             )
             return False
         if ok is True:
-            self._stats.inc_value("scrappey/sessions/init/ok")
+            self._stats.inc("scrappey/sessions/init/ok", session.pool)
             return True
         if ok is not False:
             self._warn_once(f"{_METHOD_NAME} returned {ok!r:.60}, not True or False")
@@ -112,17 +122,32 @@ class SessionInit:
         """
         choice = request.meta.get("scrappey")
         params = merge_params(
-            self._config.default_params or {},
+            self._defaults(session),
             True if choice in (None, False) else choice,
             request,
         )
         return await self._fetch(session, build_payload(request, params), request)
 
-    async def _run(self, session: Session) -> object:
-        if self._method is not None:
+    def _defaults(self, session: Session) -> dict[str, Any]:
+        """``SCRAPPEY_DEFAULT_PARAMS`` and the pool's ``request_params``."""
+        own = self._config.pool_settings(session.pool).request_params
+        return {**(self._config.default_params or {}), **own}
+
+    def _steps(self, session: Session) -> tuple[InitStep, ...] | None:
+        """The init of *session*'s pool: its own steps, else the method (None), else the crawl's steps."""
+        own = self._config.pool_settings(session.pool).init
+        if own is not None or self._method is not None:
+            return own
+        return self._config.session_init
+
+    async def _run(
+        self, session: Session, steps: tuple[InitStep, ...] | None
+    ) -> object:
+        if steps is None:
+            assert self._method is not None
             download = functools.partial(self.download, session)
             return await self._method(session.id, session.pool, download)
-        for step in self._config.session_init:
+        for step in steps:
             response = await self._step(session, step)
             if response.status >= 400:
                 raise InitFailed(f"{response.url} answered HTTP {response.status}")
@@ -131,7 +156,7 @@ class SessionInit:
     async def _step(self, session: Session, step: InitStep) -> Response:
         if isinstance(step, Request):
             return await self.download(session, step)
-        payload = {**(self._config.default_params or {}), **step}
+        payload = {**self._defaults(session), **step}
         request = Request(step["url"], method=_METHODS[step["cmd"]], dont_filter=True)
         return await self._fetch(session, payload, request)
 
@@ -141,20 +166,20 @@ class SessionInit:
         payload["session"] = session.id
         timeout = self._config.timeout_for(request)
         async with self._slots:
-            self._stats.inc_value("scrappey/requests")
-            self._stats.inc_value("scrappey/sessions/init/requests")
+            self._stats.inc("scrappey/requests", session.pool)
+            self._stats.inc("scrappey/sessions/init/requests", session.pool)
             reply = await self._client.call(payload, timeout=timeout)
         error = reply.page_error()
         if error is not None:
-            self._stats.inc_value(f"scrappey/errors/{error.code or error.kind.value}")
+            self._stats.inc(f"scrappey/errors/{error.code or error.kind.value}", None)
             raise error
         response = self._page(request, reply)
-        if not self._checks.passes(response, request):
+        if not self._checks.passes(response, request, pool=session.pool):
             raise SessionCheckFailed(f"the session check rejected {response.url}")
         return response
 
     def _failed(self, session: Session, why: str) -> None:
-        self._stats.inc_value("scrappey/sessions/init/failed")
+        self._stats.inc("scrappey/sessions/init/failed", session.pool)
         logger.warning(
             "The init of Scrappey session %(session)s (pool %(pool)r) failed: %(why)s",
             {"session": session.id, "pool": session.pool, "why": why},

@@ -6,7 +6,10 @@ API call and release it. Dead sessions are replaced once however many requests
 report them, and everything still open is destroyed by :meth:`close`. A
 session unfit for use (a failed check, too many errors, a failed init) is
 retired with :meth:`retire`. An optional ``prepare`` coroutine (the session
-init) runs on every new session before it joins its pool.
+init) runs on every new session before it joins its pool. A pool's own
+settings (``SCRAPPEY_SESSION_POOLS`` over the global ones: size, concurrency,
+create parameters, rotation, idle TTL, error budget) are resolved once, when
+the pool is made, and read from ``pool.settings``.
 
 The work is split by seam, each module stating its invariants: pools and
 leases (state and invariants in ``_pools.py``, the logic here), creating one
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cap import SessionCap
 from ._creation import SessionCreator
+from ._pool_stats import PoolStats
 from ._pools import Pool, Session
 from ._tasks import TaskGroup
 from ._waiters import WaiterQueue
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
     from .client import ScrappeyClient
     from .config import Config
+    from .pool_config import PoolSettings
 
 __all__ = ["Session", "SessionManager"]
 
@@ -70,6 +75,9 @@ class SessionManager:
         self._config = config
         self._prepare = prepare
         self._stats = stats
+        self._pool_stats = PoolStats(
+            stats, per_pool=config.session_pools.stats_per_pool
+        )
         self._on_fatal = on_fatal
         self._extra = extra or {}
         self._tasks = TaskGroup(extra=self._extra)
@@ -98,7 +106,7 @@ class SessionManager:
     async def start(self, pool_keys: list[str]) -> None:
         """Create the initial pools concurrently; raise if one cannot be filled."""
         cap = self._config.max_sessions
-        fit = max(1, cap // self._pool_size()) if cap else len(pool_keys)
+        fit = self._fitting(pool_keys) if cap else len(pool_keys)
         if len(pool_keys) > fit:
             logger.info(
                 "SCRAPPEY_MAX_SESSIONS (%(cap)d) leaves room for %(fit)d of %(n)d pools "
@@ -157,7 +165,7 @@ class SessionManager:
         if session.dead:
             return
         session.dead = session.retired = True
-        self._stats.inc_value("scrappey/sessions/recreated")
+        self._pool_stats.inc("scrappey/sessions/recreated", session.pool)
         logger.info(
             "Scrappey session %(session)s is gone (%(reason)s); replacing it",
             {"session": session.id, "reason": reason},
@@ -177,7 +185,7 @@ class SessionManager:
         """
         if session.retired:
             return
-        self._stats.inc_value(f"scrappey/sessions/retired/{reason}")
+        self._pool_stats.inc(f"scrappey/sessions/retired/{reason}", session.pool)
         logger.info(
             "Retiring Scrappey session %(session)s (%(reason)s)",
             {"session": session.id, "reason": reason},
@@ -186,9 +194,9 @@ class SessionManager:
         self._retire(session)
 
     def report_error(self, session: Session) -> None:
-        """Count a session-bound API error; retire the session at SCRAPPEY_SESSION_MAX_ERRORS."""
+        """Count a session-bound API error; retire the session at its pool's ``max_errors``."""
         session.errors += 1
-        if session.errors >= self._config.session_max_errors:
+        if session.errors >= self._settings_of(session).max_errors:
             self.retire(session, "errors")
 
     def abort_waiters(self) -> None:
@@ -214,13 +222,27 @@ class SessionManager:
     def _pool(self, key: str) -> Pool:
         if key in self._pools:
             return self._pools[key]
-        pool = self._pools[key] = Pool(key, self._pool_size())
+        settings = self._config.pool_settings(key)
+        pool = self._pools[key] = Pool(key, self._pool_size(settings.size), settings)
         pool.waiters = WaiterQueue(lambda: self._take(pool), self.release)
         return pool
 
-    def _pool_size(self) -> int:
+    def _pool_size(self, size: int) -> int:
         cap = self._config.max_sessions
-        return min(self._config.pool_size, cap) if cap else self._config.pool_size
+        return min(size, cap) if cap else size
+
+    def _fitting(self, pool_keys: list[str]) -> int:
+        """How many of the first *pool_keys* fill up within SCRAPPEY_MAX_SESSIONS (at least 1)."""
+        room, fit = self._config.max_sessions, 0
+        for key in pool_keys:
+            room -= self._pool(key).size
+            if room < 0:
+                break
+            fit += 1
+        return max(1, fit)
+
+    def _settings_of(self, session: Session) -> PoolSettings:
+        return self._pools[session.pool].settings
 
     def _take(self, pool: Pool) -> Session | None:
         session = self._pick(pool)
@@ -229,7 +251,7 @@ class SessionManager:
     def _pick(self, pool: Pool) -> Session | None:
         best: Session | None = None
         for session in list(pool.sessions):
-            if session.retired or session.in_flight >= self._config.session_concurrency:
+            if session.retired or session.in_flight >= pool.settings.concurrency:
                 continue
             if self._idle_too_long(session):
                 continue
@@ -241,20 +263,20 @@ class SessionManager:
         return best
 
     def _idle_too_long(self, session: Session) -> bool:
-        ttl = self._config.session_idle_ttl
+        ttl = self._settings_of(session).idle_ttl
         if not ttl or session.in_flight or time.monotonic() - session.last_used <= ttl:
             return False
         # The server may already have closed it; replace it before use.
-        self._stats.inc_value("scrappey/sessions/expired_idle")
+        self._pool_stats.inc("scrappey/sessions/expired_idle", session.pool)
         self._retire(session)
         return True
 
     def _grant(self, session: Session) -> Session:
         session.in_flight += 1
         session.leases += 1
-        limit = self._config.session_max_requests
+        limit = self._settings_of(session).max_requests
         if limit and session.leases >= limit:
-            self._stats.inc_value("scrappey/sessions/rotated")
+            self._pool_stats.inc("scrappey/sessions/rotated", session.pool)
             self._retire(session)
         return session
 
@@ -297,7 +319,7 @@ class SessionManager:
     async def _create(self, pool: Pool) -> None:
         ready = True  # a failed create is not refilled: _creation_failed decides
         try:
-            session = await self._creator.create(pool.key)
+            session = await self._creator.create(pool.key, pool.settings.params)
         except ScrappeyAuthError as ex:
             self._creation_failed(pool, ex, "scrappey_bad_api_key")
         except ScrappeyAPIUnreachable as ex:

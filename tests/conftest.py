@@ -15,7 +15,8 @@ is stopped after it, whether the test passed or not.
 * ``scripted_api``: a fake API answering each URL with the reply a test
   scripted for it (replies the local server would never send).
 * ``api_calls``: the order in which the crawl's API calls start and end, so
-  that tests assert on overlap and order instead of on elapsed time.
+  that tests assert on overlap and order instead of on elapsed time, and the
+  payloads they sent.
 * ``free_port``: a port of 127.0.0.1 that nothing listens on (connections
   to it are refused).
 
@@ -142,6 +143,8 @@ class ApiCalls:
     """
 
     events: list[tuple[str, str]] = field(default_factory=list)
+    #: A copy of every payload sent, in order.
+    payloads: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, event: str, cmd: str) -> int:
         return self.events.count((event, cmd))
@@ -149,6 +152,10 @@ class ApiCalls:
     def max_in_flight(self, cmd: str) -> int:
         """The most calls of *cmd* that were under way at the same time."""
         return max_overlap(self.events, cmd)
+
+    def sent(self, prefix: str) -> list[dict[str, Any]]:
+        """The payloads whose ``cmd`` starts with *prefix* (``"sessions.create"``, ``"request."``)."""
+        return [p for p in self.payloads if str(p.get("cmd")).startswith(prefix)]
 
 
 @pytest.fixture
@@ -160,6 +167,7 @@ def api_calls(monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
     async def recorded(self: ScrappeyClient, payload: dict[str, Any], **kw: Any) -> Any:
         cmd = str(payload.get("cmd"))
         record.events.append(("start", cmd))
+        record.payloads.append(dict(payload))
         outcome = "end"
         try:
             return await call(self, payload, **kw)

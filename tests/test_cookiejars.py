@@ -97,7 +97,11 @@ async def test_cookies_on_each_pool_has_its_own_jar(
 ):
     result = await crawl(
         TwoAccounts,
-        accounts_settings(local_server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=size),
+        accounts_settings(
+            local_server,
+            tmp_path,
+            SCRAPPEY_SESSION_POOLS={user: {"size": size} for user in ACCOUNTS},
+        ),
         site=target_site,
     )
     assert_each_pool_sees_its_own_account(result)
@@ -187,7 +191,7 @@ async def test_pool_chosen_after_the_cookie_middleware_gets_its_jar(
         accounts_settings(
             local_server,
             tmp_path,
-            SCRAPPEY_SESSION_POOL_SIZE=2,
+            SCRAPPEY_SESSION_POOLS={user: {"size": 2} for user in ACCOUNTS},
             DOWNLOADER_MIDDLEWARES={
                 "scrapy_scrappey.ScrappeyMiddleware": 950,
                 PoolFromAccount: 800,

@@ -362,3 +362,41 @@ async def test_a_session_wait_timeout_is_retried_with_its_reason(
     assert len(result.items) == 3
     assert result.stats["retry/reason_count/scrappey/session_wait_timeout"] >= 2
     assert result.spider.errors == []
+
+
+@pytest.mark.parametrize(
+    ("pools", "culprit"),
+    [
+        (["alice"], r"SCRAPPEY_SESSION_POOLS must be a dict"),
+        (
+            {"alice": {"colour": "red"}},
+            r"\['alice'\]\['colour'\] is not a pool setting",
+        ),
+        ({"bob": {"size": -1}}, r"\['bob'\]\['size'\] must be at least 1"),
+    ],
+)
+def test_bad_session_pools_stop_the_middleware_at_startup(pools, culprit):
+    settings = {"SCRAPPEY_API_KEY": KEY, "SCRAPPEY_SESSION_POOLS": pools}
+    with pytest.raises(ScrappeyConfigError, match=culprit):
+        build(settings)
+
+
+@deferred_f_from_coro_f
+async def test_listed_named_pools_are_not_created_at_open_with_the_http_cache(
+    tmp_path, local_server
+):
+    mw = await opened(
+        local_server,
+        tmp_path,
+        HTTPCACHE_ENABLED=True,
+        SCRAPPEY_SESSION_POOLS={"alice": {"size": 2}},
+    )
+    try:
+        assert local_server.stats()["sessions"]["created"] == 0
+    finally:
+        await close(mw)
+    mw = await opened(local_server, tmp_path, SCRAPPEY_SESSION_POOLS={"alice": {}})
+    try:
+        assert local_server.stats()["sessions"]["created"] == 2  # spider + alice
+    finally:
+        await close(mw)

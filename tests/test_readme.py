@@ -59,12 +59,13 @@ def test_every_block_is_covered():
         "LocalScrappey",
         "SCRAPPEY_SESSION_INIT = [",
         "class MembersSpider",
+        "class AccountsSpider",
         "class BlockPageChecker",
         "def shop_wall",
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 11
+    assert len(PYTHON) == 12
 
 
 def snippet_settings(marker):
@@ -214,6 +215,24 @@ async def test_session_health_spider_snippet(
     created = server.stats()["sessions"]["created"]
     assert result.stats["scrappey/sessions/init/ok"] == created == len(site.banned) + 1
     assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_per_pool_settings_snippet(tmp_path, local_server, target_site):
+    namespace: dict = {}
+    exec(_on_site(snippet("class AccountsSpider"), target_site), namespace)
+    result = await crawl(
+        namespace["AccountsSpider"], settings_for(local_server, tmp_path)
+    )
+    members = sorted(i["member"] or "-" for i in result.items)
+    assert members == ["-"] * 4 + ["alice"] * 4 + ["bob"] * 4
+    commands = local_server.stats()["commands"]
+    logins = [c["session"] for c in commands if c["url"] and "/login" in c["url"]]
+    listings = {c["session"] for c in commands if c["url"] and "/page/" in c["url"]}
+    assert len(listings) == 1  # a named pool is one session by default
+    assert not listings & set(logins)  # the listings pool has no init
+    assert len(logins) == 3  # alice's two sessions and bob's one, nothing else
+    assert result.stats["scrappey/sessions/created"] == 1 + 2 + 1 + 1  # + spider pool
 
 
 @deferred_f_from_coro_f

@@ -6,22 +6,29 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, ScrappeyConfigError
+from scrapy_scrappey.pool_config import SessionPools, read_pools
 from scrapy_scrappey.routing import Router
 from tests.crawl import PagesSpider, crawl, settings_for
 
 API = "http://127.0.0.1:9/api/v1"
 
 
-def router(scope="spider", transparent=True, known=None, **params):
+def router(
+    scope="spider", transparent=True, known=None, pools=None, choose=None, **params
+):
     config = Config(
         api_key="k",
         api_url=API,
         session_scope=scope,
         transparent=transparent,
         default_params=params,
+        session_pools=SessionPools(read_pools(pools or {}, "SCRAPPEY_SESSION_POOLS")),
     )
     return Router(
-        config, allowed_domains=["example.com", "shop.test"], pool_of=(known or {}).get
+        config,
+        allowed_domains=["example.com", "shop.test"],
+        pool_of=(known or {}).get,
+        choose_pool=choose,
     )
 
 
@@ -193,3 +200,75 @@ def test_a_stale_session_id_in_meta_uses_the_scope_pool_not_a_new_named_pool():
     router = Router(Config(api_key="k"), allowed_domains=[], pool_of={}.get)
     meta = {"scrappey_session": "scrapy-scrappey-0123456789abcdef"}
     assert router.route(Request("https://e.com", meta=meta)).pool == "spider"
+
+
+def test_initial_pools_add_the_listed_named_pools():
+    pools = {"alice": {}, "shop.test": {}, "bob": {"size": 2}}
+    assert router("spider", pools=pools).initial_pools() == [
+        "spider",
+        "name:alice",
+        "name:shop.test",
+        "name:bob",
+    ]
+    # Under the domain scope "shop.test" is the allowed domain's pool.
+    assert router("domain", pools=pools).initial_pools() == [
+        "domain:example.com",
+        "domain:shop.test",
+        "name:alice",
+        "name:bob",
+    ]
+    assert router("none", pools=pools).initial_pools() == [
+        "name:alice",
+        "name:shop.test",
+        "name:bob",
+    ]
+
+
+def test_pool_request_params_sit_between_the_defaults_and_the_meta_dict():
+    pools = {
+        "fast": {"request_params": {"requestType": "request", "retries": 2}},
+        "www.shop.test": {"request_params": {"requestType": "request"}},
+    }
+    r = router("domain", pools=pools, requestType="browser", retries=1)
+    fast = r.route(
+        Request(
+            "https://x.org",
+            meta={"scrappey_session": "fast", "scrappey": {"retries": None}},
+        )
+    )
+    assert fast.params == {"requestType": "request"}
+    other = r.route(Request("https://x.org", meta={"scrappey_session": "slow"}))
+    assert other.params == {"requestType": "browser", "retries": 1}
+    # A domain key's pool is the allowed domain's: www.shop.test is in shop.test's.
+    assert r.route(Request("https://www.shop.test/")).params["requestType"] == "browser"
+    # Without a pool (own session), none of the pool's parameters apply.
+    own = r.route(Request("https://x.org", meta={"scrappey": {"session": "mine"}}))
+    assert own.pool is None
+    assert own.params == {"requestType": "browser", "retries": 1, "session": "mine"}
+
+
+def test_the_spider_method_is_asked_only_without_scrappey_session_meta():
+    asked = []
+
+    def choose(request):
+        asked.append(request.url)
+        return {"https://a.org/": "alice", "https://n.org/": None}.get(
+            request.url, False
+        )
+
+    r = router(choose=choose)
+    assert r.route(Request("https://a.org/")).pool == "name:alice"
+    assert r.route(Request("https://n.org/")).pool == "spider"
+    assert r.route(Request("https://f.org/")).pool is None
+    meta = {"scrappey_session": "bob"}
+    assert r.route(Request("https://a.org/", meta=meta)).pool == "name:bob"
+    assert asked == ["https://a.org/", "https://n.org/", "https://f.org/"]
+
+
+@pytest.mark.parametrize("value", [True, 3, "", ["alice"]])
+def test_a_bad_spider_method_return_names_the_method_and_request(value):
+    r = router(choose=lambda request: value)
+    with pytest.raises(ScrappeyConfigError) as info:
+        r.route(Request("https://a.org/x"))
+    assert "scrappey_session_pool spider method" in str(info.value)
+    assert "https://a.org/x" in str(info.value)

@@ -275,3 +275,45 @@ async def test_init_pages_are_read_like_crawl_pages(tmp_path, scripted_api):
     assert result.items == [{"url": page, "status": 200}]
     assert result.stats["scrappey/sessions/init/ok"] == 1
     assert result.stats["scrappey/responses/bad_current_url"] == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_pools_own_init_wins_over_the_spider_method_and_can_turn_init_off(
+    tmp_path, local_server, target_site
+):
+    class Mixed(PagesSpider):
+        async def scrappey_session_init(self, session_id, pool, download):
+            self.inits.append(pool)
+            page = await download(
+                FormRequest(target_site.url("/login"), formdata={"user": "carol"})
+            )
+            return page.status == 200
+
+    Mixed.inits = []
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        COOKIES_ENABLED=False,
+        SCRAPPEY_SESSION_POOLS={
+            "bob": {"init": [login_step(target_site, "bob")]},
+            "guest": {"init": []},
+        },
+    )
+    urls = [
+        (target_site.url("/members/b"), {"scrappey_session": "bob"}),
+        (target_site.url("/members/g"), {"scrappey_session": "guest"}),
+        target_site.url("/members/s"),
+    ]
+    result = await crawl(Mixed, settings, urls=urls)
+    texts = {i["request_url"].rsplit("/", 1)[1]: i["text"] for i in result.items}
+    assert "<p id='member'>bob</p>" in texts["b"]
+    assert "<p id='member'>carol</p>" in texts["s"]
+    assert "<form" in texts["g"]  # not logged in: sent to the login form
+    assert Mixed.inits == ["spider"]  # the method ran for the spider pool only
+    assert result.stats["scrappey/sessions/init/ok"] == 2  # spider and bob
+    guest = next(
+        commands
+        for commands in commands_by_session(local_server).values()
+        if ("request.get", target_site.url("/members/g")) in commands
+    )
+    assert guest == [("request.get", target_site.url("/members/g"))]

@@ -97,6 +97,12 @@ def serve(pool: Pool, session: Session) -> None:
     pool.waiters.serve()
 
 
+def waited_for(pool: Pool, session: Session) -> bool:
+    """Whether requests of *pool* wait for *session*, or for any session."""
+    queue = pool.wanted.get(session)
+    return pool.waiters.waiting() or (queue is not None and queue.waiting())
+
+
 def queues(pool: Pool) -> list[WaiterQueue[Session]]:
     """Every queue of *pool*: its own, then the per-session ones."""
     return [pool.waiters, *pool.wanted.values()]

@@ -303,7 +303,7 @@ class SessionManager:
         if not session.in_flight:
             self._discard(session)
         pool = self._pools.get(session.pool)
-        if pool is not None and (refill or pool.waiters.waiting()):
+        if pool is not None and (refill or _affinity.waited_for(pool, session)):
             self._fill(pool)
 
     def _evicted(self, session: Session) -> None:

@@ -241,9 +241,10 @@ class ScrappeyMiddleware:
         if route.pool is None:
             return None
         session = await self._sessions.lease(route.pool, route.session)
-        if route.session is not None and session.id != route.session:
+        moved = session.id not in (route.session, request.meta.get("scrappey_session"))
+        if route.session is not None and moved:
             # Its session was retired: the chain goes on on the replacement,
-            # and so do the request's retries (counted once).
+            # and so do the request's retries (not counted again).
             self._inc("scrappey/sessions/affinity_lost")
             request.meta["scrappey_session"] = session.id
         return session

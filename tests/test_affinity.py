@@ -2,12 +2,14 @@
 
 import asyncio
 
+import pytest
 from scrapy import FormRequest, Request, Spider
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.exceptions import SessionsUnavailable
 from scrapy_scrappey.local import Faults
 from tests.crawl import PagesSpider, crawl, settings_for
+from tests.test_middleware import TRANSIENT, close, opened, request_commands, stat
 from tests.test_sessions import manager_for
 
 
@@ -286,3 +288,42 @@ async def test_an_unknown_id_is_an_ordinary_lease(local_server):
         session = await manager.lease("spider", "scrapy-scrappey-0000000000000000")
         assert session.pool == "spider"
         manager.release(session)
+
+
+@pytest.mark.parametrize(
+    "pin",
+    [
+        lambda sid: {"scrappey_session": sid},
+        lambda sid: {"scrappey": {"session": sid}},
+    ],
+    ids=["meta-key", "scrappey-dict"],
+)
+@deferred_f_from_coro_f
+async def test_a_request_that_lost_its_session_is_counted_once(
+    tmp_path, local_server, target_site, pin
+):
+    mw = await opened(local_server, tmp_path)
+    try:
+        first = await mw.process_request(Request(target_site.url("/page/0")))
+        gone = first.meta["scrappey_session"]
+        local_server.faults = Faults(
+            expire_after_requests=1
+        )  # its next one is its last
+        await mw.process_request(Request(target_site.url("/page/1"), meta=pin(gone)))
+        retry = await mw.process_request(
+            Request(target_site.url("/page/2"), meta=pin(gone))
+        )  # "Session not found": retried
+        assert stat(mw, "scrappey/sessions/affinity_lost") is None
+        local_server.faults = Faults(error_rate=1.0, error_codes=(TRANSIENT,))
+        retry = await mw.process_request(retry)  # on the replacement, which fails
+        assert stat(mw, "scrappey/sessions/affinity_lost") == 1
+        local_server.faults = Faults()
+        response = await mw.process_request(retry)
+    finally:
+        await close(mw)
+    assert stat(mw, "scrappey/sessions/affinity_lost") == 1
+    replacement = response.meta["scrappey_session"]
+    assert replacement not in (None, gone)
+    assert [c["session"] for c in request_commands(local_server)] == [gone] * 3 + [
+        replacement
+    ] * 2

@@ -39,20 +39,18 @@ def next_orphan(pool: Pool) -> Session | None:
     return pool.orphans.popleft() if pool.orphans else None
 
 
-def replaced(
-    pool: Pool, orphan: Session, session: Session
-) -> WaiterQueue[Session] | None:
-    """*session* joined *pool* in place of *orphan*; the queue it now serves."""
+def replaced(pool: Pool, orphan: Session, session: Session) -> None:
+    """*session* joined *pool* in place of *orphan*: it takes over its waiters."""
     orphan.successor = session
     queue = pool.wanted.pop(orphan, None)
     if queue is not None:
         pool.wanted[session] = queue
-    return queue
 
 
-def not_replaced(pool: Pool, orphan: Session) -> None:
-    """The create that was to replace *orphan* failed: the next one will."""
-    pool.orphans.appendleft(orphan)
+def not_replaced(pool: Pool, orphan: Session | None) -> None:
+    """A create for *orphan* ended: if it did not replace it, the next one will."""
+    if orphan is not None and orphan.successor is None:
+        pool.orphans.appendleft(orphan)
 
 
 def strand(pool: Pool) -> bool:

@@ -6,20 +6,24 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   ``release()`` (the middleware's ``_send``); ``in_flight`` counts the leases
   held and never exceeds ``SCRAPPEY_SESSION_CONCURRENCY``.
 * Only a session in its pool's ``sessions`` that is not ``retired`` is leased.
-  Waiters are served in arrival order: a lease takes a free session directly
-  only when nobody of its pool is waiting.
-* Affinity (a lease for one session id, see ``_affinity.py``): its waiters
-  queue in ``wanted[session]``, keyed by a session without a ``successor``,
-  in arrival order. When that session frees up it goes to them first, then to
-  the pool's other waiters, so a session with waiters for it is never free.
+  Waiters are served in arrival order: a lease for any session takes a free
+  one directly only when nobody of its pool is waiting in ``waiters``.
+* Affinity (a lease for one session id, see ``_affinity.py``): such leases
+  always queue, in arrival order, in ``wanted[session]``, keyed by a session
+  without a ``successor``. A session that frees up goes to its own ``wanted``
+  waiters first, then to ``waiters``, so a session with waiters for it is
+  never free. A ``wanted`` queue found empty when its session is served is
+  dropped.
 * ``successor`` is the session created to replace a retired one: a retired
   session that was in ``sessions`` is an orphan, in ``orphans`` until a
-  create takes it (one create per orphan, oldest first). The create that
-  joins the pool becomes its successor and takes over its ``wanted`` queue;
-  a create that fails puts the orphan back at the front. Leases for an orphan
-  whose replacement is not under way go to the pool's next free session
-  (its ``wanted`` waiters are handed over to ``waiters``). A session retired
-  before it joined (a failed init) has no successor: nobody has its id.
+  create takes it (one create per orphan, oldest first), so there are never
+  more orphans than sessions missing from the pool. The create that joins the
+  pool becomes its successor and takes over its ``wanted`` queue; a create
+  that fails puts the orphan back at the front. Leases for an orphan whose
+  replacement is not under way once the pool is filled (a full pool, a failed
+  create, closing) go to the pool's next free session: its ``wanted`` waiters
+  are handed over to ``waiters``. A session retired before it joined (a
+  failed init) has no successor: nobody has its id.
 * A retired session gets no new lease; it leaves ``sessions`` and is destroyed
   as soon as its last lease ends (at once when it is idle or ``dead``). A dead
   session is reported before its lease is released, so it is never handed to

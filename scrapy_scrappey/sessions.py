@@ -365,12 +365,11 @@ class SessionManager:
         finally:
             pool.creating -= 1
             self._cap.notify()
-            if replaces is not None and replaces.successor is None:
-                _affinity.not_replaced(pool, replaces)
+            _affinity.not_replaced(pool, replaces)
         if not ready:
             self._fill(pool)  # now that this create no longer counts
-        elif replaces is not None and replaces.successor is None:
-            self._strand(pool)  # a failed create is not refilled
+        else:
+            self._strand(pool)  # in case it failed, which is not refilled
 
     def _join(self, pool: Pool, session: Session, replaces: Session | None) -> None:
         pool.sessions.append(session)

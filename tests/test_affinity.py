@@ -18,38 +18,50 @@ def _same_browser(response):
 
 
 class LoginChain(Spider):
-    """GET /login, POST /login, then /members/1… one page at a time, on one browser."""
+    """Per user: GET /login, POST /login, then /members/1… one page at a time,
+    each on the browser of the page before (the users' chains share URLs)."""
 
     name = "login-chain"
 
-    def __init__(self, site, pages, **kwargs):
+    def __init__(self, site, pages, users=("me",), **kwargs):
         super().__init__(**kwargs)
         self.site = site
         self.pages = pages
+        self.users = users
 
     async def start(self):
-        yield Request(self.site.url("/login"), callback=self.login)
+        for user in self.users:
+            url = self.site.url("/login")
+            yield Request(
+                url, callback=self.login, cb_kwargs={"user": user}, dont_filter=True
+            )
 
-    def login(self, response):
+    def login(self, response, user):
         token = response.css("input[name=csrf]::attr(value)").get()
         yield FormRequest(
             response.url,
-            formdata={"csrf": token, "user": "me"},
+            formdata={"csrf": token, "user": user},
             meta=_same_browser(response),
             callback=self.members,
+            cb_kwargs={"user": user},
+            dont_filter=True,
         )
 
-    def members(self, response):
-        n = int(response.css("#n::text").get() or 0)  # 0: the login answer
-        if n:
+    def members(self, response, user, n=0):
+        if n:  # 0: the answer to the login
             yield {
+                "user": user,
                 "n": n,
                 "member": response.css("#member::text").get(),
                 "session": response.meta["scrappey_session"],
             }
         if n < self.pages:
             yield response.follow(
-                f"/members/{n + 1}", meta=_same_browser(response), callback=self.members
+                f"/members/{n + 1}",
+                meta=_same_browser(response),
+                callback=self.members,
+                cb_kwargs={"user": user, "n": n + 1},
+                dont_filter=True,
             )
 
 
@@ -96,6 +108,24 @@ async def test_a_chain_whose_session_dies_goes_on_on_its_replacement_after_init(
     assert result.stats["scrappey/sessions/recreated"] == 1
     assert result.stats["scrappey/sessions/affinity_lost"] == 1
     assert server.stats()["sessions"]["created"] == 4
+
+
+@deferred_f_from_coro_f
+async def test_concurrent_chains_each_keep_their_own_browser(
+    tmp_path, local_server, target_site
+):
+    users = ("ann", "bob", "cy")
+    # One session more than chains: a free one is always there to hop to.
+    settings = settings_for(
+        local_server, tmp_path, COOKIES_ENABLED=False, SCRAPPEY_SESSION_POOL_SIZE=4
+    )
+    result = await crawl(LoginChain, settings, site=target_site, pages=4, users=users)
+    assert len(result.items) == 12
+    # Logged in as its own user on every page: no chain used another's browser.
+    assert all(i["member"] == i["user"] for i in result.items)
+    by_user = {u: {i["session"] for i in result.items if i["user"] == u} for u in users}
+    assert all(len(sessions) == 1 for sessions in by_user.values())
+    assert local_server.stats()["sessions"]["created"] == 4
 
 
 @deferred_f_from_coro_f

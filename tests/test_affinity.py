@@ -74,6 +74,18 @@ def _requests(server):
     ]
 
 
+def _logging_in(server, tmp_path, site, **settings):
+    """Crawl settings where every new session logs in as "me" in its init."""
+    login = {"cmd": "request.post", "url": site.url("/login"), "postData": "user=me"}
+    return settings_for(
+        server,
+        tmp_path,
+        COOKIES_ENABLED=False,
+        SCRAPPEY_SESSION_INIT=[login],
+        **settings,
+    )
+
+
 @deferred_f_from_coro_f
 async def test_a_chain_whose_session_dies_goes_on_on_its_replacement_after_init(
     tmp_path, make_local_server, target_site
@@ -81,14 +93,7 @@ async def test_a_chain_whose_session_dies_goes_on_on_its_replacement_after_init(
     # Every session expires on the server after 5 requests (its init included):
     # the chain's session dies on /members/3.
     server = await make_local_server(faults=Faults(expire_after_requests=5))
-    login = {"cmd": "request.post", "url": target_site.url("/login")}
-    settings = settings_for(
-        server,
-        tmp_path,
-        COOKIES_ENABLED=False,
-        SCRAPPEY_SESSION_POOL_SIZE=3,
-        SCRAPPEY_SESSION_INIT=[{**login, "postData": "user=me"}],
-    )
+    settings = _logging_in(server, tmp_path, target_site, SCRAPPEY_SESSION_POOL_SIZE=3)
     result = await crawl(LoginChain, settings, site=target_site, pages=6)
     assert [i["n"] for i in result.items] == [1, 2, 3, 4, 5, 6]
     assert {i["member"] for i in result.items} == {"me"}  # logged in on every page
@@ -108,6 +113,29 @@ async def test_a_chain_whose_session_dies_goes_on_on_its_replacement_after_init(
     assert result.stats["scrappey/sessions/recreated"] == 1
     assert result.stats["scrappey/sessions/affinity_lost"] == 1
     assert server.stats()["sessions"]["created"] == 4
+
+
+@deferred_f_from_coro_f
+async def test_a_chain_follows_its_session_through_rotations(
+    tmp_path, local_server, target_site
+):
+    settings = _logging_in(
+        local_server,
+        tmp_path,
+        target_site,
+        SCRAPPEY_SESSION_POOL_SIZE=2,
+        SCRAPPEY_SESSION_MAX_REQUESTS=3,  # crawl requests: the init's do not count
+    )
+    result = await crawl(LoginChain, settings, site=target_site, pages=6)
+    assert {i["member"] for i in result.items} == {"me"}
+    used = [i["session"] for i in result.items]
+    # GET, POST, /members/1 | /members/2-4 | /members/5-6: each on the successor.
+    assert used == used[:1] + used[1:2] * 3 + used[4:5] * 2
+    assert len(set(used)) == 3
+    starters = {s for s, _, _ in _requests(local_server)[:2]}  # the two inits
+    assert not starters & set(used[1:])  # never the other session of the pool
+    assert result.stats["scrappey/sessions/rotated"] == 2
+    assert result.stats["scrappey/sessions/affinity_lost"] == 2
 
 
 @deferred_f_from_coro_f

@@ -143,7 +143,7 @@ class Router:
             return f"name:{value}", None
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
-            f"True or False, got {value!r}."
+            f"a session id, True or False, got {value!r}."
         )
 
     def _scope_pool(self, url: str) -> str | None:

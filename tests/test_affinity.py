@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from scrapy import FormRequest, Request, Spider
+from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.exceptions import SessionsUnavailable
@@ -174,6 +175,45 @@ async def test_a_session_in_the_scrappey_dict_is_leased_and_reported(
     assert len(sessions) == 4
     assert len(set(sessions.values())) == 1  # the reported id is the one used
     assert {s for s, _, _ in _requests(local_server)} == set(sessions.values())
+    assert api_calls.max_in_flight("request.get") == 1  # leased: one at a time
+
+
+class RawFollowUps(Spider):
+    """Raw mode: one command, then three at once naming the reply's session."""
+
+    name = "raw-follow-ups"
+
+    def __init__(self, api_url, site, **kwargs):
+        super().__init__(**kwargs)
+        self.api_url = api_url
+        self.site = site
+
+    def command(self, n, **extra):
+        url = self.site.url(f"/page/{n}")
+        data = {"cmd": "request.get", "url": url, **extra}
+        return JsonRequest(self.api_url, data=data, dont_filter=True)
+
+    async def start(self):
+        yield self.command(0)
+
+    def parse(self, response):
+        session = response.json()["session"]
+        yield {"session": session, "meta": response.meta["scrappey_session"]}
+        if response.meta["scrappey_session"] and not response.meta.get("follow_up"):
+            for n in range(1, 4):
+                yield self.command(n, session=session).replace(meta={"follow_up": 1})
+
+
+@deferred_f_from_coro_f
+async def test_a_raw_command_naming_a_session_of_the_crawl_leases_it(
+    tmp_path, local_server, target_site, api_calls
+):
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=2)
+    result = await crawl(
+        RawFollowUps, settings, api_url=local_server.url, site=target_site
+    )
+    assert len(result.items) == 4
+    assert len({(i["session"], i["meta"]) for i in result.items}) == 1
     assert api_calls.max_in_flight("request.get") == 1  # leased: one at a time
 
 

@@ -7,8 +7,24 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
   held and never exceeds the pool's ``concurrency`` (``SCRAPPEY_SESSION_POOLS``,
   else ``SCRAPPEY_SESSION_CONCURRENCY``).
 * Only a session in its pool's ``sessions`` that is not ``retired`` is leased.
-  Waiters are served in arrival order: a lease takes a free session directly
-  only when nobody of its pool is waiting.
+  Waiters are served in arrival order: a lease for any session takes a free
+  one directly only when nobody of its pool is waiting in ``waiters``.
+* Affinity (a lease for one session id, see ``_affinity.py``): such leases
+  always queue, in arrival order, in ``wanted[session]``, keyed by a session
+  without a ``successor``. A session that frees up goes to its own ``wanted``
+  waiters first, then to ``waiters``, so a session with waiters for it is
+  never free. A ``wanted`` queue found empty when its session is served is
+  dropped.
+* ``successor`` is the session created to replace a retired one: a retired
+  session that was in ``sessions`` is an orphan, in ``orphans`` until a
+  create takes it (one create per orphan, oldest first), so there are never
+  more orphans than sessions missing from the pool. The create that joins the
+  pool becomes its successor and takes over its ``wanted`` queue; a create
+  that fails puts the orphan back at the front. Leases for an orphan whose
+  replacement is not under way once the pool is filled (a full pool, a failed
+  create, closing) go to the pool's next free session: its ``wanted`` waiters
+  are handed over to ``waiters``. A session retired before it joined (a
+  failed init) has no successor: nobody has its id.
 * A retired session gets no new lease; it leaves ``sessions`` and is destroyed
   as soon as its last lease ends (at once when it is idle or ``dead``). A dead
   session is reported before its lease is released, so it is never handed to
@@ -33,6 +49,7 @@ Invariants of the lease bookkeeping (kept by :class:`~.sessions.SessionManager`)
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +75,8 @@ class Session:
     dead: bool = False
     #: Its init is running: not in its pool yet, never evicted.
     preparing: bool = False
+    #: The session that replaced it once retired (affinity follows it).
+    successor: Session | None = None
 
 
 @dataclass(eq=False)
@@ -74,6 +93,10 @@ class Pool:
     #: Failed inits in a row (SCRAPPEY_SESSION_MAX_BAD_INITS).
     bad_inits: int = 0
     waiters: WaiterQueue[Session] = field(init=False)
+    #: Retired sessions whose replacement is not under way, oldest first.
+    orphans: deque[Session] = field(default_factory=deque)
+    #: Waiters for one session (affinity), keyed by the session they get.
+    wanted: dict[Session, WaiterQueue[Session]] = field(default_factory=dict)
 
     def live(self) -> int:
         """Sessions that can still take leases, busy or not."""

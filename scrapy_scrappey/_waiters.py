@@ -11,7 +11,13 @@ Invariants:
   through ``give_back`` when that waiter was cancelled or timed out in the very
   loop iteration it was granted. Nothing is granted twice, nothing is lost.
 * Waiters that are done (cancelled, timed out, failed) are skipped, never
-  granted; a waiter that gives up is removed from the queue at once.
+  granted; a waiter that gives up is removed from its queue at once (one
+  moved by :meth:`WaiterQueue.hand_over` is skipped once it reaches the head
+  of the queue it was moved to).
+* :meth:`WaiterQueue.hand_over` moves waiters and grants nothing (the owner
+  serves the other queue next): a moved waiter keeps its place relative to
+  the others moved with it, behind those already waiting in the other queue.
+  Both queues must give back to the same owner.
 * :meth:`WaiterQueue.fail_all` fails every waiter still waiting and empties
   the queue. Refusing new waiters once closing is the owner's job: it checks
   its own flag before calling :meth:`WaiterQueue.wait`.
@@ -81,6 +87,13 @@ class WaiterQueue(Generic[T]):
             future = self._queue.popleft()
             if not future.done():
                 future.set_exception(error)
+
+    def hand_over(self, other: WaiterQueue[T]) -> None:
+        """Move everybody still waiting here to the back of *other*, in order."""
+        while self._queue:
+            future = self._queue.popleft()
+            if not future.done():
+                other._queue.append(future)
 
     def _abandon(self, future: asyncio.Future[T]) -> None:
         if future.done() and not future.cancelled() and future.exception() is None:

@@ -227,13 +227,7 @@ class ScrappeyMiddleware:
         response: Response | None = None
         failure: CheckFailure | None = None
         async with self._throttle.slot(self._slot_key(request, route)):
-            session = (
-                await self._slow_lease.timed(
-                    route.pool, self._sessions.lease(route.pool)
-                )
-                if route.pool
-                else None
-            )
+            session = await self._lease(request, route)
             try:
                 reply = await self._call(
                     self._payload(request, route, session), request, session
@@ -251,15 +245,29 @@ class ScrappeyMiddleware:
                 if session is not None:
                     self._sessions.release(session)
         if route.raw:
-            return self._raw_reply(request, session, reply, error)
+            return self._raw_reply(request, route, session, reply, error)
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:
             return self._retry(request, failure.retry_reason, failure.error(request))
         assert response is not None  # no error, no failure: a page
-        _record_session(request, session)
+        _record_session(request, route, session)
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
+
+    async def _lease(self, request: Request, route: Route) -> Session | None:
+        if route.pool is None:
+            return None
+        session = await self._slow_lease.timed(
+            route.pool, self._sessions.lease(route.pool, route.session)
+        )
+        moved = session.id not in (route.session, request.meta.get("scrappey_session"))
+        if route.session is not None and moved:
+            # Its session was retired: the chain goes on on the replacement,
+            # and so do the request's retries (not counted again).
+            self._inc("scrappey/sessions/affinity_lost")
+            request.meta["scrappey_session"] = session.id
+        return session
 
     def _page(self, request: Request, reply: ApiReply) -> Response:
         response = from_api_response(reply.data, request=request)
@@ -355,6 +363,7 @@ class ScrappeyMiddleware:
     def _raw_reply(
         self,
         request: Request,
+        route: Route,
         session: Session | None,
         reply: ApiReply,
         error: ScrappeyAPIError | None,
@@ -365,7 +374,7 @@ class ScrappeyMiddleware:
                 return self._retry(request, "scrappey/session_gone", error)
             if error.kind is ErrorKind.SESSION_BOUND and session.retired:
                 return self._retry(request, "scrappey/session_retired", error)
-        _record_session(request, session)
+        _record_session(request, route, session)
         self._inc(f"scrappey/responses/status/{reply.status}")
         return raw_response(
             reply.body,
@@ -423,9 +432,10 @@ class ScrappeyMiddleware:
         self.crawler.stats.inc_value(key, count)
 
 
-def _record_session(request: Request, session: Session | None) -> None:
+def _record_session(request: Request, route: Route, session: Session | None) -> None:
     """The session used, for the response's meta; ``None`` when it went without one."""
-    request.meta["scrappey_session"] = session.id if session is not None else None
+    used = session.id if session is not None else route.params.get("session")
+    request.meta["scrappey_session"] = used if isinstance(used, str) else None
 
 
 def _spider_of(crawler: Crawler) -> Spider | None:

@@ -36,6 +36,8 @@ class Route:
     #: The page URL (in raw mode, the URL inside the command).
     target: str
     raw: bool = False
+    #: The session of *pool* the request asks for (affinity), by id.
+    session: str | None = None
 
     def slot_request(self, request: Request) -> Request:
         """The request whose download slot the fetched page belongs to.
@@ -97,12 +99,12 @@ class Router:
             choice = True
         defaults = self._config.default_params or {}
         params = merge_params(defaults, choice, request)
-        pool = None if "session" in params else self._pool_for(request, request.url)
+        pool, session = self._pool_for(request, request.url, params)
         own = self._config.session_pools.own(pool) if pool else None
         if own is not None and own.request_params:
             # The pool's request_params over the defaults, the meta dict over both.
             params = merge_params({**defaults, **own.request_params}, choice, request)
-        return Route(params=params, pool=pool, target=request.url)
+        return Route(params=params, pool=pool, target=request.url, session=session)
 
     def _raw_route(self, request: Request) -> Route:
         try:
@@ -118,28 +120,44 @@ class Router:
         url = command.get("url")
         # Only an absolute URL names a download slot; the API rejects the rest.
         target = url if isinstance(url, str) and _is_http_url(url) else request.url
-        managed = command["cmd"].startswith("request.") and "session" not in command
-        pool = self._pool_for(request, target) if managed else None
-        return Route(params=command, pool=pool, target=target, raw=True)
+        pool, session = (
+            self._pool_for(request, target, command)
+            if command["cmd"].startswith("request.")
+            else (None, None)
+        )
+        return Route(
+            params=command, pool=pool, target=target, raw=True, session=session
+        )
 
-    def _pool_for(self, request: Request, url: str) -> str | None:
+    def _pool_for(
+        self, request: Request, url: str, params: dict[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """The pool to lease from, and the session of it asked for by id."""
+        if "session" in params:
+            # A session of this crawl is leased like the meta key; any other
+            # is the spider's own, passed through.
+            given = params["session"]
+            pool = self._pool_of(given) if isinstance(given, str) else None
+            return (pool, given) if pool is not None else (None, None)
         value = request.meta.get("scrappey_session", _UNSET)
         if value is _UNSET and self._choose_pool is not None:
             value = self._chosen_pool(request)
         if value is _UNSET or value is True or value is None:
-            return self._scope_pool(url)
+            return self._scope_pool(url), None
         if value is False:
-            return None
+            return None, None
         if isinstance(value, str) and value:
             pool = self._pool_of(value)
-            if pool is None and value.startswith(SESSION_ID_PREFIX):
+            if pool is not None:
+                return pool, value
+            if value.startswith(SESSION_ID_PREFIX):
                 # A session id this crawl no longer knows (a resumed job, or
                 # copied meta): a name-pool per stale id would leak sessions.
-                return self._scope_pool(url)
-            return pool or _NAMED + value
+                return self._scope_pool(url), None
+            return _NAMED + value, None
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
-            f"True or False, got {value!r}."
+            f"a session id, True or False, got {value!r}."
         )
 
     def _chosen_pool(self, request: Request) -> object:

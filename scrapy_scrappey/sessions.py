@@ -9,7 +9,9 @@ retired with :meth:`retire`. An optional ``prepare`` coroutine (the session
 init) runs on every new session before it joins its pool. A pool's own
 settings (``SCRAPPEY_SESSION_POOLS`` over the global ones: size, concurrency,
 create parameters, rotation, idle TTL, error budget) are resolved once, when
-the pool is made, and read from ``pool.settings``.
+the pool is made, and read from ``pool.settings``. A lease may ask for one
+session by id (affinity, ``_affinity.py``): it gets that session, or the one
+that replaced it.
 
 The work is split by seam, each module stating its invariants: pools and
 leases (state and invariants in ``_pools.py``, the logic here), creating one
@@ -25,6 +27,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from . import _affinity
 from ._cap import SessionCap
 from ._creation import SessionCreator
 from ._pool_stats import PoolStats
@@ -54,8 +57,8 @@ __all__ = ["Session", "SessionManager"]
 
 logger = logging.getLogger(__name__)
 
-#: How many past session ids still map to their pool (for copied meta).
-_POOL_MEMORY = 10_000
+#: How many past session ids are still known (for copied meta).
+_ID_MEMORY = 10_000
 
 
 class SessionManager:
@@ -94,14 +97,15 @@ class SessionManager:
             config, self._api, self._cap, stats, self._tasks, extra=self._extra
         )
         self._pools: dict[str, Pool] = {}
-        self._pool_by_id: OrderedDict[str, str] = OrderedDict()
+        self._known: OrderedDict[str, Session] = OrderedDict()
         self._closing = False
 
     # -- public API ---------------------------------------------------------
 
     def pool_of(self, session_id: str) -> str | None:
-        """The pool a session id belonged to, so copied meta keeps its pool."""
-        return self._pool_by_id.get(session_id)
+        """The pool of a session this crawl created (``None``: not one of them)."""
+        session = self._known.get(session_id)
+        return None if session is None else session.pool
 
     async def start(self, pool_keys: list[str]) -> None:
         """Create the initial pools concurrently; raise if one cannot be filled."""
@@ -125,29 +129,33 @@ class SessionManager:
             if isinstance(result, BaseException):
                 raise result
 
-    async def lease(self, pool_key: str) -> Session:
+    async def lease(self, pool_key: str, session_id: str | None = None) -> Session:
         """Wait, in arrival order, for a free session of *pool_key*.
 
-        The wait has no bound unless ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` is set
-        (then :class:`SessionWaitTimeout`); closing ends it with SpiderClosing.
+        With *session_id* (a session of that pool this crawl created), wait
+        for that session instead, or for the one that replaced it once it has
+        joined the pool; when no replacement is under way, for any session of
+        the pool. The caller compares the ids to tell. The wait has no bound
+        unless ``SCRAPPEY_SESSION_WAIT_TIMEOUT`` is set (then
+        :class:`SessionWaitTimeout`); closing ends it with SpiderClosing.
         """
         if self._closing:
             raise SpiderClosing
         pool = self._pool(pool_key)
+        start = self._known.get(session_id) if session_id else None
+        if start is not None and start.pool == pool.key:
+            if _affinity.latest(start).retired:
+                self._fill(pool)  # so that its replacement is under way if it can be
+            queue = _affinity.queue_for(pool, start, lambda: self._queue(pool, start))
+            if queue is not None:
+                return await self._wait(queue, f"session {start.id}")
         session = self._pick(pool)
         if session is not None and not pool.waiters.waiting():
             return self._grant(session)
         self._fill(pool)
         if pool.error is not None and not pool.live() and not pool.creating:
             raise pool.error
-        timeout = self._config.session_wait_timeout or None
-        try:
-            return await pool.waiters.wait(timeout)
-        except TimeoutError:
-            raise SessionWaitTimeout(
-                f"no Scrappey session of pool {pool.key!r} became free within "
-                f"SCRAPPEY_SESSION_WAIT_TIMEOUT ({timeout:g}s)"
-            ) from None
+        return await self._wait(pool.waiters, f"session of pool {pool.key!r}")
 
     def release(self, session: Session) -> None:
         """End one lease of *session*."""
@@ -158,13 +166,14 @@ class SessionManager:
         self._cap.notify()
         pool = self._pools.get(session.pool)
         if pool is not None:
-            pool.waiters.serve()
+            _affinity.serve(pool, session)
 
     def report_dead(self, session: Session, reason: str) -> None:
         """Replace a session the API says is gone; later reports are no-ops."""
         if session.dead:
             return
-        session.dead = session.retired = True
+        self._mark_retired(session)
+        session.dead = True
         self._pool_stats.inc("scrappey/sessions/recreated", session.pool)
         logger.info(
             "Scrappey session %(session)s is gone (%(reason)s); replacing it",
@@ -205,7 +214,7 @@ class SessionManager:
         self._cap.begin_close()
         self._tasks.cancel("scrappey-create")
         for pool in self._pools.values():
-            pool.waiters.fail_all(SpiderClosing())
+            self._fail_waiters(pool, SpiderClosing())
 
     async def close(self) -> None:
         """Destroy every session this crawl created, within ``close_timeout``."""
@@ -248,6 +257,32 @@ class SessionManager:
         session = self._pick(pool)
         return None if session is None else self._grant(session)
 
+    def _queue(self, pool: Pool, start: Session) -> WaiterQueue[Session]:
+        """A queue for the leases of *start*, or of whatever replaced it."""
+        return WaiterQueue(lambda: self._take_exact(start), self.release)
+
+    def _take_exact(self, start: Session) -> Session | None:
+        session = _affinity.latest(start)
+        if session.retired or session.in_flight >= self._config.session_concurrency:
+            return None
+        if self._idle_too_long(session):
+            return None  # retired: the waiters now wait for its replacement
+        return self._grant(session)
+
+    async def _wait(self, queue: WaiterQueue[Session], what: str) -> Session:
+        timeout = self._config.session_wait_timeout or None
+        try:
+            return await queue.wait(timeout)
+        except TimeoutError:
+            raise SessionWaitTimeout(
+                f"no Scrappey {what} became free within "
+                f"SCRAPPEY_SESSION_WAIT_TIMEOUT ({timeout:g}s)"
+            ) from None
+
+    def _fail_waiters(self, pool: Pool, error: BaseException) -> None:
+        for queue in _affinity.queues(pool):
+            queue.fail_all(error)
+
     def _pick(self, pool: Pool) -> Session | None:
         best: Session | None = None
         for session in list(pool.sessions):
@@ -280,12 +315,18 @@ class SessionManager:
             self._retire(session)
         return session
 
-    def _retire(self, session: Session, *, refill: bool = True) -> None:
+    def _mark_retired(self, session: Session) -> None:
+        pool = self._pools.get(session.pool)
+        if pool is not None and not session.retired:
+            _affinity.note_retired(pool, session)
         session.retired = True
+
+    def _retire(self, session: Session, *, refill: bool = True) -> None:
+        self._mark_retired(session)
         if not session.in_flight:
             self._discard(session)
         pool = self._pools.get(session.pool)
-        if pool is not None and (refill or pool.waiters.waiting()):
+        if pool is not None and (refill or _affinity.waited_for(pool, session)):
             self._fill(pool)
 
     def _evicted(self, session: Session) -> None:
@@ -314,9 +355,18 @@ class SessionManager:
             return
         for _ in range(pool.missing()):
             pool.creating += 1
-            self._tasks.spawn(self._create(pool), name=f"scrappey-create-{pool.key}")
+            replaces = _affinity.next_orphan(pool)
+            self._tasks.spawn(
+                self._create(pool, replaces), name=f"scrappey-create-{pool.key}"
+            )
+        self._strand(pool)
 
-    async def _create(self, pool: Pool) -> None:
+    def _strand(self, pool: Pool) -> None:
+        if _affinity.strand(pool):
+            # Not at once: _fill may run inside a serve() (rotation, idle expiry).
+            asyncio.get_running_loop().call_soon(pool.waiters.serve)
+
+    async def _create(self, pool: Pool, replaces: Session | None) -> None:
         ready = True  # a failed create is not refilled: _creation_failed decides
         try:
             session = await self._creator.create(pool.key, pool.settings.params)
@@ -334,18 +384,26 @@ class SessionManager:
             self._creation_failed(pool, error, "scrappey_sessions_unavailable")
         else:
             pool.error = None
-            self._pool_by_id[session.id] = pool.key
-            if len(self._pool_by_id) > _POOL_MEMORY:
-                self._pool_by_id.popitem(last=False)
             ready = await self._prepared(pool, session)
             if ready:
-                pool.sessions.append(session)
-                pool.waiters.serve()
+                self._join(pool, session, replaces)
         finally:
             pool.creating -= 1
             self._cap.notify()
+            _affinity.not_replaced(pool, replaces)
         if not ready:
             self._fill(pool)  # now that this create no longer counts
+        else:
+            self._strand(pool)  # in case it failed, which is not refilled
+
+    def _join(self, pool: Pool, session: Session, replaces: Session | None) -> None:
+        pool.sessions.append(session)
+        self._known[session.id] = session
+        if len(self._known) > _ID_MEMORY:
+            self._known.popitem(last=False)
+        if replaces is not None:
+            _affinity.replaced(pool, replaces, session)
+        _affinity.serve(pool, session)
 
     async def _prepared(self, pool: Pool, session: Session) -> bool:
         """Run the init on *session*; False (and the session retired) if it failed."""
@@ -377,7 +435,7 @@ class SessionManager:
         if not isinstance(error, (SessionsUnavailable, ScrappeyAuthError)):
             error = SessionsUnavailable(str(error))
         pool.error = error
-        pool.waiters.fail_all(error)
+        self._fail_waiters(pool, error)
         self._on_fatal(
             reason,
             f"could not create a Scrappey session for pool {pool.key!r}: {error}",

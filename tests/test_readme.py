@@ -55,6 +55,7 @@ def test_every_block_is_covered():
         "SCRAPPEY_SESSION_SCOPE",
         "class LoginSpider",
         "class TwoAccountsSpider",
+        'response.follow(url, meta={"scrappey_session"',
         "class ExistingSpider",
         "LocalScrappey",
         "SCRAPPEY_SESSION_INIT = [",
@@ -65,7 +66,7 @@ def test_every_block_is_covered():
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 12
+    assert len(PYTHON) == 13
 
 
 def snippet_settings(marker):
@@ -131,31 +132,65 @@ async def test_existing_spider_snippet(tmp_path, local_server, target_site):
     assert target_site.hits == ["/page/1"]
 
 
+@pytest.mark.parametrize("cookies", [True, False], ids=["cookies", "no-cookies"])
+@pytest.mark.parametrize("pool_size", [1, 3], ids=["pool-1", "pool-3"])
 @deferred_f_from_coro_f
-async def test_login_spider_snippet(tmp_path, local_server, target_site):
-    code = snippet("class LoginSpider").replace(
-        "https://example.com", target_site.url("").rstrip("/")
-    )
+async def test_login_spider_snippet(
+    tmp_path, local_server, target_site, pool_size, cookies
+):
+    """The login flow stays on one browser and is logged in on every page."""
     namespace: dict = {}
-    exec(code, namespace)
-    result = await crawl(
-        namespace["LoginSpider"],
-        settings_for(
-            local_server,
-            tmp_path,
-            HTTPERROR_ALLOW_ALL=True,
-            WARN_ON_GENERATOR_RETURN_VALUE=False,
-        ),
+    exec(_on_site(snippet("class LoginSpider"), target_site), namespace)
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_SESSION_POOL_SIZE=pool_size,
+        COOKIES_ENABLED=cookies,
+        WARN_ON_GENERATOR_RETURN_VALUE=False,
     )
+    result = await crawl(namespace["LoginSpider"], settings)
     stats = local_server.stats()
-    routed = {
-        c["url"].rsplit("/", 1)[1]: c["session"]
-        for c in stats["commands"]
-        if c["cmd"].startswith("request.")
-    }
-    assert set(routed) == {"login", "orders", "search"}  # robots.txt went direct
-    assert routed["login"] == routed["orders"] != routed["search"]
-    assert result.stats["scrappey/requests"] == 3
+    assert sorted(i["url"] for i in result.items) == _members(target_site, 3)
+    assert {i["member"] for i in result.items} == {"me"}  # logged in everywhere
+    sent = [c for c in stats["commands"] if c["cmd"].startswith("request.")]
+    flow = [(c["cmd"], c["url"].split("/", 3)[3]) for c in sent[:2]]
+    assert flow == [("request.get", "login"), ("request.post", "login")]
+    chain = {c["session"] for c in sent if "/search" not in c["url"]}
+    assert len(chain) == 1  # GET and POST /login, the three member pages
+    paths = sorted(c["url"].split("/", 3)[3] for c in sent)
+    # + /search (on any session); robots.txt went direct
+    assert paths == ["login", "login", "members/1", "members/2", "members/3", "search"]
+    assert stats["sessions"]["created"] == pool_size
+
+
+class ChainSpider(PagesSpider):
+    """Follows /page/1 → /page/5, each request made by the README's one-liner."""
+
+    follow = ""
+
+    def parse(self, response):
+        yield from super().parse(response)
+        n = int(response.css("#n::text").get())
+        if n < 5:
+            url = response.urljoin(f"/page/{n + 1}")
+            yield eval(self.follow, {"response": response, "url": url})
+
+
+@deferred_f_from_coro_f
+async def test_affinity_one_liner_keeps_a_chain_on_one_browser(
+    tmp_path, local_server, target_site
+):
+    (line,) = [c.strip() for c in PYTHON if c.startswith("response.follow(url")]
+    ChainSpider.follow = line
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=3)
+    result = await crawl(ChainSpider, settings, urls=[target_site.url("/page/1")])
+    assert [i["url"] for i in result.items] == [
+        target_site.url(f"/page/{n}") for n in range(1, 6)
+    ]
+    used = [c["session"] for c in local_server.stats()["commands"] if c["url"]]
+    assert len(used) == 5
+    assert set(used) == {i["session"] for i in result.items}
+    assert len(set(used)) == 1  # of three sessions, the chain used one
 
 
 @deferred_f_from_coro_f

@@ -70,6 +70,26 @@ def test_named_pools_and_known_session_ids():
     )
 
 
+def test_a_known_session_id_asks_for_that_session_in_its_pool():
+    known = "scrapy-scrappey-abc"
+    r = router(known={known: "spider"})
+    by_meta = r.route(Request("https://x.org", meta={"scrappey_session": known}))
+    assert (by_meta.pool, by_meta.session) == ("spider", known)
+    by_dict = r.route(Request("https://x.org", meta={"scrappey": {"session": known}}))
+    assert (by_dict.pool, by_dict.session) == ("spider", known)
+    raw = r.route(
+        JsonRequest(
+            API, data={"cmd": "request.get", "url": "https://a.org", "session": known}
+        )
+    )
+    assert (raw.pool, raw.session) == ("spider", known)
+    stale = "scrapy-scrappey-0123456789abcdef"  # one this crawl does not know
+    old = r.route(Request("https://x.org", meta={"scrappey_session": stale}))
+    assert (old.pool, old.session) == ("spider", None)
+    for meta in ({}, {"scrappey_session": "cart"}, {"scrappey": {"session": "mine"}}):
+        assert r.route(Request("https://x.org", meta=meta)).session is None
+
+
 def test_opt_out_opt_in_and_unroutable():
     assert router().route(Request("https://x.org", meta={"scrappey": False})) is None
     assert router(transparent=False).route(Request("https://x.org")) is None

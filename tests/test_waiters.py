@@ -116,3 +116,28 @@ async def test_a_waiter_whose_turn_raised_leaves_no_trace():
     with pytest.raises(RuntimeError, match="bug in take"):
         await queue.wait()
     assert not queue.waiting()  # nobody left behind to be granted into the void
+
+
+@deferred_f_from_coro_f
+async def test_hand_over_moves_waiters_in_order_behind_the_others():
+    source, target = Tokens(), Tokens()
+    got = []
+
+    async def waiter(queue, name):
+        got.append((name, await queue.wait()))
+
+    first = asyncio.ensure_future(waiter(target.queue, "t"))
+    moved = [asyncio.ensure_future(waiter(source.queue, n)) for n in "abc"]
+    await _settle()
+    moved[1].cancel()  # "b" gives up before the move and is not moved
+    await _settle()
+    source.queue.hand_over(target.queue)
+    assert not source.queue.waiting()
+    moved[2].cancel()  # "c" gives up after it: skipped, never granted
+    await _settle()
+    for token in (1, 2, 3):
+        target.add(token)
+    await asyncio.wait_for(asyncio.gather(first, moved[0]), 2)
+    assert got == [("t", 1), ("a", 2)]
+    assert target.free == [3]  # nothing went to the waiters who left
+    assert not target.queue.waiting()

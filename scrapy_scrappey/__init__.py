@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .addon import Addon
+from .budget import BudgetExhausted
 from .config import Config
 from .exceptions import (
     ScrappeyAPIError,
@@ -14,6 +15,7 @@ from .exceptions import (
     SessionsUnavailable,
     SessionWaitTimeout,
 )
+from .item_metadata import ScrappeyItemMetadata
 from .middleware import ScrappeyMiddleware
 from .responses import (
     ScrappeyHtmlResponse,
@@ -27,12 +29,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Addon",
+    "BudgetExhausted",
     "Config",
     "ScrappeyAPIError",
     "ScrappeyAuthError",
     "ScrappeyConfigError",
     "ScrappeyError",
     "ScrappeyHtmlResponse",
+    "ScrappeyItemMetadata",
     "ScrappeyJsonResponse",
     "ScrappeyMiddleware",
     "ScrappeyResponse",

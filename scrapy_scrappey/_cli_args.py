@@ -1,4 +1,4 @@
-"""The command line's arguments: ``python -m scrapy_scrappey sessions list|cleanup``.
+"""The command line's arguments: ``python -m scrapy_scrappey sessions list|cleanup|balance``.
 
 Parsing only; :mod:`scrapy_scrappey.cli` runs the commands.
 """
@@ -104,7 +104,17 @@ def build_parsers() -> Parsers:
         help="destroy every session the API lists, including those of running crawls",
     )
     cleanup.add_argument("--yes", action="store_true", help="confirm --all")
-    return Parsers(main, sessions, {"list": listing, "cleanup": cleanup})
+    balance = commands.add_parser(
+        "balance",
+        parents=[common],
+        help="print the balance of the API key",
+        description="Print the balance the API reports for the key "
+        "(GET <api-url>/balance).",
+    )
+    balance.set_defaults(action="balance")
+    return Parsers(
+        main, sessions, {"list": listing, "cleanup": cleanup, "balance": balance}
+    )
 
 
 def check_args(parsers: Parsers, args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .item_metadata import ITEM_METADATA_PRIORITY, ScrappeyItemMetadata
 from .middleware import ScrappeyMiddleware
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ MIDDLEWARE_PRIORITY = 950
 
 
 class Addon:
-    """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950."""
+    """Scrapy add-on: adds :class:`~scrapy_scrappey.ScrappeyMiddleware` at 950,
+    and :class:`~scrapy_scrappey.ScrappeyItemMetadata` when ``SCRAPPEY_ITEM_FIELD`` is set."""
 
     def update_settings(self, settings: BaseSettings) -> None:
         settings.setdefault_in_component_priority_dict(
@@ -24,3 +26,7 @@ class Addon:
             ScrappeyMiddleware,
             MIDDLEWARE_PRIORITY,
         )
+        if settings.get("SCRAPPEY_ITEM_FIELD"):
+            settings.setdefault_in_component_priority_dict(
+                "SPIDER_MIDDLEWARES", ScrappeyItemMetadata, ITEM_METADATA_PRIORITY
+            )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,28 +94,47 @@ class ScrappeyClient:
                 f"The {payload.get('cmd')!r} command holds a value that is not JSON ({ex}); "
                 f"check the 'scrappey' meta key and SCRAPPEY_DEFAULT_PARAMS."
             ) from None
+        status, raw = await self._http(
+            "POST", self.api_url, timeout, what=repr(payload.get("cmd")), data=body
+        )
+        return parse_reply(status, raw, key=self._key)
+
+    async def balance(self, *, timeout: float) -> float:
+        """``GET <api_url>/balance``: the account's balance.
+
+        Raises :class:`ScrappeyAuthError` for 401, :class:`ScrappeyTransportError`
+        when the endpoint cannot be reached, :class:`ScrappeyAPIError` for any
+        answer that is not ``{"balance": <number>}``.
+        """
+        status, raw = await self._http(
+            "GET", self.api_url + "/balance", timeout, what="the balance query"
+        )
+        return parse_balance(status, raw, key=self._key)
+
+    async def _http(
+        self, method: str, url: str, timeout: float, *, what: str, data: bytes = b""
+    ) -> tuple[int, bytes]:
         try:
-            async with self._client().post(
-                self.api_url,
+            async with self._client().request(
+                method,
+                url,
                 params={"key": self._key},
-                data=body,
-                headers={"Content-Type": "application/json"},
+                data=data or None,
+                headers={"Content-Type": "application/json"} if data else None,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
-                status = resp.status
+                return resp.status, await resp.read()
         except asyncio.TimeoutError:
             # Not chained: aiohttp's timeout errors quote the URL, key included.
             raise ScrappeyTransportError(
-                f"The Scrappey API did not answer {payload.get('cmd')!r} within {timeout:g} s"
+                f"The Scrappey API did not answer {what} within {timeout:g} s"
             ) from None
         except aiohttp.ClientError as ex:
             # aiohttp messages may quote the URL, and with it the key.
             raise ScrappeyTransportError(
                 f"Could not reach the Scrappey API: {api_text(str(ex), self._key)}"
             ) from None
-        return parse_reply(status, raw, key=self._key)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -157,6 +177,24 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
             problem.message, code=None, kind=problem.kind, key=key
         )
     return ApiReply(status, data, raw, reported, not_a_page)
+
+
+def parse_balance(status: int, raw: bytes, *, key: str = "") -> float:
+    """The number of a ``GET /balance`` answer; errors as :meth:`ScrappeyClient.balance`."""
+    if status == 401:
+        raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
+    data = _json_object(raw) if status == 200 else None
+    value = data.get("balance") if data is not None else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # noqa: SIM102
+        if math.isfinite(value):
+            return float(value)
+    what = f"HTTP {status}" if status != 200 else "JSON without a number in 'balance'"
+    raise ScrappeyAPIError(
+        f"the balance endpoint answered {what}",
+        code=None,
+        kind=ErrorKind.BAD_REPLY,
+        key=key,
+    )
 
 
 def _unreadable(status: int, raw: bytes) -> ScrappeyError:

@@ -20,6 +20,7 @@ from scrapy.utils.project import data_path
 from ._health_config import InitStep, ban_statuses, checker_path, init_steps
 from ._settings import read_bool, read_dict, read_float, read_int
 from .bans import BUILTIN_DETECTORS, Detector, read_detectors
+from .cost import CostConfig
 from .exceptions import ScrappeyConfigError
 
 if TYPE_CHECKING:
@@ -198,6 +199,8 @@ class Config:
     session_max_errors: int = 1
     #: Seconds sessions.create keeps retrying "too many sessions" (CODE-0029).
     session_over_limit_wait: float = 240.0
+    #: Prices, the hard budget, SCRAPPEY_MIN_BALANCE and SCRAPPEY_ITEM_FIELD.
+    cost: CostConfig = field(default_factory=CostConfig)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -283,6 +286,7 @@ class Config:
             session_over_limit_wait=read_float(
                 settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
+            cost=CostConfig.from_settings(settings),
         )
 
     def timeout_for(self, request: Request) -> float:

@@ -13,7 +13,8 @@ from scrapy.exceptions import CloseSpider, IgnoreRequest
 from ._redact import key_hint, redact_url
 from ._summary import summary
 from ._tasks import TaskGroup
-from .client import ApiReply, ScrappeyClient
+from .balance import LOW_BALANCE, BalanceWatch
+from .budget import Budget, CostedClient
 from .codes import ErrorKind
 from .config import Config, require_asyncio
 from .exceptions import (
@@ -26,6 +27,7 @@ from .exceptions import (
     SessionWaitTimeout,
     SpiderClosing,
 )
+from .item_metadata import record_charge
 from .ledger import SessionLedger
 from .orphans import sweep_at_start
 from .payload import build_payload
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 
     # typing.Self requires Python 3.11
     from typing_extensions import Self
+
+    from .client import ApiReply
+    from .cost import Charge
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,17 @@ class ScrappeyMiddleware:
         spider = _spider_of(crawler)
         self.config = Config.from_settings(crawler.settings).for_spider(spider)
         require_asyncio()
-        self._client = ScrappeyClient(self.config.api_url, self.config.api_key)
+        self._budget = Budget(self.config.cost, crawler.stats, self._on_fatal)
+        self._client = CostedClient(
+            self.config.api_url, self.config.api_key, self._budget
+        )
+        self._balance = BalanceWatch(
+            self._client,
+            self.config.cost,
+            crawler.stats,
+            timeout=self.config.control_timeout,
+            extra={"spider": spider},
+        )
         self._checks = SessionChecks(
             crawler, self.config, spider, on_fatal=self._on_fatal
         )
@@ -104,7 +119,7 @@ class ScrappeyMiddleware:
         self._opened = False
         self._closing = False
         self._warned: set[str] = set()
-        self._inflight: set[asyncio.Future[ApiReply]] = set()
+        self._inflight: set[asyncio.Future[tuple[ApiReply, Charge]]] = set()
         self._tasks = TaskGroup(extra={"spider": spider})
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
@@ -136,6 +151,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
+            await self._check_balance()
             if self._ledger is not None:
                 await sweep_at_start(
                     self._ledger, self._sessions.destroy_ids, self.crawler.stats, spider
@@ -149,6 +165,15 @@ class ScrappeyMiddleware:
         finally:
             self._opened = True
 
+    async def _check_balance(self) -> None:
+        if not self._balance.blocking:
+            self._tasks.spawn(self._balance.start(), name="scrappey-balance-start")
+            return
+        low = await self._balance.start()
+        if low is not None:
+            self._on_fatal(LOW_BALANCE, low)
+            raise ScrappeyError(low)
+
     async def engine_started(self) -> None:
         if self._fatal is not None:  # the start failed on an older Scrapy
             self._close_spider(self._fatal)
@@ -160,6 +185,7 @@ class ScrappeyMiddleware:
         await self._sessions.close()
         if self._ledger is not None:
             self._ledger.close()
+        await self._balance.end()
         await self._client.close()
         message, args = summary(self.crawler.stats.get_stats())
         logger.info(message, args, extra={"spider": spider})
@@ -187,6 +213,7 @@ class ScrappeyMiddleware:
         if route is None:
             return None
         if self._fatal is not None:
+            self._inc(f"scrappey/dropped/{self._fatal}")
             raise IgnoreRequest(
                 f"Scrappey is unusable in this crawl ({self._fatal}); not sending {request}"
             )
@@ -211,7 +238,7 @@ class ScrappeyMiddleware:
         async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._sessions.lease(route.pool) if route.pool else None
             try:
-                reply = await self._call(
+                reply, charge = await self._call(
                     self._payload(request, route, session), request
                 )
                 error = reply.error() if route.raw else reply.page_error()
@@ -226,8 +253,11 @@ class ScrappeyMiddleware:
             finally:
                 if session is not None:
                     self._sessions.release(session)
+        record_charge(request.meta, charge, route.pool)
         if route.raw:
             return self._raw_reply(request, session, reply, error)
+        if error is not None or failure is not None:
+            self._budget.waste(charge)  # charged only when the reply was no page
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:
@@ -290,9 +320,11 @@ class ScrappeyMiddleware:
             payload["session"] = session.id
         return payload
 
-    async def _call(self, payload: dict[str, Any], request: Request) -> ApiReply:
+    async def _call(
+        self, payload: dict[str, Any], request: Request
+    ) -> tuple[ApiReply, Charge]:
         timeout = self.config.timeout_for(request)
-        call = asyncio.ensure_future(self._client.call(payload, timeout=timeout))
+        call = asyncio.ensure_future(self._client.costed_call(payload, timeout=timeout))
         self._inflight.add(call)
         call.add_done_callback(self._inflight.discard)
         self._inc("scrappey/requests")

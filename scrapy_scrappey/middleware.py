@@ -14,7 +14,7 @@ from ._redact import key_hint, redact_url
 from ._summary import summary
 from ._tasks import TaskGroup
 from .balance import LOW_BALANCE, BalanceWatch
-from .budget import Budget, CostedClient
+from .budget import Budget, BudgetExhausted, CostedClient
 from .codes import ErrorKind
 from .config import Config, require_asyncio
 from .exceptions import (
@@ -330,6 +330,9 @@ class ScrappeyMiddleware:
         self._inc("scrappey/requests")
         try:
             return await call
+        except BudgetExhausted:
+            self._inc("scrappey/requests", -1)  # refused before it was sent
+            raise
         except asyncio.CancelledError:
             if self._closing:
                 raise SpiderClosing from None

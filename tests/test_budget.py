@@ -91,6 +91,7 @@ async def test_max_cost_is_never_exceeded_at_high_concurrency(
     assert server.stats()["sessions"]["open"] == 0
     # Nothing else was sent: every other request was dropped with the error.
     assert server.stats()["requests"]["by_command"]["request.get"] == 25
+    assert stats["scrappey/requests"] == 25  # refused calls were never sent
     errors = result.spider.errors
     dropped = stats["scrappey/budget/refused"] + stats.get(
         f"scrappey/dropped/{EXHAUSTED}", 0

@@ -12,11 +12,13 @@ budget (``SCRAPPEY_MAX_COST``) still bounds what it spends.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import ScrappeyError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     from scrapy.statscollectors import StatsCollector
 
     from .client import ScrappeyClient
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: The reason a crawl closes with when the balance is below SCRAPPEY_MIN_BALANCE.
 LOW_BALANCE = "scrappey_low_balance"
+
+
+class _Spawn(Protocol):
+    def __call__(self, coro: Coroutine[Any, Any, Any], *, name: str) -> Any: ...
 
 
 class BalanceWatch:
@@ -39,18 +45,34 @@ class BalanceWatch:
         *,
         timeout: float,
         extra: dict[str, Any],
+        on_low: Callable[[str, str], None],
+        spawn: _Spawn,
     ) -> None:
         self._client = client
         self._config = config
         self._stats = stats
         self._timeout = timeout
         self._extra = extra
+        self._on_low = on_low
+        self._spawn = spawn
         self._warned = False
 
     @property
     def blocking(self) -> bool:
         """Whether the crawl must wait for the start balance (SCRAPPEY_MIN_BALANCE)."""
         return self._config.min_balance > 0
+
+    async def opened(self) -> None:
+        """At spider open: read the start balance in the background, or, with
+        ``SCRAPPEY_MIN_BALANCE``, await it and close the crawl (*on_low*, then
+        :class:`ScrappeyError`) when it is too low."""
+        if not self.blocking:
+            self._spawn(self.start(), name="scrappey-balance-start")
+            return
+        low = await self.start()
+        if low is not None:
+            self._on_low(LOW_BALANCE, low)
+            raise ScrappeyError(low)
 
     async def start(self) -> str | None:
         """Record the start balance; the message to close the crawl with when

@@ -13,7 +13,7 @@ from scrapy.exceptions import CloseSpider, IgnoreRequest
 from ._redact import key_hint, redact_url
 from ._summary import summary
 from ._tasks import TaskGroup
-from .balance import LOW_BALANCE, BalanceWatch
+from .balance import BalanceWatch
 from .budget import Budget, BudgetExhausted, CostedClient
 from .codes import ErrorKind
 from .config import Config, require_asyncio
@@ -81,13 +81,6 @@ class ScrappeyMiddleware:
         self._client = CostedClient(
             self.config.api_url, self.config.api_key, self._budget
         )
-        self._balance = BalanceWatch(
-            self._client,
-            self.config.cost,
-            crawler.stats,
-            timeout=self.config.control_timeout,
-            extra={"spider": spider},
-        )
         self._checks = SessionChecks(
             crawler, self.config, spider, on_fatal=self._on_fatal
         )
@@ -121,6 +114,15 @@ class ScrappeyMiddleware:
         self._warned: set[str] = set()
         self._inflight: set[asyncio.Future[tuple[ApiReply, Charge]]] = set()
         self._tasks = TaskGroup(extra={"spider": spider})
+        self._balance = BalanceWatch(
+            self._client,
+            self.config.cost,
+            crawler.stats,
+            timeout=self.config.control_timeout,
+            extra={"spider": spider},
+            on_low=self._on_fatal,
+            spawn=self._tasks.spawn,
+        )
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.engine_started, signal=signals.engine_started)
@@ -151,7 +153,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
-            await self._check_balance()
+            await self._balance.opened()
             if self._ledger is not None:
                 await sweep_at_start(
                     self._ledger, self._sessions.destroy_ids, self.crawler.stats, spider
@@ -164,15 +166,6 @@ class ScrappeyMiddleware:
                 raise CloseSpider(self._fatal) from None
         finally:
             self._opened = True
-
-    async def _check_balance(self) -> None:
-        if not self._balance.blocking:
-            self._tasks.spawn(self._balance.start(), name="scrappey-balance-start")
-            return
-        low = await self._balance.start()
-        if low is not None:
-            self._on_fatal(LOW_BALANCE, low)
-            raise ScrappeyError(low)
 
     async def engine_started(self) -> None:
         if self._fatal is not None:  # the start failed on an older Scrapy

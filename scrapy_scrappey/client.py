@@ -185,9 +185,10 @@ def parse_balance(status: int, raw: bytes, *, key: str = "") -> float:
         raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
     data = _json_object(raw) if status == 200 else None
     value = data.get("balance") if data is not None else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):  # noqa: SIM102
-        if math.isfinite(value):
-            return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = math.nan
+    if math.isfinite(value):
+        return float(value)
     what = f"HTTP {status}" if status != 200 else "JSON without a number in 'balance'"
     raise ScrappeyAPIError(
         f"the balance endpoint answered {what}",

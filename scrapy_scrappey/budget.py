@@ -25,7 +25,8 @@ thread with no ``await`` between a check and its update):
   crawl is closed when the last open booking is settled, so that no call
   already paid for is cancelled. ``sessions.destroy`` is never refused: a
   session must be freed whatever the budget (its price, 0 by default, is
-  still counted).
+  still counted). A refused ``sessions.create`` (priced sessions) closes the
+  crawl at once: its pool could not go on anyway.
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ class Budget:
         )
         if why is not None:
             self._stats.inc_value("scrappey/budget/refused")
-            raise self.exhausted(why)
+            error = self.exhausted(why)
+            if kind == "sessions":
+                # Its pool would close the crawl at once as "sessions
+                # unavailable": close it now, and for the real reason.
+                self._close_when_settled(now=True)
+            raise error
         self.reserved += booking.worst
         self.pending += booking.paid_request
         self._open += 1
@@ -153,8 +159,8 @@ class Budget:
             self._close_when_settled()
         return BudgetExhausted(f"{self._exhausted}; request not sent")
 
-    def _close_when_settled(self) -> None:
-        if self._exhausted is None or self._open or self._closing:
+    def _close_when_settled(self, *, now: bool = False) -> None:
+        if self._exhausted is None or (self._open and not now) or self._closing:
             return
         self._closing = True
         self._on_exhausted(

@@ -226,8 +226,6 @@ def test_bookings_in_flight_count_and_the_close_waits_for_them():
     budget.settle(held.pop(), None)  # a failure frees its booking…
     with pytest.raises(BudgetExhausted):  # …but the budget is exhausted
         budget.reserve(CHEAP)
-    with pytest.raises(BudgetExhausted):
-        budget.reserve({"cmd": "sessions.create"})  # priced 0.5
     # Free commands, and destroys whatever their price, still go out.
     free = [budget.reserve({"cmd": c}) for c in ("sessions.list", "sessions.destroy")]
     budget.lost(held.pop())  # no reply: booked as uncertain
@@ -243,7 +241,7 @@ def test_bookings_in_flight_count_and_the_close_waits_for_them():
             ),
         )
     ]
-    assert stats.get_value("scrappey/budget/refused") == 3
+    assert stats.get_value("scrappey/budget/refused") == 2
     assert stats.get_value("scrappey/cost/uncertain") == 0.2
     assert stats.get_value("scrappey/cost/by_type/sessions") == 0.5
 
@@ -284,3 +282,11 @@ def test_waste_counts_only_charged_replies():
     free = parse_reply(200, b'{"data": "error", "error": "CODE-0031"}')
     budget.waste(charge_of(free, payload, budget.config))
     assert stats.get_value("scrappey/cost/wasted") == 1.0
+
+
+def test_a_refused_session_create_closes_at_once():
+    budget, _stats, closer = _budget(max_cost=0.6)
+    budget.reserve(CHEAP)  # in flight
+    with pytest.raises(BudgetExhausted):
+        budget.reserve({"cmd": "sessions.create"})  # 0.5 does not fit
+    assert [reason for reason, _ in closer.calls] == [EXHAUSTED]

@@ -16,6 +16,7 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
 from .config import Config
+from .responses import ScrappeyMixin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, MutableMapping
@@ -84,7 +85,10 @@ class ScrappeyItemMetadata:
         result: AsyncIterator[Any],
         spider: Spider | None = None,
     ) -> AsyncIterator[Any]:
-        data = metadata(response.meta) if response.request is not None else None
+        # Not from the meta alone: a direct request may carry a copy of the
+        # meta of a Scrappey response.
+        scrappey = isinstance(response, ScrappeyMixin) and response.request is not None
+        data = metadata(response.meta) if scrappey else None
         async for output in result:
             if data is not None and ItemAdapter.is_item(output):
                 self._write(output, dict(data), spider)

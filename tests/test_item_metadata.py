@@ -48,9 +48,11 @@ class KindsSpider(PagesSpider):
     async def start(self):  # type: ignore[no-untyped-def]
         async for request in super().start():
             yield request
+        # As if copied from a Scrappey response's meta.
+        stale = {"scrappey_cost": {"cost": 9.0, "type": "browser"}}
         yield Request(
             self.urls[0] + "?direct",
-            meta={"scrappey": False},
+            meta={"scrappey": False, **stale},
             callback=self.parse,
             dont_filter=True,
         )

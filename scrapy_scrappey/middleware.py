@@ -250,7 +250,7 @@ class ScrappeyMiddleware:
         if route.raw:
             return self._raw_reply(request, session, reply, error)
         if error is not None or failure is not None:
-            self._budget.waste(charge)  # charged only when the reply was no page
+            self._budget.waste(charge)  # a charged reply rejected or retried: wasted
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:

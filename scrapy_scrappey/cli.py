@@ -314,12 +314,12 @@ def _account(parsers: Parsers, args: argparse.Namespace) -> Account:
         parsers.actions[args.action].error(str(exc))
 
 
-def _cmd_balance(ctx: _Context) -> int:
+def _cmd_balance(client: _ApiClient, out: _Output) -> int:
     try:
-        balance = ctx.client.balance()
+        balance = client.balance()
     except _ApiError as exc:
         raise _CliError(f"cannot read the balance: {exc}") from None
-    ctx.out.line(str(balance))
+    out.line(str(balance))
     return 0
 
 
@@ -327,13 +327,13 @@ def _run(args: argparse.Namespace, account: Account) -> int:
     out = _Output(account.api_key)
     client = _ApiClient(account.api_url, account.api_key, args.timeout)
     try:
+        if args.action == "balance":  # no ledger involved
+            return _cmd_balance(client, out)
         ledger = SessionLedger(
             account.ledger_dir, api_url=account.api_url, api_key=account.api_key
         )
         try:
             ctx = _Context(client, ledger, out)
-            if args.action == "balance":
-                return _cmd_balance(ctx)
             if args.action == "list":
                 return _cmd_list(ctx)
             return _cmd_cleanup(ctx, args.all)

@@ -284,6 +284,9 @@ def test_shell_commands_exist():
 
 
 def test_cli_commands_from_readme(tmp_path, make_server_process):
+    def ledger(words):
+        return ["--ledger-dir", str(tmp_path)] if "sessions" in words else []
+
     lines = [
         shlex.split(line)
         for line in SHELL
@@ -300,7 +303,7 @@ def test_cli_commands_from_readme(tmp_path, make_server_process):
     }
     for words in lines:
         done = subprocess.run(
-            [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
+            [sys.executable, *words[1:], *ledger(words)],
             env=env,
             capture_output=True,
             text=True,

@@ -8,11 +8,13 @@ passed through the environment), stops everything and prints a summary.
 During ``multi`` the local server "bans" every session after
 ``MULTI_BAN_AFTER`` requests with an anti-bot vendor's block page; the
 plugin's ban detectors recognise them with no spider code, and the summary
-shows the bans by vendor.
+shows the bans by vendor. Each spider's cost (``scrappey/cost/total``) is
+shown next to what the local server charged it.
 
 Exits non-zero if a spider fails, scrapes nothing, finishes for another
 reason than "finished" or logs an error, or if Scrappey sessions are still
-open on the server after the crawls.
+open on the server after the crawls, or if a spider's cost differs from what
+the server charged.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
 _INITS_RE = re.compile(r"'scrappey/sessions/init/ok': (\d+)")
 _RETIRED_RE = re.compile(r"'scrappey/sessions/retired/\w+': (\d+)")
 _BANS_RE = re.compile(r"'scrappey/bans/(\w+)': (\d+)")
+_COST_RE = re.compile(r"'scrappey/cost/total': ([\d.]+)")
 _ERROR_RE = re.compile(r"^\S+ \S+ \[[^\]]+\] (?:ERROR|CRITICAL): .*$", re.MULTILINE)
 
 
@@ -140,6 +143,9 @@ class Run:
     retired: int = 0
     #: Block pages the plugin's ban detectors recognised, by vendor.
     bans: Counter[str] = field(default_factory=Counter)
+    #: What the crawl counted it spent, and what the local server charged it.
+    cost: float = 0.0
+    charged: float = 0.0
     log: str = ""
 
     def problems(self) -> list[str]:
@@ -152,6 +158,8 @@ class Run:
             found.append("no items")
         if self.errors:
             found.append(f"{len(self.errors)} error(s) logged")
+        if round(self.cost, 6) != round(self.charged, 6):
+            found.append(f"cost {self.cost:g}, but the server charged {self.charged:g}")
         return found
 
 
@@ -170,7 +178,7 @@ def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) 
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
     servers.reset_site(faults)
-    before = servers.stats()["sessions"]
+    before = servers.stats()
     process = subprocess.Popen(
         cmd,
         cwd=PROJECT_DIR,
@@ -191,9 +199,11 @@ def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) 
         _stop(process)
     if verbose:
         print(run.log, file=sys.stderr)
-    after = servers.stats()["sessions"]
-    run.created = after["created"] - before["created"]
-    run.destroyed = after["destroyed"] - before["destroyed"]
+    after = servers.stats()
+    run.created = after["sessions"]["created"] - before["sessions"]["created"]
+    run.destroyed = after["sessions"]["destroyed"] - before["sessions"]["destroyed"]
+    run.charged = after["charged"]["total"] - before["charged"]["total"]
+    run.cost = sum(float(n) for n in _COST_RE.findall(run.log))
     run.inits = sum(int(n) for n in _INITS_RE.findall(run.log))
     run.retired = sum(int(n) for n in _RETIRED_RE.findall(run.log))
     for vendor, count in _BANS_RE.findall(run.log):
@@ -252,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
             f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7} "
-            f"{'bans':>4}  what it shows"
+            f"{'bans':>4} {'cost':>5}  what it shows"
         )
         for spider, shows, faults in SPIDERS:
             run = run_spider(servers, spider, faults, verbose=args.verbose)
@@ -260,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
                 f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
-                f"{run.retired:>7} {run.bans.total():>4}  {shows}",
+                f"{run.retired:>7} {run.bans.total():>4} {run.cost:>5g}  {shows}",
                 flush=True,
             )
         server_stats = servers.stats()

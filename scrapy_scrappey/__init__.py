@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .addon import Addon
+from .budget import BudgetExhausted
 from .config import Config
 from .exceptions import (
     ScrappeyAPIError,
@@ -16,6 +17,7 @@ from .exceptions import (
     SessionWaitTimeout,
 )
 from .fingerprint import RequestFingerprinter
+from .item_metadata import ScrappeyItemMetadata
 from .middleware import ScrappeyMiddleware
 from .responses import (
     ScrappeyHtmlResponse,
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Addon",
+    "BudgetExhausted",
     "Config",
     "RequestFingerprinter",
     "ScrappeyAPIError",
@@ -37,6 +40,7 @@ __all__ = [
     "ScrappeyConfigError",
     "ScrappeyError",
     "ScrappeyHtmlResponse",
+    "ScrappeyItemMetadata",
     "ScrappeyJsonResponse",
     "ScrappeyMiddleware",
     "ScrappeyResponse",

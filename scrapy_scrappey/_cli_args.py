@@ -1,4 +1,4 @@
-"""The command line's arguments: ``python -m scrapy_scrappey sessions list|cleanup``.
+"""The command line's arguments: ``python -m scrapy_scrappey sessions list|cleanup|balance``.
 
 Parsing only; :mod:`scrapy_scrappey.cli` runs the commands.
 """
@@ -45,7 +45,7 @@ class Parsers:
     actions: dict[str, Parser]
 
 
-def _common_options() -> Parser:
+def _common_options(*, ledger: bool = True) -> Parser:
     common = Parser(add_help=False)
     common.add_argument(
         "--api-url",
@@ -58,13 +58,8 @@ def _common_options() -> Parser:
         "project, then $SCRAPPEY_API_KEY; both are safer than this option, "
         "command lines are visible to other users of the machine)",
     )
-    common.add_argument(
-        "--ledger-dir",
-        type=Path,
-        help="session ledger directory (default: the SCRAPPEY_LEDGER_DIR setting, "
-        "then .scrapy/scrappey-sessions of the Scrapy project, or of the current "
-        "directory outside a project)",
-    )
+    if ledger:
+        _add_ledger_dir(common)
     common.add_argument(
         "--timeout",
         type=_positive_float,
@@ -72,6 +67,16 @@ def _common_options() -> Parser:
         help="seconds to wait for each API reply (default: 30)",
     )
     return common
+
+
+def _add_ledger_dir(parser: Parser) -> None:
+    parser.add_argument(
+        "--ledger-dir",
+        type=Path,
+        help="session ledger directory (default: the SCRAPPEY_LEDGER_DIR setting, "
+        "then .scrapy/scrappey-sessions of the Scrapy project, or of the current "
+        "directory outside a project)",
+    )
 
 
 def build_parsers() -> Parsers:
@@ -104,7 +109,17 @@ def build_parsers() -> Parsers:
         help="destroy every session the API lists, including those of running crawls",
     )
     cleanup.add_argument("--yes", action="store_true", help="confirm --all")
-    return Parsers(main, sessions, {"list": listing, "cleanup": cleanup})
+    balance = commands.add_parser(
+        "balance",
+        parents=[_common_options(ledger=False)],
+        help="print the balance of the API key",
+        description="Print the balance the API reports for the key "
+        "(GET <api-url>/balance).",
+    )
+    balance.set_defaults(action="balance", ledger_dir=None)
+    return Parsers(
+        main, sessions, {"list": listing, "cleanup": cleanup, "balance": balance}
+    )
 
 
 def check_args(parsers: Parsers, args: argparse.Namespace) -> None:

@@ -10,6 +10,9 @@ _SUMMARY = (
     "inits ok %(init_ok)d, failed %(init_failed)d; checks failed %(check_failed)d"
 )
 _BANS = "; bans %(bans)s"  # only in crawls that met some
+_COST = (
+    "; cost %(cost)g (wasted %(wasted)g), balance %(balance_start)s → %(balance_end)s"
+)
 # Only in crawls that found some; never mixed into this crawl's own counts.
 _ORPHANS = (
     "; sessions of earlier crawls: found %(orphans)d, destroyed %(orphans_destroyed)d"
@@ -27,7 +30,7 @@ def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if key.startswith("scrappey/bans/")
     )
     orphans = stats.get("scrappey/sessions/orphans_found", 0)
-    message = _SUMMARY + (_BANS if bans else "") + (_ORPHANS if orphans else "")
+    message = _SUMMARY + (_BANS if bans else "") + _COST + (_ORPHANS if orphans else "")
     return message, {
         "requests": stats.get("scrappey/requests", 0),
         "created": stats.get("scrappey/sessions/created", 0),
@@ -39,6 +42,15 @@ def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "init_failed": stats.get("scrappey/sessions/init/failed", 0),
         "check_failed": stats.get("scrappey/sessions/check_failed", 0),
         "bans": bans,
+        "cost": stats.get("scrappey/cost/total", 0),
+        "wasted": stats.get("scrappey/cost/wasted", 0),
+        "balance_start": _number(stats.get("scrappey/balance/start")),
+        "balance_end": _number(stats.get("scrappey/balance/end")),
         "orphans": orphans,
         "orphans_destroyed": stats.get("scrappey/sessions/orphans_destroyed", 0),
     }
+
+
+def _number(value: float | None) -> str:
+    """A balance as the summary shows it: ``?`` when the endpoint did not answer."""
+    return "?" if value is None else f"{value:g}"

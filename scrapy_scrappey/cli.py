@@ -1,4 +1,5 @@
-"""``python -m scrapy_scrappey sessions list|cleanup``: see and free remote sessions.
+"""``python -m scrapy_scrappey sessions list|cleanup``: see and free remote sessions;
+``python -m scrapy_scrappey balance``: the balance of the key.
 
 Remote sessions are billed and capped per account. ``sessions list`` shows what
 the API reports as open next to what the local session ledger (see
@@ -6,7 +7,8 @@ the API reports as open next to what the local session ledger (see
 crashed crawls left behind, or with ``--all --yes`` every open session.
 
 This is the only synchronous part of the package and the only user of
-``requests``; crawls talk to the API through aiohttp.
+``requests``; crawls talk to the API through aiohttp. Both read the API's
+answers with the same functions (``parse_reply``, ``parse_balance``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._cli_args import PROG, Parsers, build_parsers, check_args
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
-from scrapy_scrappey.client import parse_reply
+from scrapy_scrappey.client import parse_balance, parse_reply
 from scrapy_scrappey.codes import ErrorKind
 from scrapy_scrappey.config import Account
 from scrapy_scrappey.exceptions import (
@@ -97,20 +99,36 @@ class _ApiClient:
 
     def call(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST one command; _CliError if the API is unusable, _ApiError if it said no."""
+        return self._body(self._send("POST", self.api_url, json=payload))
+
+    def balance(self) -> float:
+        """GET the key's balance; _CliError if there is no usable answer."""
+        response = self._send("GET", self.api_url + "/balance")
         try:
-            response = self._http.post(
-                self.api_url,
+            return parse_balance(response.status_code, response.content, key=self._key)
+        except ScrappeyAuthError:
+            raise _CliError(AUTH_MESSAGE) from None
+        except ScrappeyAPIError as exc:
+            raise _CliError(
+                f"cannot read the balance at {redact_url(self.api_url)}: "
+                f"{redact_text(str(exc), self._key)}"
+            ) from None
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._http.request(
+                method,
+                url,
                 params={"key": self._key},
-                json=payload,
                 timeout=self._timeout,
                 allow_redirects=False,
+                **kwargs,
             )
         except requests.exceptions.ReadTimeout:
             # The command may still have run; only this call is in doubt.
             raise _ApiError(f"no reply within {self._timeout:g} s") from None
         except requests.RequestException as exc:
             raise _CliError(self._unreachable(exc)) from None
-        return self._body(response)
 
     @property
     def key_hint(self) -> str:
@@ -296,10 +314,21 @@ def _account(parsers: Parsers, args: argparse.Namespace) -> Account:
         parsers.actions[args.action].error(str(exc))
 
 
+def _cmd_balance(client: _ApiClient, out: _Output) -> int:
+    try:
+        balance = client.balance()
+    except _ApiError as exc:
+        raise _CliError(f"cannot read the balance: {exc}") from None
+    out.line(str(balance))
+    return 0
+
+
 def _run(args: argparse.Namespace, account: Account) -> int:
     out = _Output(account.api_key)
     client = _ApiClient(account.api_url, account.api_key, args.timeout)
     try:
+        if args.action == "balance":  # no ledger involved
+            return _cmd_balance(client, out)
         ledger = SessionLedger(
             account.ledger_dir, api_url=account.api_url, api_key=account.api_key
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -99,30 +100,9 @@ class ScrappeyClient:
                 f"The {payload.get('cmd')!r} command holds a value that is not JSON ({ex}); "
                 f"check the 'scrappey' meta key and SCRAPPEY_DEFAULT_PARAMS."
             ) from None
-        try:
-            async with self._client().post(
-                self.api_url,
-                params={"key": self._key},
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except asyncio.TimeoutError:
-            # Not chained: aiohttp's timeout errors quote the URL, key included.
-            raise ScrappeyTransportError(
-                f"The Scrappey API did not answer {payload.get('cmd')!r} within {timeout:g} s"
-            ) from None
-        except aiohttp.ClientConnectorError as ex:
-            # Refused, DNS failure: the command was never sent.
-            raise unreachable(self.api_url, _connect_reason(ex), self._key) from None
-        except aiohttp.ClientError as ex:
-            # aiohttp messages may quote the URL, and with it the key.
-            raise ScrappeyTransportError(
-                f"Could not reach the Scrappey API: {api_text(str(ex), self._key)}"
-            ) from None
+        status, raw = await self._http(
+            "POST", self.api_url, timeout, what=repr(payload.get("cmd")), data=body
+        )
         try:
             reply = parse_reply(status, raw, key=self._key)
         except _NotTheAPI as ex:
@@ -132,6 +112,46 @@ class ScrappeyClient:
             raise
         self.reached = True
         return reply
+
+    async def balance(self, *, timeout: float) -> float:
+        """``GET <api_url>/balance``: the account's balance.
+
+        Raises :class:`ScrappeyAuthError` for 401, :class:`ScrappeyTransportError`
+        when the endpoint cannot be reached, :class:`ScrappeyAPIError` for any
+        answer that is not ``{"balance": <number>}``.
+        """
+        status, raw = await self._http(
+            "GET", self.api_url + "/balance", timeout, what="the balance query"
+        )
+        return parse_balance(status, raw, key=self._key)
+
+    async def _http(
+        self, method: str, url: str, timeout: float, *, what: str, data: bytes = b""
+    ) -> tuple[int, bytes]:
+        try:
+            async with self._client().request(
+                method,
+                url,
+                params={"key": self._key},
+                data=data or None,
+                headers={"Content-Type": "application/json"} if data else None,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as resp:
+                return resp.status, await resp.read()
+        except asyncio.TimeoutError:
+            # Not chained: aiohttp's timeout errors quote the URL, key included.
+            raise ScrappeyTransportError(
+                f"The Scrappey API did not answer {what} within {timeout:g} s"
+            ) from None
+        except aiohttp.ClientConnectorError as ex:
+            # Refused, DNS failure: the command was never sent.
+            raise unreachable(self.api_url, _connect_reason(ex), self._key) from None
+        except aiohttp.ClientError as ex:
+            # aiohttp messages may quote the URL, and with it the key.
+            raise ScrappeyTransportError(
+                f"Could not reach the Scrappey API: {api_text(str(ex), self._key)}"
+            ) from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -211,6 +231,25 @@ def _check_path(
         return  # a command's reply that happens to come with this status
     detail = reported.api_message if reported else api_text(json.dumps(data), key)
     raise _NotTheAPI(f"HTTP {status} ({detail})")
+
+
+def parse_balance(status: int, raw: bytes, *, key: str = "") -> float:
+    """The number of a ``GET /balance`` answer; errors as :meth:`ScrappeyClient.balance`."""
+    if status == 401:
+        raise ScrappeyAuthError("The Scrappey API rejected the API key (HTTP 401)")
+    data = _json_object(raw) if status == 200 else None
+    value = data.get("balance") if data is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = math.nan
+    if math.isfinite(value):
+        return float(value)
+    what = f"HTTP {status}" if status != 200 else "JSON without a number in 'balance'"
+    raise ScrappeyAPIError(
+        f"the balance endpoint answered {what}",
+        code=None,
+        kind=ErrorKind.BAD_REPLY,
+        key=key,
+    )
 
 
 def _unreadable(status: int, raw: bytes) -> ScrappeyError:

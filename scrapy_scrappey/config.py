@@ -20,6 +20,7 @@ from scrapy.utils.project import data_path
 from ._health_config import InitStep, ban_statuses, checker_path, init_steps
 from ._settings import read_bool, read_dict, read_float, read_int
 from .bans import BUILTIN_DETECTORS, Detector, read_detectors
+from .cost import CostConfig
 from .exceptions import ScrappeyConfigError
 from .pool_config import ATTRIBUTE, PoolSettings, SessionPools, read_pools
 
@@ -201,6 +202,8 @@ class Config:
     session_over_limit_wait: float = 240.0
     #: ``SCRAPPEY_SESSION_POOLS`` and ``SCRAPPEY_STATS_PER_POOL``; see :meth:`pool_settings`.
     session_pools: SessionPools = field(default_factory=SessionPools)
+    #: Prices, the hard budget, SCRAPPEY_MIN_BALANCE and SCRAPPEY_ITEM_FIELD.
+    cost: CostConfig = field(default_factory=CostConfig)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -287,6 +290,7 @@ class Config:
                 settings, "SCRAPPEY_SESSION_OVER_LIMIT_WAIT", 240.0, allow_zero=True
             ),
             session_pools=SessionPools.from_settings(settings),
+            cost=CostConfig.from_settings(settings),
         )
 
     def pool_settings(self, pool_key: str) -> PoolSettings:

@@ -16,7 +16,8 @@ from ._redact import key_hint, redact_url
 from ._speed import SlowLeaseHint, capacity
 from ._summary import summary
 from ._tasks import TaskGroup
-from .client import ApiReply, ScrappeyClient
+from .balance import BalanceWatch
+from .budget import Budget, BudgetExhausted, CostedClient
 from .codes import ErrorKind
 from .config import Config, require_asyncio
 from .cookiejars import PoolCookieJars
@@ -31,6 +32,7 @@ from .exceptions import (
     SessionWaitTimeout,
     SpiderClosing,
 )
+from .item_metadata import record_charge
 from .ledger import SessionLedger
 from .orphans import sweep_at_start
 from .payload import build_payload
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 
     # typing.Self requires Python 3.11
     from typing_extensions import Self
+
+    from .client import ApiReply
+    from .cost import Charge
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +82,10 @@ class ScrappeyMiddleware:
         spider = _spider_of(crawler)
         self.config = Config.from_settings(crawler.settings).for_spider(spider)
         require_asyncio()
-        self._client = ScrappeyClient(self.config.api_url, self.config.api_key)
+        self._budget = Budget(self.config.cost, crawler.stats, self._on_fatal)
+        self._client = CostedClient(
+            self.config.api_url, self.config.api_key, self._budget
+        )
         self._checks = SessionChecks(
             crawler, self.config, spider, on_fatal=self._on_fatal
         )
@@ -115,8 +123,17 @@ class ScrappeyMiddleware:
         self._opened = False
         self._closing = False
         self._warned: set[str] = set()
-        self._inflight: set[asyncio.Future[ApiReply]] = set()
+        self._inflight: set[asyncio.Future[tuple[ApiReply, Charge]]] = set()
         self._tasks = TaskGroup(extra={"spider": spider})
+        self._balance = BalanceWatch(
+            self._client,
+            self.config.cost,
+            crawler.stats,
+            timeout=self.config.control_timeout,
+            extra={"spider": spider},
+            on_low=self._on_fatal,
+            spawn=self._tasks.spawn,
+        )
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.engine_started, signal=signals.engine_started)
@@ -149,6 +166,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
+            await self._balance.opened()
             if self._ledger is not None:
                 await sweep_at_start(
                     self._ledger, self._sessions.destroy_ids, self.crawler.stats, spider
@@ -173,6 +191,7 @@ class ScrappeyMiddleware:
         await self._sessions.close()
         if self._ledger is not None:
             self._ledger.close()
+        await self._balance.end()
         await self._client.close()
         message, args = summary(self.crawler.stats.get_stats())
         logger.info(message, args, extra={"spider": spider})
@@ -200,6 +219,7 @@ class ScrappeyMiddleware:
         if route is None:
             return None
         if self._fatal is not None:
+            self._inc(f"scrappey/dropped/{self._fatal}")
             raise IgnoreRequest(
                 f"Scrappey is unusable in this crawl ({self._fatal}); not sending {request}"
             )
@@ -229,7 +249,7 @@ class ScrappeyMiddleware:
         async with self._throttle.slot(self._slot_key(request, route)):
             session = await self._lease(request, route)
             try:
-                reply = await self._call(
+                reply, charge = await self._call(
                     self._payload(request, route, session), request, session
                 )
                 error = reply.error() if route.raw else reply.page_error()
@@ -244,8 +264,11 @@ class ScrappeyMiddleware:
             finally:
                 if session is not None:
                     self._sessions.release(session)
+        record_charge(request.meta, charge, route.pool)
         if route.raw:
             return self._raw_reply(request, route, session, reply, error)
+        if error is not None or failure is not None:
+            self._budget.waste(charge)  # a charged reply rejected or retried: wasted
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:
@@ -329,15 +352,18 @@ class ScrappeyMiddleware:
 
     async def _call(
         self, payload: dict[str, Any], request: Request, session: Session | None
-    ) -> ApiReply:
+    ) -> tuple[ApiReply, Charge]:
         timeout = self.config.timeout_for(request)
-        call = asyncio.ensure_future(self._client.call(payload, timeout=timeout))
+        call = asyncio.ensure_future(self._client.costed_call(payload, timeout=timeout))
         self._inflight.add(call)
         call.add_done_callback(self._inflight.discard)
         pool = session.pool if session is not None else None
         self._pool_stats.inc("scrappey/requests", pool)
         try:
             return await call
+        except BudgetExhausted:
+            self._pool_stats.inc("scrappey/requests", pool, -1)  # never sent
+            raise
         except asyncio.CancelledError:
             if self._closing:
                 raise SpiderClosing from None

@@ -54,6 +54,10 @@ class ScriptedApi:
         self.open_sessions: set[str] = set()
         self.created = 0
         self.elsewhere: list[str] = []
+        #: The answer of ``GET /api/v1/balance`` (status, body): a 404 by default,
+        #: as if the endpoint did not exist.
+        self.balance_reply: tuple[int, bytes] = (404, b'{"detail": "Not Found"}')
+        self.balance_calls = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -70,6 +74,7 @@ class ScriptedApi:
     async def __aenter__(self) -> Self:
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/api/v1", self._api)
+        app.router.add_get("/api/v1/balance", self._balance)
         app.router.add_route("*", "/{tail:.*}", self._elsewhere)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -102,6 +107,11 @@ class ScriptedApi:
         return web.Response(
             status=status, body=body, headers=headers, content_type="application/json"
         )
+
+    async def _balance(self, request: web.Request) -> web.Response:
+        self.balance_calls += 1
+        status, body = self.balance_reply
+        return web.Response(status=status, body=body, content_type="application/json")
 
     async def _elsewhere(self, request: web.Request) -> web.Response:
         self.elsewhere.append(request.path)

@@ -203,7 +203,10 @@ async def test_a_block_page_retires_its_session_and_is_retried_never_delivered(
     assert "scrappey/sessions/retired/check" not in stats
     assert not scripted_api.open_sessions
     (line,) = [m for m in caplog.messages if "API request(s)" in m]
-    assert line.endswith("checks failed 6; bans akamai 3, cloudflare 3")
+    # The scripted API has no balance endpoint; each page costs 1 (browser).
+    assert line.endswith(
+        "checks failed 6; bans akamai 3, cloudflare 3; cost 25 (wasted 6), balance ? → ?"
+    )
 
 
 @deferred_f_from_coro_f

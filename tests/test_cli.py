@@ -628,3 +628,48 @@ def test_a_redirect_of_the_api_is_not_followed(
     assert "HTTP 307" in err
     assert "SCRAPPEY_API_URL" in err
     assert moved == []
+
+
+# -- balance -----------------------------------------------------------------------
+
+
+def test_balance_prints_what_the_server_charged(
+    capsys: pytest.CaptureFixture[str], make_server_process: Any
+) -> None:
+    flags = ["--balance", "2", "--prices", "request=0.5", "--static-body", "<p>x</p>"]
+    server = make_server_process(*flags)
+    page = {"cmd": "request.get", "url": "http://127.0.0.1:9/"}
+    reply = requests.post(server.url, params={"key": KEY}, json=page, timeout=10)
+    assert reply.json()["data"] == "success"
+    assert cli(capsys, "balance", "--api-url", server.url) == (0, "1.5\n", "")
+
+
+def test_balance_with_a_rejected_key(
+    capsys: pytest.CaptureFixture[str], api: Api
+) -> None:
+    wrong = "MARKERKEY1234567890-wrong"
+    code, out, err = cli(capsys, "balance", "--api-url", api.url, key=wrong)
+    assert (code, out) == (1, "")
+    assert err == f"python -m scrapy_scrappey: error: {AUTH_MESSAGE}\n"
+    assert wrong not in err
+
+
+def test_balance_endpoint_missing_or_down(
+    capsys: pytest.CaptureFixture[str], api: Api
+) -> None:
+    elsewhere = api.url.replace("/api/v1", "/other/v1")
+    code, out, err = cli(capsys, "balance", "--api-url", elsewhere)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"python -m scrapy_scrappey: error: cannot read the balance at {elsewhere}: "
+        "Unreadable Scrappey API reply: the balance endpoint answered HTTP 404\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
+    code, out, err = cli(capsys, "balance", "--api-url", down, "--key", KEY, key=None)
+    assert (code, out) == (1, "")
+    assert err == (
+        "python -m scrapy_scrappey: error: cannot reach the Scrappey API at "
+        f"{down} ([Errno 111] Connection refused)\n"
+    )

@@ -332,11 +332,13 @@ def test_demo_command_runs_everything_and_prints_the_summary():
     for line in (
         # 4 sessions retired: 2 logged out, 2 banned by the demo site (its
         # "Access denied" page, caught by the spider's check: no vendor ban).
-        "members       9  finished  5/5                             5       4    0",
+        # The cost column: what each crawl counted, equal to what the server
+        # charged (the demo fails otherwise), at 0.2 per request-type page.
+        "members       9  finished  5/5                             5       4    0   3.6",
         # 13 requests per host (robots.txt, 3 lists, 9 articles), a ban after
         # every 5: 3 sessions per host, 2 of them banned by vendor pages.
-        "multi        18  finished  6/6                             0       4    4",
-        "existing      9  finished  1/1                             0       0    0",
+        "multi        18  finished  6/6                             0       4    4     6",
+        "existing      9  finished  1/1                             0       0    0   0.6",
         "12 sessions created, 12 destroyed, 0 still open after the crawls.",
         # Vendors in turn, in ban order: cloudflare, akamai, datadome, cloudflare.
         "Bans detected: akamai 1, cloudflare 2, datadome 1 (block pages",

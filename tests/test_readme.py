@@ -63,10 +63,11 @@ def test_every_block_is_covered():
         "class AccountsSpider",
         "class BlockPageChecker",
         "def shop_wall",
+        "SCRAPPEY_MAX_COST",
     }
     for code in PYTHON:
         assert any(marker in code for marker in covered), code
-    assert len(PYTHON) == 13
+    assert len(PYTHON) == 14
 
 
 def snippet_settings(marker):
@@ -86,6 +87,13 @@ def test_settings_snippets_are_valid():
         "premiumProxy": True,
     }
     assert config.close_timeout == 20
+
+
+def test_cost_snippet_is_valid():
+    settings = {**snippet_settings("SCRAPPEY_MAX_COST"), "SCRAPPEY_API_KEY": KEY}
+    cost = Config.from_settings(Settings(settings)).cost
+    assert (cost.max_cost, cost.max_requests, cost.min_balance) == (50, 10_000, 100)
+    assert cost.item_field == "scrappey"
 
 
 @pytest.mark.parametrize(
@@ -352,21 +360,26 @@ def test_shell_commands_exist():
 
 
 def test_cli_commands_from_readme(tmp_path, make_server_process):
+    def ledger(words):
+        return ["--ledger-dir", str(tmp_path)] if "sessions" in words else []
+
     lines = [
         shlex.split(line)
         for line in SHELL
         if line.startswith("python -m scrapy_scrappey ")
     ]
-    assert len(lines) == 3
+    assert len(lines) == 4
     server = make_server_process()
     env = {
         "SCRAPPEY_API_KEY": KEY,
         "SCRAPPEY_API_URL": server.url,
         "PATH": "/usr/bin:/bin",
+        # This checkout's package, not whichever copy is installed.
+        "PYTHONPATH": child_env()["PYTHONPATH"],
     }
     for words in lines:
         done = subprocess.run(
-            [sys.executable, *words[1:], "--ledger-dir", str(tmp_path)],
+            [sys.executable, *words[1:], *ledger(words)],
             env=env,
             capture_output=True,
             text=True,

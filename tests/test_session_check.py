@@ -131,7 +131,12 @@ async def test_a_page_that_always_fails_goes_to_the_errback_never_the_callback(
         r.getMessage() for r in caplog.records if "API request(s)" in r.getMessage()
     ]
     assert "sessions created 4, destroyed 4, replaced 0, retired 3, leaked 0" in line
-    assert line.endswith("inits ok 0, failed 0; checks failed 3")
+    # 6 pages at 0.2, the 3 rejected ones wasted.
+    assert (
+        "inits ok 0, failed 0; checks failed 3; cost 1.2 (wasted 0.6), balance 1000"
+        in line
+    )
+    assert line.endswith(" → 998.8")
 
 
 @deferred_f_from_coro_f

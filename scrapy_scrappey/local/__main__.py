@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scrapy_scrappey.codes import TRANSIENT_CODES
 from scrapy_scrappey.local.antibot_pages import VENDORS
+from scrapy_scrappey.local.billing import parse_prices
 from scrapy_scrappey.local.faults import Faults
 from scrapy_scrappey.local.server import LocalScrappey
 
@@ -102,7 +103,14 @@ def _add_session_args(parser: argparse.ArgumentParser) -> None:
         "--balance",
         type=float,
         default=1000.0,
-        help="starting balance; 1 per successful request.* (default 1000)",
+        help="starting balance (default 1000)",
+    )
+    add(
+        "--prices",
+        default="",
+        metavar="TYPE=PRICE,...",
+        help="cost of a successful request.* per solution.type, e.g. "
+        "browser=1,request=0.2 (the default); failures cost nothing",
     )
 
 
@@ -225,6 +233,7 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         faults=faults_from_args(args),
         static_body=static,
         balance=args.balance,
+        prices=parse_prices(args.prices),
         read_timeout=args.read_timeout,
     )
 

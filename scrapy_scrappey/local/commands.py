@@ -44,6 +44,7 @@ from scrapy_scrappey.local.validation import (
 )
 
 if TYPE_CHECKING:
+    from scrapy_scrappey.local.billing import Billing
     from scrapy_scrappey.local.engine import Engine
     from scrapy_scrappey.local.faults import FaultInjector
     from scrapy_scrappey.local.sessions import LocalSession, SessionRegistry
@@ -77,15 +78,15 @@ class CommandHandler:
         stats: Stats,
         injector: Callable[[], FaultInjector],
         unknown_session: UnknownSession,
-        balance: float,
+        billing: Billing,
     ) -> None:
         self._registry = registry
         self._engine = engine
         self._stats = stats
         self._injector = injector
         self._unknown_session = unknown_session
-        #: Credits left; one is taken per successful ``request.*``.
-        self.balance = balance
+        #: The balance, and what each successful ``request.*`` costs.
+        self.billing = billing
         self._handlers: dict[str, _Handler] = {
             "sessions.create": self._create,
             "sessions.destroy": self._destroy,
@@ -264,6 +265,7 @@ class CommandHandler:
         ban: str | None,
         started: float,
     ) -> dict[str, Any]:
+        self.billing.check(self._engine.name)
         agent = session.user_agent if session else user_agent_for(body)
         spec = build_spec(params, agent)
         try:
@@ -274,8 +276,8 @@ class CommandHandler:
                 result = await self._engine.fetch(spec, session)
         except TargetError as exc:
             raise ApiError(REQUEST_ERROR_CODE, str(exc)) from exc
-        self.balance -= 1
         solution = build_solution(result, params)
+        self.billing.charge(solution)
         return success_envelope(solution, _elapsed(started), params.session)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from scrapy_scrappey._redact import key_hint
+from scrapy_scrappey.local.billing import Billing
 from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
 from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
 from scrapy_scrappey.local.faults import FaultInjector, Faults
@@ -40,6 +41,7 @@ from scrapy_scrappey.local.stats import Stats
 from scrapy_scrappey.local.validation import parse_body
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
 
     # typing.Self needs Python 3.11.
@@ -75,7 +77,12 @@ class LocalScrappey:
     * ``faults``: a :class:`Faults` to inject; also ``server.faults``.
     * ``static_body``: answer every ``request.*`` with this HTML page
       (status 200, ``currentUrl`` = the requested URL) and fetch nothing.
-    * ``balance``: starting credits; each successful ``request.*`` costs 1.
+    * ``balance``: starting credits (default 1000).
+    * ``prices``: what a successful, verified ``request.*`` costs per
+      ``solution.type`` (default ``{"browser": 1, "request": 0.2}``), plus
+      its ``additionalCost``; failures cost nothing, and a request the
+      balance cannot pay for gets an ``"Insufficient balance"`` error.
+      ``stats()["charged"]`` holds the totals.
     * ``read_timeout``: seconds a client has to send a request's headers,
       then its body (default 30); a connection that stalls is closed, a
       stalled body answered with HTTP 408.
@@ -100,6 +107,7 @@ class LocalScrappey:
         faults: Faults | None = None,
         static_body: str | None = None,
         balance: float = 1000.0,
+        prices: Mapping[str, float] | None = None,
         read_timeout: float = 30.0,
     ) -> None:
         _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
@@ -118,14 +126,14 @@ class LocalScrappey:
             stats=self._stats,
             closer=self._engine.release,
         )
-        self._handler = self._command_handler(unknown_session, balance)
+        self._handler = self._command_handler(unknown_session, Billing(balance, prices))
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._port: int | None = None
 
     def _command_handler(
-        self, unknown_session: UnknownSession, balance: float
+        self, unknown_session: UnknownSession, billing: Billing
     ) -> CommandHandler:
         return CommandHandler(
             registry=self._registry,
@@ -133,7 +141,7 @@ class LocalScrappey:
             stats=self._stats,
             injector=lambda: self._injector,
             unknown_session=unknown_session,
-            balance=balance,
+            billing=billing,
         )
 
     @property
@@ -177,15 +185,18 @@ class LocalScrappey:
     @property
     def balance(self) -> float:
         """Credits left."""
-        return self._handler.balance
+        return self._handler.billing.balance
 
     def stats(self) -> dict[str, Any]:
         """What the server has seen; the ``/__local__/stats`` document."""
-        return self._stats.snapshot([s.id for s in self._registry.sessions()])
+        snapshot = self._stats.snapshot([s.id for s in self._registry.sessions()])
+        return {**snapshot, "charged": self._handler.billing.snapshot()}
 
     def reset(self) -> None:
-        """Zero the stats counters (sessions stay open, faults stay set)."""
+        """Zero the stats counters and totals charged (sessions stay open,
+        faults and the balance stay set)."""
         self._stats.reset()
+        self._handler.billing.reset()
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for callers that run it themselves."""
@@ -283,7 +294,7 @@ class LocalScrappey:
     async def _balance(self, request: web.Request) -> web.StreamResponse:
         if not self._key_ok(request):
             return web.json_response(INVALID_KEY_BODY, status=401)
-        return web.json_response({"balance": self._handler.balance})
+        return web.json_response({"balance": self._handler.billing.balance})
 
     async def _get_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats())

@@ -85,7 +85,7 @@ async def test_session_gets_block_pages_after_n_requests() -> None:
 
 
 @deferred_f_from_coro_f
-async def test_block_page_never_reaches_the_target_and_costs_a_credit() -> None:
+async def test_block_page_never_reaches_the_target_and_is_charged() -> None:
     faults = Faults(ban_after_requests=0, ban_vendors=("f5",))
     async with harness(faults=faults, balance=10) as h:
         sid = await h.api.create()
@@ -98,7 +98,7 @@ async def test_block_page_never_reaches_the_target_and_costs_a_credit() -> None:
     assert "seen" not in reply["solution"]["cookieString"]
     # The target never answered, so it set no cookie in the session's jar.
     assert "Request Rejected" in echo["solution"]["response"]
-    assert balance == 8
+    assert balance == 9.6  # two request-type replies at 0.2
 
 
 @deferred_f_from_coro_f

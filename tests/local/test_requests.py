@@ -264,11 +264,30 @@ async def test_target_timeout_is_code_0031() -> None:
 
 @deferred_f_from_coro_f
 async def test_balance_goes_down_per_successful_request() -> None:
-    async with harness(balance=10.0) as h:
+    async with harness(balance=10.0, prices={"request": 1.5}) as h:
         await h.api.cmd("request.get", url=h.site.url("/html"))
         await h.api.cmd("request.get", url=h.site.url("/html"))
         await h.api.cmd("request.get", url="http://127.0.0.1:1/")  # failed: free
         async with h.api.http.get(h.server.url + "/balance") as response:
             assert response.status == 200
-            assert await response.json() == {"balance": 8.0}
-    assert h.server.balance == 8.0
+            assert await response.json() == {"balance": 7.0}
+        charged = h.server.stats()["charged"]
+    assert h.server.balance == 7.0
+    assert charged == {
+        "total": 3.0,
+        "by_type": {"request": 3.0},
+        "calls": 2,
+        "balance": 7.0,
+    }
+
+
+@deferred_f_from_coro_f
+async def test_a_request_the_balance_cannot_pay_for_gets_an_error() -> None:
+    async with harness(balance=0.5, prices={"request": 0.2}) as h:
+        replies = [
+            await h.api.cmd("request.get", url=h.site.url("/html")) for _ in range(3)
+        ]
+        charged = h.server.stats()["charged"]
+    assert [r["data"] for r in replies] == ["success", "success", "error"]
+    assert replies[2]["error"].startswith("Insufficient balance: 0.1 left")
+    assert (charged["total"], charged["calls"], h.server.balance) == (0.4, 2, 0.1)

@@ -215,7 +215,7 @@ async def test_static_mode_fetches_nothing() -> None:
     assert in_session["solution"]["response"] == page
     assert unknown["error"] == "Session not found: ghost"
     assert over["error"].startswith("CODE-0029")
-    assert balance == 998.0
+    assert balance == 999.6  # two successful request-type replies at 0.2
 
 
 @deferred_f_from_coro_f

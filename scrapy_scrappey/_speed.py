@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from .pool_config import pool_label
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -24,11 +26,23 @@ logger = logging.getLogger(__name__)
 SLOW_LEASE_WAIT = 5.0
 
 
-def capacity(config: Config) -> str:
-    """The start-up line's pool capacity: its size times the per-session concurrency."""
+def capacity(config: Config, pool: str = "spider") -> str:
+    """Pool *pool*'s capacity (a manager key; by default the settings every
+    scope pool gets): its size times the per-session concurrency."""
+    own = config.pool_settings(pool)
+    return f"{own.size} session(s) per pool \u00d7 {own.concurrency} request(s) each"
+
+
+def _advice(pool: str) -> str:
+    if pool.startswith("name:"):
+        # A named pool's size is its own: the global setting does not reach it.
+        name = pool.removeprefix("name:")
+        return (
+            f"give it a 'size' (and 'concurrency') in SCRAPPEY_SESSION_POOLS[{name!r}]"
+        )
     return (
-        f"{config.pool_size} session(s) per pool \u00d7 "
-        f"{config.session_concurrency} request(s) each"
+        "raise SCRAPPEY_SESSION_POOL_SIZE (and SCRAPPEY_SESSION_CONCURRENCY, if "
+        "the site allows parallel requests in one browser)"
     )
 
 
@@ -49,10 +63,13 @@ class SlowLeaseHint:
             self._said = True
             logger.info(
                 "A request waited %(waited).1fs for a free Scrappey session of pool "
-                "%(pool)r (%(capacity)s): raise SCRAPPEY_SESSION_POOL_SIZE (and "
-                "SCRAPPEY_SESSION_CONCURRENCY, if the site allows parallel "
-                "requests in one browser) to send more requests at once",
-                {"waited": waited, "pool": pool, "capacity": capacity(self._config)},
+                "%(pool)r (%(capacity)s): %(advice)s to send more requests at once",
+                {
+                    "waited": waited,
+                    "pool": pool_label(pool),
+                    "capacity": capacity(self._config, pool),
+                    "advice": _advice(pool),
+                },
                 extra=self._extra,
             )
         return session

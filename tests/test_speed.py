@@ -53,3 +53,22 @@ async def test_a_long_wait_for_a_session_says_once_which_setting_to_raise(
         assert "(1 session(s) per pool \u00d7 1 request(s) each)" in message
         assert "raise SCRAPPEY_SESSION_POOL_SIZE" in message
         assert "SCRAPPEY_SESSION_CONCURRENCY" in message
+
+
+@deferred_f_from_coro_f
+async def test_a_named_pool_is_told_to_get_its_own_size(
+    caplog, monkeypatch, local_server, make_target_site, tmp_path
+):
+    monkeypatch.setattr(_speed, "SLOW_LEASE_WAIT", 0.3)
+    site = await make_target_site(delay=1.0)
+    caplog.set_level(logging.INFO)
+    # The global size does not reach a named pool: the hint names its entry.
+    settings = settings_for(local_server, tmp_path, SCRAPPEY_SESSION_POOL_SIZE=4)
+    urls = [(site.url(f"/page/{i}"), {"scrappey_session": "acct"}) for i in range(3)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 3
+    (said,) = _messages(caplog, "scrapy_scrappey._speed")
+    assert "of pool 'acct' (1 session(s) per pool \u00d7 1 request(s) each)" in said
+    assert (
+        "give it a 'size' (and 'concurrency') in SCRAPPEY_SESSION_POOLS['acct']" in said
+    )

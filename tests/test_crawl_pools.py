@@ -236,14 +236,15 @@ async def test_bad_pools_setting_stops_the_crawl_naming_pool_and_key(
     assert local_server.stats()["requests"]["total"] == 0
 
 
+@pytest.mark.parametrize("cookies", [False, True])
 @deferred_f_from_coro_f
 async def test_two_accounts_with_their_own_init_logins(
-    tmp_path, local_server, target_site
+    cookies, tmp_path, local_server, target_site
 ):
     settings = settings_for(
         local_server,
         tmp_path,
-        COOKIES_ENABLED=False,
+        COOKIES_ENABLED=cookies,
         SCRAPPEY_SESSION_POOLS={
             "alice": {"size": 2, "init": login(target_site, "alice")},
             "bob": {"size": 1, "init": login(target_site, "bob")},
@@ -268,6 +269,12 @@ async def test_two_accounts_with_their_own_init_logins(
     # The spider pool has no init: only the five account sessions logged in.
     assert result.stats["scrappey/sessions/init/ok"] == 3
     assert target_site.hits.count("/login") == 3
+    # No page request on one account's session carried the other's cookie.
+    for command in local_server.stats()["commands"]:
+        if command["cmd"].startswith("request.") and command["session"]:
+            user = "alice" if command["session"] in sessions["alice"] else "bob"
+            other = "bob" if user == "alice" else "alice"
+            assert f"auth={other}" not in (command["cookies"] or "")
 
 
 @deferred_f_from_coro_f

@@ -17,6 +17,11 @@ from pathlib import Path
 
 from scrapy_scrappey.codes import TRANSIENT_CODES
 from scrapy_scrappey.local.antibot_pages import VENDORS
+from scrapy_scrappey.local.engine_choice import (
+    CHROMIUM_ENV,
+    ENGINE_MODES,
+    EngineUnavailable,
+)
 from scrapy_scrappey.local.faults import Faults
 from scrapy_scrappey.local.server import LocalScrappey
 
@@ -33,12 +38,19 @@ their flag says otherwise. The API key may also come from the
 SCRAPPEY_LOCAL_API_KEY environment variable.
 
 The first line on stdout is the API URL (http://127.0.0.1:PORT/api/v1); logs
-go to stderr. Test harness routes, no key needed: GET /__local__/stats,
+go to stderr. GET / is a live dashboard. Test harness routes, no key needed
+on a loopback bind (elsewhere --api-key is required, and ?key= on them): GET /__local__/stats,
 POST /__local__/reset, GET and POST /__local__/faults (a JSON object of fault
 fields: latency, error_rate, error_codes, http_502_rate, truncated_rate,
 slow_rate, slow_seconds, expire_after_requests, fail_creates, fail_destroys,
-over_limit_seconds, ban_after_requests, ban_vendors, seed). Browser-only options (browserActions, screenshot,
-captcha solving, ...) are accepted and ignored.
+over_limit_seconds, ban_after_requests, ban_vendors, seed).
+
+engines: --engine browser renders pages in Chromium (Playwright; pip install
+'scrapy-scrappey[browser]', apt-get install chromium), one browser context per
+session, and performs browserActions (click, type, wait, wait_for_selector,
+execute_js, scroll, goto), cssSelector, innerText, screenshot (with
+screenshotWidth/Height) and requestType "request". The http engine accepts
+and ignores the browser-only options.
 """
 
 
@@ -75,6 +87,20 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         "(default 30)",
     )
     add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+    add(
+        "--engine",
+        choices=ENGINE_MODES,
+        default=os.environ.get("SCRAPPEY_LOCAL_ENGINE", "auto"),
+        help="http (aiohttp), browser (Chromium via Playwright) or auto: the "
+        "browser when it launches, else http (default: $SCRAPPEY_LOCAL_ENGINE "
+        "or auto)",
+    )
+    add(
+        "--chromium",
+        metavar="PATH",
+        default=None,
+        help=f"Chromium executable (default: ${CHROMIUM_ENV}, else chromium on PATH)",
+    )
     _add_session_args(parser)
 
 
@@ -89,8 +115,9 @@ def _add_session_args(parser: argparse.ArgumentParser) -> None:
     add(
         "--max-sessions",
         type=int,
-        default=100,
-        help="cap on open sessions, then CODE-0029 (default 100)",
+        default=None,
+        help="cap on open sessions, then CODE-0029 (default 100; 20 with the "
+        "browser engine)",
     )
     add(
         "--unknown-session",
@@ -226,6 +253,8 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         static_body=static,
         balance=args.balance,
         read_timeout=args.read_timeout,
+        engine=args.engine,
+        chromium=args.chromium,
     )
 
 
@@ -261,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except OSError as exc:
         logger.error("Cannot serve on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    except EngineUnavailable as exc:
+        logger.error("--engine browser: %s", exc)
         return 1
     return 0
 

@@ -46,18 +46,21 @@ class Stats:
         self.banned_sessions: dict[str, str] = {}
         self.commands: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
 
-    def command(self, cmd: str, session: str | None, url: str | None) -> None:
-        """Record one received command (invalid ones under ``"invalid"``)."""
+    def command(self, cmd: str, session: str | None, url: str | None) -> dict[str, Any]:
+        """Record one received command (invalid ones under ``"invalid"``).
+
+        Returns its log entry, which gets an ``outcome`` once answered.
+        """
         self.total += 1
         self.by_command[cmd] += 1
-        self.commands.append(
-            {
-                "cmd": cmd,
-                "session": clip(session),
-                "url": clip(url),
-                "t": time.time(),
-            }
-        )
+        entry = {
+            "cmd": cmd,
+            "session": clip(session),
+            "url": clip(url),
+            "t": time.time(),
+        }
+        self.commands.append(entry)
+        return entry
 
     def session_event(self, event: str) -> None:
         """Count ``created``, ``destroyed`` or ``expired``."""
@@ -95,6 +98,7 @@ class Stats:
                 "created": self.sessions["created"],
                 "destroyed": self.sessions["destroyed"],
                 "expired": self.sessions["expired"],
+                "lost": self.sessions["lost"],
                 "open": len(open_sessions),
             },
             "open_sessions": open_sessions,

@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from scrapy_scrappey.local.browser_params import BrowserParams
 from scrapy_scrappey.local.engine import DEFAULT_TIMEOUT, FetchSpec
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ _DROPPED = frozenset({"content-length", "transfer-encoding", "connection", "host
 _CHARSET_RE = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
-def build_spec(params: RequestParams, user_agent: str) -> FetchSpec:
+def build_spec(
+    params: RequestParams, user_agent: str, browser: BrowserParams | None = None
+) -> FetchSpec:
     """The HTTP request for *params*, presenting *user_agent* unless overridden."""
     headers = [
         (k, v) for k, v in params.custom_headers.items() if k.lower() not in _DROPPED
@@ -57,6 +60,7 @@ def build_spec(params: RequestParams, user_agent: str) -> FetchSpec:
         cookiejar=params.cookiejar,
         timeout=params.timeout or DEFAULT_TIMEOUT,
         user_agent=_header(headers, "user-agent") or user_agent,
+        browser=browser or BrowserParams(),
     )
 
 
@@ -76,12 +80,20 @@ def build_solution(result: FetchResult, params: RequestParams) -> dict[str, Any]
         "cookieString": "; ".join(f"{c['name']}={c['value']}" for c in result.cookies),
         "userAgent": result.user_agent,
     }
+    extras = dict(result.extras)
+    # A browser measures innerText itself; the HTML approximation is the fallback.
+    rendered_text = extras.pop("innerText", None)
     if params.inner_text:
-        solution["innerText"] = inner_text(text, content_type)
+        solution["innerText"] = (
+            rendered_text
+            if rendered_text is not None
+            else inner_text(text, content_type)
+        )
     if params.base64_response:
         solution["base64Response"] = base64.b64encode(result.body).decode("ascii")
     if params.list_all_redirects:
         solution["listAllRedirectsResponse"] = list(result.redirects)
+    solution.update(extras)
     return solution
 
 

@@ -1,0 +1,117 @@
+"""The browser fields of a ``request.*`` command, checked.
+
+``browserActions``, ``cssSelector``, ``screenshot`` (with ``screenshotWidth``
+/ ``screenshotHeight``), ``video`` and ``requestType`` only change what the
+browser engine does; the http engine ignores them, as it always has. Their
+shapes are checked whatever the engine, so a command that works against the
+local http engine does not fail later against a browser.
+
+Action ``wait`` values are milliseconds, as in the API's official examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scrapy_scrappey.local.validation import invalid
+
+#: The ``browserActions`` types the browser engine performs.
+ACTION_TYPES = (
+    "click",
+    "type",
+    "wait",
+    "wait_for_selector",
+    "execute_js",
+    "scroll",
+    "goto",
+)
+#: The largest screenshot side accepted, in pixels.
+MAX_SCREENSHOT_SIDE = 8000
+
+
+@dataclass(frozen=True)
+class BrowserParams:
+    """What the browser engine should do beyond loading the page."""
+
+    actions: tuple[dict[str, Any], ...] = ()
+    css_selector: str | None = None
+    screenshot: bool = False
+    screenshot_size: tuple[int, int] | None = None
+    video: bool = False
+    #: ``requestType: "request"``: the session's HTTP client, no rendering.
+    plain_request: bool = False
+
+
+def browser_params(body: dict[str, Any]) -> BrowserParams:
+    """The browser fields of *body* (defaults when absent)."""
+    selector = body.get("cssSelector")
+    if selector is not None and (not isinstance(selector, str) or not selector):
+        raise invalid("cssSelector", "must be a non-empty string")
+    request_type = body.get("requestType", "browser")
+    if request_type not in ("browser", "request"):
+        raise invalid("requestType", "must be 'browser' or 'request'")
+    return BrowserParams(
+        actions=_actions(body.get("browserActions")),
+        css_selector=selector,
+        screenshot=body.get("screenshot") is True,
+        screenshot_size=_screenshot_size(body),
+        video=body.get("video") is True,
+        plain_request=request_type == "request",
+    )
+
+
+def _actions(value: object) -> tuple[dict[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise invalid("browserActions", "must be a list of action objects")
+    for index, action in enumerate(value):
+        if not isinstance(action, dict) or not isinstance(action.get("type"), str):
+            raise invalid("browserActions", f"item {index} needs a string 'type'")
+        _check_action(index, action)
+    return tuple(value)
+
+
+def _check_action(index: int, action: dict[str, Any]) -> None:
+    kind = action["type"]
+    if kind not in ACTION_TYPES:
+        raise invalid(
+            "browserActions",
+            f"item {index}: type {kind!r:.40} is not one of {', '.join(ACTION_TYPES)}",
+        )
+    needs = {"click": "cssSelector", "type": "cssSelector", "goto": "url"}
+    needs.update(wait_for_selector="cssSelector", execute_js="code")
+    key = needs.get(kind)
+    if key is not None and not isinstance(action.get(key), str):
+        raise invalid("browserActions", f"item {index} ({kind}) needs a string {key!r}")
+    if kind == "type" and not isinstance(action.get("text"), str):
+        raise invalid("browserActions", f"item {index} (type) needs a string 'text'")
+    for name in ("wait", "timeout"):
+        number = action.get(name)
+        if number is not None and not _positive_number(number):
+            raise invalid(
+                "browserActions", f"item {index}: {name!r} must be a number >= 0"
+            )
+
+
+def _screenshot_size(body: dict[str, Any]) -> tuple[int, int] | None:
+    width, height = body.get("screenshotWidth"), body.get("screenshotHeight")
+    if width is None and height is None:
+        return None
+    for name, side in (("screenshotWidth", width), ("screenshotHeight", height)):
+        if side is None:
+            raise invalid(name, "is required when the other screenshot side is set")
+        if isinstance(side, bool) or not isinstance(side, int):
+            raise invalid(name, "must be a whole number of pixels")
+        if not 1 <= side <= MAX_SCREENSHOT_SIDE:
+            raise invalid(name, f"must be between 1 and {MAX_SCREENSHOT_SIDE}")
+    assert isinstance(width, int)
+    assert isinstance(height, int)
+    return width, height
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+    )

@@ -65,6 +65,7 @@ LAUNCH_ARGS = (
 )
 VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
 _IDLE_PAGES = 2
+_DISCONNECT_GRACE = 0.2
 # Page work at once: fresh renderers fight for the CPU beyond a few.
 _CONCURRENT_PAGES = 8
 # Headers the context already sets, or that must not be forced on a browser.
@@ -130,9 +131,7 @@ class BrowserEngine:
                 async with self._pages, self._page(session, context) as page:
                     return await self._render(page, spec, deadline)
         except PlaywrightError as exc:
-            if session is not None and (
-                session not in self._slots or not self._connected()
-            ):
+            if session is not None and await self._is_lost(session, exc):
                 raise SessionLost(f"the browser of session {session.id} died") from exc
             raise TargetError(_first_line(exc)) from exc
 
@@ -154,6 +153,13 @@ class BrowserEngine:
         if self._playwright is not None:
             await self._playwright.stop()
             self._playwright = None
+
+    async def _is_lost(self, session: LocalSession, exc: PlaywrightError) -> bool:
+        """Whether *exc* means that *session*'s context died with the browser."""
+        if "has been closed" in str(exc) and self._connected():
+            # A call on a dead browser can fail before the disconnect is seen.
+            await asyncio.sleep(_DISCONNECT_GRACE)
+        return session not in self._slots or not self._connected()
 
     def _connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import struct
 from typing import TYPE_CHECKING, Any
@@ -229,19 +231,59 @@ async def test_cookie_and_browser_shapes_are_tolerated(
     assert "'cookies'" in bad["error"]
 
 
-def _browser_process(engine: Any) -> psutil.Process:
-    """The engine's main Chromium process (a child of the Playwright driver)."""
-    ours = psutil.Process().children(recursive=True)
-    for proc in ours:
-        try:
+def _browser_process() -> psutil.Process:
+    """The main Chromium process under this test process (the driver's child)."""
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
             parent = proc.parent()
-            if (
-                "chrom" in proc.name()
-                and parent is not None
-                and "chrom" not in parent.name()
-            ):
-                if engine.executable in " ".join(proc.cmdline()) or True:
-                    return proc
-        except psutil.NoSuchProcess:
-            continue
+            if "chrom" in proc.name() and "chrom" not in parent.name():
+                return proc
     raise AssertionError("no Chromium process found")
+
+
+@deferred_f_from_coro_f
+async def test_killed_browser_loses_its_sessions_and_is_relaunched(
+    started, make_local_server, browser_engine, browser_site
+):
+    api = await _api(started, make_local_server, engine=browser_engine)
+    launches = browser_engine.launches
+    session = await api.create("doomed")
+    await _get(api, browser_site.url("/set-cookie"), session=session)
+    victim = _browser_process()
+    victim.kill()
+    await asyncio.get_running_loop().run_in_executor(None, victim.wait, 10)
+    reply = await api.cmd("request.get", url=browser_site.url("/js/1"), session=session)
+    assert reply["data"] == "error"
+    assert reply["error"] == "Session not found: doomed"
+    fresh = await api.create("fresh")
+    solution = await _get(api, browser_site.url("/js/2"), session=fresh)
+    stats = api.server.stats()
+    assert "rendered 2" in solution["response"]
+    assert solution["cookies"] == []
+    assert browser_engine.launches == launches + 1
+    assert stats["sessions"]["lost"] == 1
+    assert stats["open_sessions"] == ["fresh"]
+
+
+@deferred_f_from_coro_f
+async def test_browser_engine_caps_sessions_at_20_by_default(
+    started, make_local_server, browser_engine
+):
+    api = await _api(started, make_local_server, engine=browser_engine)
+    for i in range(20):
+        await api.create(f"s{i}")
+    reply = await api.cmd("sessions.create", session="one-too-many")
+    assert reply["data"] == "error"
+    assert reply["error"].startswith("CODE-0029")
+    assert api.server.stats()["sessions"]["open"] == 20
+
+
+@deferred_f_from_coro_f
+async def test_max_sessions_overrides_the_browser_default(
+    started, make_local_server, browser_engine
+):
+    api = await _api(started, make_local_server, engine=browser_engine, max_sessions=2)
+    await api.create("a")
+    await api.create("b")
+    reply = await api.cmd("sessions.create", session="c")
+    assert reply["error"].startswith("CODE-0029")

@@ -251,7 +251,10 @@ class BrowserEngine:
                 await browser_page.route_first_navigation(page, spec)
             try:
                 html = await browser_page.navigate(page, spec.url, deadline, nav)
-                returns = await browser_page.run_actions(page, spec, deadline, nav)
+                returns: list[Any] = []
+                await browser_page.run_actions(
+                    page, spec.browser.actions, deadline, nav, returns
+                )
                 html, extras = await browser_page.extract(page, spec, html)
             finally:
                 # A reused page must not keep this request's routes.

@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from playwright.async_api import Error as PlaywrightError
 
+from scrapy_scrappey.local.browser_params import ACTION_TYPES
 from scrapy_scrappey.local.protocol import ApiError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from playwright.async_api import Page, Request, Response, Route
 
     from scrapy_scrappey.local.engine import FetchSpec
+
+logger = logging.getLogger(__name__)
 
 CSS_NOT_FOUND_CODE = "CODE-0027"
 #: How long the page must stay put to count as settled (seconds): long enough
@@ -111,22 +115,32 @@ async def route_first_navigation(page: Page, spec: FetchSpec) -> None:
 
 
 async def run_actions(
-    page: Page, spec: FetchSpec, deadline: float, nav: Navigation
-) -> list[Any]:
-    """Perform ``browserActions`` in order; return the ``execute_js`` results."""
-    returns: list[Any] = []
-    for index, action in enumerate(spec.browser.actions):
+    page: Page,
+    actions: Sequence[dict[str, Any]],
+    deadline: float,
+    nav: Navigation,
+    returns: list[Any],
+) -> None:
+    """Perform *actions* in order, adding ``execute_js`` results to *returns*."""
+    for index, action in enumerate(actions):
+        if not isinstance(action, dict) or action.get("type") not in ACTION_TYPES:
+            logger.info("Skipping browser action %r: not supported", action)
+            continue
         try:
             result = await _act(page, action, deadline, nav)
         except PlaywrightError as exc:
             if action.get("ignoreErrors") is True:
                 continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ApiError(
-                "CODE-0031", f"browserActions item {index} ({action['type']}): {exc}"
+                "CODE-0031", f"browserActions item {index} ({action['type']}): {first}"
             ) from exc
         if action["type"] == "execute_js":
             returns.append(result)
-    return returns
+        elif action["type"] == "if":
+            branch = action.get("then" if result else "or")
+            if isinstance(branch, list):
+                await run_actions(page, branch, deadline, nav, returns)
 
 
 async def _act(
@@ -151,6 +165,16 @@ async def _act(
         await _scroll(page, selector, timeout)
     elif kind == "goto":
         await navigate(page, action["url"], deadline, nav)
+    elif kind == "hover":
+        await page.hover(selector, timeout=timeout)
+    elif kind == "wait_for_function":
+        await page.wait_for_function(action["code"], timeout=timeout)
+    elif kind == "wait_for_load_state":
+        state = action.get("waitForLoadState", "load")
+        if state in ("load", "domcontentloaded", "networkidle"):
+            await page.wait_for_load_state(state, timeout=timeout)
+    elif kind == "if":
+        return bool(await page.evaluate(action["condition"]))
     return None
 
 

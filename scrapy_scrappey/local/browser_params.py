@@ -16,7 +16,8 @@ from typing import Any
 
 from scrapy_scrappey.local.validation import invalid
 
-#: The ``browserActions`` types the browser engine performs.
+#: The ``browserActions`` types the browser engine performs; others (captcha
+#: solving, logins, …) are accepted and skipped, like unknown fields.
 ACTION_TYPES = (
     "click",
     "type",
@@ -25,6 +26,10 @@ ACTION_TYPES = (
     "execute_js",
     "scroll",
     "goto",
+    "hover",
+    "wait_for_function",
+    "wait_for_load_state",
+    "if",
 )
 #: The largest screenshot side accepted, in pixels.
 MAX_SCREENSHOT_SIDE = 8000
@@ -75,13 +80,10 @@ def _actions(value: object) -> tuple[dict[str, Any], ...]:
 
 def _check_action(index: int, action: dict[str, Any]) -> None:
     kind = action["type"]
-    if kind not in ACTION_TYPES:
-        raise invalid(
-            "browserActions",
-            f"item {index}: type {kind!r:.40} is not one of {', '.join(ACTION_TYPES)}",
-        )
     needs = {"click": "cssSelector", "type": "cssSelector", "goto": "url"}
     needs.update(wait_for_selector="cssSelector", execute_js="code")
+    needs.update(hover="cssSelector", wait_for_function="code")
+    needs["if"] = "condition"
     key = needs.get(kind)
     if key is not None and not isinstance(action.get(key), str):
         raise invalid("browserActions", f"item {index} ({kind}) needs a string {key!r}")

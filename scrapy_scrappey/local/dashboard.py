@@ -1,27 +1,60 @@
 """The live dashboard at ``GET /``: a page polling ``/__local__/stats``.
 
+The dashboard and the ``/__local__`` routes need no key on a loopback bind;
+bound elsewhere the server refuses to start without a key, and they want it.
+
 Everything the page shows comes from the stats document, so a test that reads
 ``/__local__/stats`` sees what a developer watching the dashboard sees:
-:func:`dashboard_data` adds the engine, the balance, the injected faults and
-one row per open session to it.
+:func:`dashboard_data` adds the engine, the balance and one row per open
+session to it; the page reads the fault settings from ``/__local__/faults``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from scrapy_scrappey.local.engine import Engine
-    from scrapy_scrappey.local.faults import Faults
     from scrapy_scrappey.local.sessions import LocalSession
 
 #: How many of the latest commands the dashboard lists.
 RECENT_COMMANDS = 30
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding *host* keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuse a non-loopback bind without a key (``ValueError``)."""
+    if not api_key and not is_loopback(host):
+        # Anyone reaching the port could drive the browser and read the dashboard.
+        raise ValueError(
+            f"binding {host!r} (not loopback) needs an API key (--api-key)"
+        )
+
+
+def needs_key(request: web.Request, host: str) -> bool:
+    """Whether *request* is for ``/`` or ``/__local__/*`` on a non-loopback bind.
+
+    The API routes check the key themselves, on any bind.
+    """
+    harness = request.path == "/" or request.path.startswith("/__local__/")
+    return harness and not is_loopback(host)
+
+
 def dashboard_data(
-    engine: Engine, sessions: list[LocalSession], balance: float, faults: Faults
+    engine: Engine, sessions: list[LocalSession], balance: float
 ) -> dict[str, Any]:
     """The stats fields the dashboard needs beyond the counters."""
     describe = getattr(engine, "describe", None)
@@ -29,7 +62,6 @@ def dashboard_data(
     return {
         "engine": describe() if describe else {"name": "http"},
         "balance": balance,
-        "faults_config": faults.to_dict(),
         "session_details": [
             {
                 "id": s.id,
@@ -71,6 +103,7 @@ lost <span id="lost">0</span>) · Commands: <b id="total">0</b></p>
 <script>
 "use strict";
 const LIMIT = @LIMIT@;
+let faults = {};
 function cell(row, text, cls) {
   const td = row.insertCell(); td.textContent = text == null ? "" : String(text);
   if (cls) td.className = cls; td.title = td.textContent;
@@ -91,8 +124,8 @@ function show(s) {
   fill("sessions", s.session_details, (r, d) => {
     for (const k of ["id", "engine", "age", "requests", "last_url", "cost"]) cell(r, d[k]);
   });
-  const faults = Object.entries(s.faults).concat(Object.entries(s.faults_config));
-  fill("faults", faults, (r, [k, v]) => { cell(r, k); cell(r, JSON.stringify(v)); });
+  fill("faults", Object.entries(s.faults).concat(Object.entries(faults)),
+    (r, [k, v]) => { cell(r, k); cell(r, JSON.stringify(v)); });
   fill("commands", s.commands.slice(-LIMIT).reverse(), (r, c) => {
     cell(r, new Date(c.t * 1000).toLocaleTimeString()); cell(r, c.cmd);
     cell(r, c.session); cell(r, c.url);
@@ -102,6 +135,8 @@ function show(s) {
 async function poll() {
   try {
     const reply = await fetch("/__local__/stats" + location.search);
+    const config = await fetch("/__local__/faults" + location.search);
+    faults = await config.json();
     show(await reply.json());
     document.getElementById("status").textContent = "live";
   } catch (err) {

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,12 @@ from aiohttp import web
 
 from scrapy_scrappey._redact import key_hint
 from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
-from scrapy_scrappey.local.dashboard import DASHBOARD_HTML, dashboard_data
+from scrapy_scrappey.local.dashboard import (
+    DASHBOARD_HTML,
+    check_exposure,
+    dashboard_data,
+    needs_key,
+)
 from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
 from scrapy_scrappey.local.engine_choice import ENGINE_MODES, start_browser_engine
 from scrapy_scrappey.local.faults import FaultInjector, Faults
@@ -124,7 +128,11 @@ class LocalScrappey:
         chromium: str | None = None,
     ) -> None:
         _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
-        _check_exposure(host, api_key, engine)
+        if isinstance(engine, str) and engine not in ENGINE_MODES:
+            raise ValueError(
+                f"engine must be one of {', '.join(ENGINE_MODES)}, got {engine!r}"
+            )
+        check_exposure(host, api_key)
         self._engine_mode: EngineMode = (
             engine if isinstance(engine, str) and static_body is None else "http"
         )
@@ -218,7 +226,10 @@ class LocalScrappey:
         """What the server has seen; the ``/__local__/stats`` document."""
         sessions = self._registry.sessions()
         doc = self._stats.snapshot([s.id for s in sessions])
-        doc.update(dashboard_data(self._engine, sessions, self.balance, self.faults))
+        doc.update(dashboard_data(self._engine, sessions, self.balance))
+        if self._stats.sessions["lost"]:
+            # Sessions whose browser died (browser engine only).
+            doc["sessions"]["lost"] = self._stats.sessions["lost"]
         return doc
 
     def reset(self) -> None:
@@ -316,9 +327,7 @@ class LocalScrappey:
     async def _guard(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        # The API routes check the key themselves, on any bind.
-        harness = request.path == "/" or request.path.startswith("/__local__/")
-        if harness and not _is_loopback(self._host) and not self._key_ok(request):
+        if needs_key(request, self._host) and not self._key_ok(request):
             return web.json_response(INVALID_KEY_BODY, status=401)
         return await handler(request)
 
@@ -399,27 +408,6 @@ def _url_host(host: str) -> str:
 
 def _describe_key(key: str | None) -> str:
     return key_hint(key) if key else "any key accepted"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_exposure(host: str, api_key: str | None, engine: object) -> None:
-    if isinstance(engine, str) and engine not in ENGINE_MODES:
-        raise ValueError(
-            f"engine must be one of {', '.join(ENGINE_MODES)}, got {engine!r}"
-        )
-    if not api_key and not _is_loopback(host):
-        # Anyone reaching the port could drive the browser and read the dashboard.
-        raise ValueError(
-            f"binding {host!r} (not loopback) needs an API key (--api-key)"
-        )
 
 
 def _check_args(

@@ -98,7 +98,6 @@ class Stats:
                 "created": self.sessions["created"],
                 "destroyed": self.sessions["destroyed"],
                 "expired": self.sessions["expired"],
-                "lost": self.sessions["lost"],
                 "open": len(open_sessions),
             },
             "open_sessions": open_sessions,

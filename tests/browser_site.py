@@ -14,11 +14,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+from typing import TYPE_CHECKING
 
+import psutil
 from aiohttp import web
 from typing_extensions import Self
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _CHALLENGE = """<!DOCTYPE html><html><head><title>Just a moment...</title></head>
 <body><p>Checking your browser before accessing the site.</p><script>
@@ -31,6 +37,16 @@ for (let round = 0; round < 2000; round++)
 document.cookie = "clearance=" + h.toString(16) + "; path=/";
 location.reload();
 </script></body></html>"""
+
+
+def browser_process() -> psutil.Process:
+    """The main Chromium process under this test process (the driver's child)."""
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = proc.parent()
+            if "chrom" in proc.name() and "chrom" not in parent.name():
+                return proc
+    raise AssertionError("no Chromium process found")
 
 
 def challenge_token(nonce: str) -> str:
@@ -51,6 +67,8 @@ class BrowserSite:
         self.challenges_served = 0
         self.challenges_passed = 0
         self.hits: list[str] = []
+        #: Called with each ``/js/…`` path as it is requested (tests kill things).
+        self.on_js: Callable[[str], None] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -78,6 +96,8 @@ class BrowserSite:
 
     async def _js(self, request: web.Request) -> web.Response:
         self.hits.append(request.path)
+        if self.on_js is not None:
+            self.on_js(request.path)
         n = request.match_info["n"]
         html = (
             f"<html><head><title>JS {n}</title></head><body><div id='app'></div>"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import struct
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import psutil
 from scrapy.utils.defer import deferred_f_from_coro_f
+
+from tests.browser_site import browser_process
 
 from ._support import Api
 
@@ -231,16 +231,6 @@ async def test_cookie_and_browser_shapes_are_tolerated(
     assert "'cookies'" in bad["error"]
 
 
-def _browser_process() -> psutil.Process:
-    """The main Chromium process under this test process (the driver's child)."""
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = proc.parent()
-            if "chrom" in proc.name() and "chrom" not in parent.name():
-                return proc
-    raise AssertionError("no Chromium process found")
-
-
 @deferred_f_from_coro_f
 async def test_killed_browser_loses_its_sessions_and_is_relaunched(
     started, make_local_server, browser_engine, browser_site
@@ -249,7 +239,7 @@ async def test_killed_browser_loses_its_sessions_and_is_relaunched(
     launches = browser_engine.launches
     session = await api.create("doomed")
     await _get(api, browser_site.url("/set-cookie"), session=session)
-    victim = _browser_process()
+    victim = browser_process()
     victim.kill()
     await asyncio.get_running_loop().run_in_executor(None, victim.wait, 10)
     reply = await api.cmd("request.get", url=browser_site.url("/js/1"), session=session)

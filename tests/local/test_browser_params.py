@@ -1,0 +1,70 @@
+"""Checking the browser fields of a request (any engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scrapy_scrappey.local.browser_params import BrowserParams, browser_params
+from scrapy_scrappey.local.protocol import ApiError
+
+
+def test_defaults_when_absent():
+    assert browser_params({}) == BrowserParams()
+
+
+def test_fields_are_read():
+    actions = [{"type": "click", "cssSelector": "a"}, {"type": "solve_captcha"}]
+    params = browser_params(
+        {
+            "browserActions": actions,
+            "cssSelector": "#x",
+            "screenshot": True,
+            "screenshotWidth": 640,
+            "screenshotHeight": 480,
+            "video": True,
+            "requestType": "request",
+        }
+    )
+    assert params == BrowserParams(
+        actions=tuple(actions),
+        css_selector="#x",
+        screenshot=True,
+        screenshot_size=(640, 480),
+        video=True,
+        plain_request=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"browserActions": {"type": "click"}}, "'browserActions': must be a list"),
+        ({"browserActions": [3]}, "item 0 needs a string 'type'"),
+        (
+            {"browserActions": [{"type": "click"}]},
+            "item 0 (click) needs a string 'cssSelector'",
+        ),
+        (
+            {"browserActions": [{"type": "type", "cssSelector": "a"}]},
+            "needs a string 'text'",
+        ),
+        ({"browserActions": [{"type": "goto"}]}, "item 0 (goto) needs a string 'url'"),
+        (
+            {"browserActions": [{"type": "wait", "wait": -1}]},
+            "'wait' must be a number >= 0",
+        ),
+        (
+            {"browserActions": [{"type": "wait", "wait": True}]},
+            "'wait' must be a number",
+        ),
+        ({"cssSelector": ""}, "'cssSelector': must be a non-empty string"),
+        ({"requestType": "tls"}, "'requestType': must be 'browser' or 'request'"),
+        ({"screenshotWidth": 10}, "'screenshotHeight': is required"),
+        ({"screenshotWidth": 0, "screenshotHeight": 10}, "between 1 and 8000"),
+        ({"screenshotWidth": 1.5, "screenshotHeight": 10}, "whole number of pixels"),
+    ],
+)
+def test_bad_fields_name_the_culprit(body, error):
+    with pytest.raises(ApiError) as raised:
+        browser_params(body)
+    assert error in raised.value.text

@@ -32,6 +32,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 
 from scrapy_scrappey.local import browser_page
+from scrapy_scrappey.local.browser_video import VideoStore, recording
 from scrapy_scrappey.local.engine import FetchResult, SessionLost, TargetError
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         ViewportSize,
     )
 
+    from scrapy_scrappey.local.browser_page import Navigation
     from scrapy_scrappey.local.engine import FetchSpec
     from scrapy_scrappey.local.sessions import LocalSession
 
@@ -100,6 +102,9 @@ class BrowserEngine:
         self._pages = asyncio.Semaphore(_CONCURRENT_PAGES)
         self._slots: dict[LocalSession, _Slot] = {}
         self._lost_tasks: set[asyncio.Task[None]] = set()
+        #: Recorded ``video: true`` requests, and where the server serves them.
+        self.videos = VideoStore()
+        self.video_url = ""
 
     @property
     def version(self) -> str | None:
@@ -246,23 +251,33 @@ class BrowserEngine:
             {"width": size[0], "height": size[1]} if size else VIEWPORT
         )
         await page.set_extra_http_headers(_extra_headers(spec))
-        with browser_page.watching(page) as nav:
-            if spec.method != "GET" or spec.body is not None:
-                await browser_page.route_first_navigation(page, spec)
-            try:
-                html = await browser_page.navigate(page, spec.url, deadline, nav)
-                returns: list[Any] = []
-                await browser_page.run_actions(
-                    page, spec.browser.actions, deadline, nav, returns
-                )
-                html, extras = await browser_page.extract(page, spec, html)
-            finally:
-                # A reused page must not keep this request's routes.
-                if not page.is_closed():
-                    await page.unroute_all()
-        if spec.browser.actions:
-            extras["javascriptReturn"] = returns
+        video = recording(page) if spec.browser.video else contextlib.nullcontext()
+        async with video as frames:
+            with browser_page.watching(page) as nav:
+                html, extras = await self._load(page, spec, deadline, nav)
+        if frames is not None:
+            extras["videoUrl"] = self.video_url + self.videos.add(frames)
         return await _result(page, spec, html, nav, extras)
+
+    async def _load(
+        self, page: Page, spec: FetchSpec, deadline: float, nav: Navigation
+    ) -> tuple[str, dict[str, Any]]:
+        """Navigate, act, extract: the rendered HTML and the extra fields."""
+        if spec.method != "GET" or spec.body is not None:
+            await browser_page.route_first_navigation(page, spec)
+        try:
+            html = await browser_page.navigate(page, spec.url, deadline, nav)
+            returns: list[Any] = []
+            actions = spec.browser.actions
+            await browser_page.run_actions(page, actions, deadline, nav, returns)
+            html, extras = await browser_page.extract(page, spec, html)
+        finally:
+            # A reused page must not keep this request's routes.
+            if not page.is_closed():
+                await page.unroute_all()
+        if actions:
+            extras["javascriptReturn"] = returns
+        return html, extras
 
     async def _plain(self, context: BrowserContext, spec: FetchSpec) -> FetchResult:
         response = await context.request.fetch(

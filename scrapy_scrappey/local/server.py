@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Where ``video: true`` recordings are served (browser engine).
+VIDEO_PATH = "/__local__/videos/"
 #: Default session cap with the browser engine: each context costs 17-65 MiB.
 BROWSER_MAX_SESSIONS = 20
 # Request bodies carry postData; the aiohttp default of 1 MiB is too tight.
@@ -242,6 +244,7 @@ class LocalScrappey:
             client_max_size=_MAX_BODY, middlewares=[json_errors, self._guard]
         )
         app.router.add_get("/", self._dashboard)
+        app.router.add_get(VIDEO_PATH + "{id}", self._video)
         app.router.add_post(API_PATH, self._api)
         app.router.add_get(BALANCE_PATH, self._balance)
         app.router.add_get("/__local__/stats", self._get_stats)
@@ -266,6 +269,8 @@ class LocalScrappey:
             raise
         self._runner = runner
         self._port = int(self._listener.sockets[0].getsockname()[1])
+        if hasattr(self._engine, "video_url"):
+            self._engine.video_url = self.base_url + VIDEO_PATH
         self._sweeper = asyncio.create_task(self._sweep_forever())
         logger.info(
             "Local Scrappey listening on %s (key: %s)",
@@ -333,6 +338,13 @@ class LocalScrappey:
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
+        videos = getattr(self._engine, "videos", None)
+        if videos is None:
+            raise web.HTTPNotFound(text="videos need the browser engine")
+        response: web.StreamResponse = await videos.serve(request)
+        return response
 
     async def _sweep_forever(self) -> None:
         ttl = self._registry.ttl

@@ -277,3 +277,28 @@ async def test_max_sessions_overrides_the_browser_default(
     await api.create("b")
     reply = await api.cmd("sessions.create", session="c")
     assert reply["error"].startswith("CODE-0029")
+
+
+@deferred_f_from_coro_f
+async def test_video_is_served_as_motion_jpeg(
+    started, make_local_server, browser_engine, browser_site
+):
+    api = await _api(started, make_local_server, engine=browser_engine)
+    actions = [{"type": "type", "cssSelector": "#q", "text": "abc"}]
+    solution = await _get(
+        api, browser_site.url("/form"), video=True, browserActions=actions
+    )
+    url = solution["videoUrl"]
+    assert url.startswith(api.server.base_url + "/__local__/videos/")
+    async with api.http.get(url) as response:
+        body = await response.read()
+        content_type = response.headers["Content-Type"]
+    assert content_type == "multipart/x-mixed-replace; boundary=frame"
+    frames = body.count(b"Content-Type: image/jpeg")
+    assert frames >= 1
+    assert body.count(b"\xff\xd8\xff") == frames  # one JPEG per part
+    assert body.endswith(b"--frame--\r\n")
+    async with api.http.get(api.server.base_url + "/__local__/videos/nope") as gone:
+        assert gone.status == 404
+    plain = await _get(api, browser_site.url("/form"))
+    assert "videoUrl" not in plain

@@ -10,6 +10,12 @@ During ``multi`` the local server "bans" every session after
 plugin's ban detectors recognise them with no spider code, and the summary
 shows the bans by vendor.
 
+Then the ``challenge`` spider crawls pages behind a JavaScript challenge
+through a second local server with the browser engine (``engine="auto"``):
+every page is real content, and the summary shows how many challenges the
+site served for how many pages (one per session). Without Chromium and
+Playwright the demo says how to install them and skips that spider.
+
 Exits non-zero if a spider fails, scrapes nothing, finishes for another
 reason than "finished" or logs an error, or if Scrappey sessions are still
 open on the server after the crawls.
@@ -67,6 +73,11 @@ SPIDERS = (
     ),
 )
 SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
+CHALLENGE_SHOWS = "JS challenge solved once per session (browser engine)"
+BROWSER_HINT = (
+    "pip install 'scrapy-scrappey[browser]' and apt-get install chromium "
+    "(or set SCRAPPEY_LOCAL_CHROMIUM)"
+)
 _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
 # From the stats Scrapy dumps at the end of a crawl.
 _INITS_RE = re.compile(r"'scrappey/sessions/init/ok': (\d+)")
@@ -82,6 +93,8 @@ class Servers:
         # The member area logs browsers out and bans them, as real sites do.
         self.site = DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)
         self.scrappey = LocalScrappey(api_key=DEMO_KEY)
+        # The http engine cannot run the challenge's script; a browser can.
+        self.browser = LocalScrappey(api_key=DEMO_KEY, engine="auto")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="demo-servers", daemon=True
@@ -91,11 +104,13 @@ class Servers:
         self._thread.start()
         self._run(self.site.start())
         self._run(self.scrappey.start())
+        self._run(self.browser.start(), timeout=60)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
         try:
+            self._run(self.browser.stop())
             self._run(self.scrappey.stop())
             self._run(self.site.stop())
         finally:
@@ -113,15 +128,15 @@ class Servers:
 
         self._run(reset())
 
-    def stats(self) -> dict[str, Any]:
-        """The local server's ``/__local__/stats`` document."""
-        url = f"{self.scrappey.base_url}/__local__/stats"
+    def stats(self, server: LocalScrappey | None = None) -> dict[str, Any]:
+        """A local server's ``/__local__/stats`` document (default: the http one)."""
+        url = f"{(server or self.scrappey).base_url}/__local__/stats"
         with urllib.request.urlopen(url, timeout=10) as reply:
             stats: dict[str, Any] = json.load(reply)
         return stats
 
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=15)
+    def _run(self, coro: Coroutine[Any, Any, None], timeout: float = 15) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
 
 
 @dataclass
@@ -140,6 +155,8 @@ class Run:
     retired: int = 0
     #: Block pages the plugin's ban detectors recognised, by vendor.
     bans: Counter[str] = field(default_factory=Counter)
+    #: JavaScript challenges the demo site served during the crawl.
+    challenges: int = 0
     log: str = ""
 
     def problems(self) -> list[str]:
@@ -155,22 +172,30 @@ class Run:
         return found
 
 
-def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) -> Run:
+def run_spider(
+    servers: Servers,
+    spider: str,
+    faults: Faults,
+    *,
+    verbose: bool,
+    server: LocalScrappey | None = None,
+) -> Run:
     """``scrapy crawl SPIDER -a site=...`` in example_project/, with the demo key."""
     run = Run(spider)
+    server = server or servers.scrappey
     output = OUTPUT_DIR / f"{spider}.jsonl"
     output.unlink(missing_ok=True)
     env = {
         **os.environ,
         "SCRAPPEY_API_KEY": DEMO_KEY,
-        "SCRAPPEY_API_URL": servers.scrappey.url,
+        "SCRAPPEY_API_URL": server.url,
     }
     for name in ("SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT"):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
     servers.reset_site(faults)
-    before = servers.stats()["sessions"]
+    before = servers.stats(server)["sessions"]
     process = subprocess.Popen(
         cmd,
         cwd=PROJECT_DIR,
@@ -191,7 +216,7 @@ def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) 
         _stop(process)
     if verbose:
         print(run.log, file=sys.stderr)
-    after = servers.stats()["sessions"]
+    after = servers.stats(server)["sessions"]
     run.created = after["created"] - before["created"]
     run.destroyed = after["destroyed"] - before["destroyed"]
     run.inits = sum(int(n) for n in _INITS_RE.findall(run.log))
@@ -216,6 +241,32 @@ def _bans_line(runs: list[Run], served: int) -> str:
     return (
         f"  Bans detected: {by_vendor or 'none'} "
         f"(block pages served by the local server: {served})."
+    )
+
+
+def run_challenge(servers: Servers, *, verbose: bool) -> Run | None:
+    """The ``challenge`` spider on the browser engine; ``None`` without one."""
+    if servers.browser.engine.name != "browser":
+        print(
+            f"  {'challenge':<9} skipped: the browser engine is not installed "
+            f"({BROWSER_HINT})",
+            flush=True,
+        )
+        return None
+    served = servers.site.challenges_served
+    run = run_spider(
+        servers, "challenge", Faults(), verbose=verbose, server=servers.browser
+    )
+    print(_row(run, CHALLENGE_SHOWS), flush=True)
+    run.challenges = servers.site.challenges_served - served
+    return run
+
+
+def _row(run: Run, shows: str) -> str:
+    return (
+        f"  {run.spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
+        f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
+        f"{run.retired:>7} {run.bans.total():>4}  {shows}"
     )
 
 
@@ -249,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(also {servers.site.url_for('localhost')})"
         )
         print(f"  local Scrappey: {servers.scrappey.url}")
+        engine = servers.browser.engine.name
+        print(f"  local Scrappey: {servers.browser.url} ({engine} engine)")
         print(
             f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
             f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7} "
@@ -257,28 +310,34 @@ def main(argv: list[str] | None = None) -> int:
         for spider, shows, faults in SPIDERS:
             run = run_spider(servers, spider, faults, verbose=args.verbose)
             runs.append(run)
-            print(
-                f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
-                f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
-                f"{run.retired:>7} {run.bans.total():>4}  {shows}",
-                flush=True,
-            )
+            print(_row(run, shows), flush=True)
+        challenge = run_challenge(servers, verbose=args.verbose)
         server_stats = servers.stats()
         final = server_stats["sessions"]
+        browser_open = servers.stats(servers.browser)["sessions"]["open"]
     except KeyboardInterrupt:
         print("\nDemo interrupted.", file=sys.stderr)
         return 130
     finally:
         servers.stop()
 
+    if challenge is not None:
+        runs.append(challenge)
     failures = [f"{r.spider}: {', '.join(r.problems())}" for r in runs if r.problems()]
-    if final["open"]:
-        failures.append(f"{final['open']} session(s) still open on the server")
+    if final["open"] or browser_open:
+        failures.append(
+            f"{final['open'] + browser_open} session(s) still open on the servers"
+        )
     print(
         f"\n  Local Scrappey: {final['created']} sessions created, "
         f"{final['destroyed']} destroyed, {final['open']} still open after the crawls."
     )
     print(_bans_line(runs, server_stats["bans"]["block_pages"]))
+    if challenge is not None:
+        print(
+            f"  JS challenge: {challenge.challenges} served for {challenge.items} "
+            f"pages ({challenge.created} session(s), browser engine)."
+        )
     print(
         f"  Items: {OUTPUT_DIR.relative_to(PROJECT_DIR.parent)}/"
         f"{{{','.join(spider for spider, _, _ in SPIDERS)}}}.jsonl"

@@ -1,9 +1,9 @@
 """A target site only a browser gets through, on 127.0.0.1 and a free port.
 
 * ``/js/{n}``: the content (``<p id='n'>rendered n</p>``) is written by JavaScript.
-* ``/challenge/{n}``: without a valid ``clearance`` cookie, HTTP 503 and a
-  "Just a moment..." page whose inline script computes a token from a nonce,
-  stores it as that cookie and reloads; with it, the real page.
+* ``/challenge/{n}``: without a valid ``clearance`` cookie, HTTP 503 and the
+  demo site's "Just a moment..." page (its inline script computes a token
+  from a nonce, stores it as that cookie and reloads); with it, the page.
   ``challenges_served`` / ``challenges_passed`` count both.
 * ``/storage``: counts its visits in ``localStorage`` (``<p id='count'>``).
 * ``/form``: an input and a button that copies it into ``<p id='out'>``.
@@ -23,20 +23,10 @@ import psutil
 from aiohttp import web
 from typing_extensions import Self
 
+from example_project.demo_site import challenge_page
+
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-_CHALLENGE = """<!DOCTYPE html><html><head><title>Just a moment...</title></head>
-<body><p>Checking your browser before accessing the site.</p><script>
-let h = 2166136261;
-const nonce = "{nonce}";
-for (let round = 0; round < 2000; round++)
-  for (let i = 0; i < nonce.length; i++) {{
-    h ^= nonce.charCodeAt(i); h = Math.imul(h, 16777619) >>> 0;
-  }}
-document.cookie = "clearance=" + h.toString(16) + "; path=/";
-location.reload();
-</script></body></html>"""
 
 
 def browser_process() -> psutil.Process:
@@ -47,16 +37,6 @@ def browser_process() -> psutil.Process:
             if "chrom" in proc.name() and "chrom" not in parent.name():
                 return proc
     raise AssertionError("no Chromium process found")
-
-
-def challenge_token(nonce: str) -> str:
-    """What the challenge script computes for *nonce* (FNV-1a, 2000 rounds)."""
-    h = 2166136261
-    for _ in range(2000):
-        for ch in nonce:
-            h ^= ord(ch)
-            h = (h * 16777619) & 0xFFFFFFFF
-    return format(h, "x")
 
 
 class BrowserSite:
@@ -108,13 +88,10 @@ class BrowserSite:
 
     async def _challenge(self, request: web.Request) -> web.Response:
         self.hits.append(request.path)
-        if request.cookies.get("clearance") != challenge_token(self.nonce):
+        challenge = challenge_page(request, self.nonce)
+        if challenge is not None:
             self.challenges_served += 1
-            return web.Response(
-                status=503,
-                text=_CHALLENGE.format(nonce=self.nonce),
-                content_type="text/html",
-            )
+            return challenge
         self.challenges_passed += 1
         n = request.match_info["n"]
         return web.Response(

@@ -337,6 +337,9 @@ def test_demo_command_runs_everything_and_prints_the_summary():
         # every 5: 3 sessions per host, 2 of them banned by vendor pages.
         "multi        18  finished  6/6                             0       4    4",
         "existing      9  finished  1/1                             0       0    0",
+        # Through the browser engine: one challenge solved for 6 pages.
+        "challenge     6  finished  1/1                             0       0    0",
+        "JS challenge: 1 served for 6 pages (1 session(s), browser engine).",
         "12 sessions created, 12 destroyed, 0 still open after the crawls.",
         # Vendors in turn, in ban order: cloudflare, akamai, datadome, cloudflare.
         "Bans detected: akamai 1, cloudflare 2, datadome 1 (block pages",

@@ -129,7 +129,7 @@ class BrowserEngine:
         """Load *spec* in a page of *session*'s context (or a throw-away one)."""
         deadline = time.monotonic() + spec.timeout
         try:
-            async with self._context(session) as context:
+            async with self._context(session, spec.user_agent) as context:
                 await context.add_cookies(_cookie_params(spec))
                 if spec.browser.plain_request:
                     return await self._plain(context, spec)
@@ -206,14 +206,15 @@ class BrowserEngine:
 
     @contextlib.asynccontextmanager
     async def _context(
-        self, session: LocalSession | None
+        self, session: LocalSession | None, user_agent: str
     ) -> AsyncIterator[BrowserContext]:
         if session is not None and session in self._slots:
             yield self._slots[session].context
             return
         browser = await self._ensure_browser()
         context = await browser.new_context(
-            user_agent=session.user_agent if session else None,
+            # Never Playwright's default, which says "HeadlessChrome".
+            user_agent=session.user_agent if session else user_agent,
             viewport=VIEWPORT,
             ignore_https_errors=True,
         )

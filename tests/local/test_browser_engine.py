@@ -45,6 +45,13 @@ async def test_js_page_is_rendered(
     assert solution["currentUrl"] == browser_site.url("/js/7")
     assert solution["responseHeaders"]["content-type"].startswith("text/html")
     assert "HeadlessChrome" not in solution["userAgent"]
+    # What the target saw, with and without a session.
+    session = await api.create("ua")
+    for fields in ({}, {"session": session}):
+        echo = await _get(api, browser_site.url("/echo"), innerText=True, **fields)
+        sent = json.loads(echo["innerText"])["headers"]["User-Agent"]
+        assert sent == echo["userAgent"]
+        assert "HeadlessChrome" not in sent
 
 
 @deferred_f_from_coro_f

@@ -36,6 +36,7 @@ BENCHMARKS = {
     "p5": ("bench.p5_fairness", "P5 lease fairness"),
     "p6": ("bench.p6_naive", "P6 vs blocking requests in deferToThread"),
     "p8": ("bench.p8_detectors", "P8 ban detectors: time per response"),
+    "p9": ("bench.p9_browser", "P9 browser engine vs bare Playwright"),
 }
 TIMEOUT = {"quick": 120, "full": 600}
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,8 @@ class BrowserEngine:
         self._launching = asyncio.Lock()
         self._pages = asyncio.Semaphore(_CONCURRENT_PAGES)
         self._slots: dict[LocalSession, _Slot] = {}
+        # Pages left with a request's extra headers (cleared by the next one).
+        self._headed: weakref.WeakSet[Page] = weakref.WeakSet()
         self._lost_tasks: set[asyncio.Task[None]] = set()
         #: Recorded ``video: true`` requests, and where the server serves them.
         self.videos = VideoStore()
@@ -247,11 +250,20 @@ class BrowserEngine:
     async def _render(
         self, page: Page, spec: FetchSpec, deadline: float
     ) -> FetchResult:
+        # Each browser call costs a round trip: only what differs is set.
         size = spec.browser.screenshot_size
-        await page.set_viewport_size(
+        viewport: ViewportSize = (
             {"width": size[0], "height": size[1]} if size else VIEWPORT
         )
-        await page.set_extra_http_headers(_extra_headers(spec))
+        if page.viewport_size != viewport:
+            await page.set_viewport_size(viewport)
+        headers = _extra_headers(spec)
+        if headers or page in self._headed:
+            await page.set_extra_http_headers(headers)
+            if headers:
+                self._headed.add(page)
+            else:
+                self._headed.discard(page)
         video = recording(page) if spec.browser.video else contextlib.nullcontext()
         async with video as frames:
             with browser_page.watching(page) as nav:
@@ -264,7 +276,8 @@ class BrowserEngine:
         self, page: Page, spec: FetchSpec, deadline: float, nav: Navigation
     ) -> tuple[str, dict[str, Any]]:
         """Navigate, act, extract: the rendered HTML and the extra fields."""
-        if spec.method != "GET" or spec.body is not None:
+        routed = spec.method != "GET" or spec.body is not None
+        if routed:
             await browser_page.route_first_navigation(page, spec)
         try:
             html = await browser_page.navigate(page, spec.url, deadline, nav)
@@ -274,7 +287,7 @@ class BrowserEngine:
             html, extras = await browser_page.extract(page, spec, html)
         finally:
             # A reused page must not keep this request's routes.
-            if not page.is_closed():
+            if routed and not page.is_closed():
                 await page.unroute_all()
         if actions:
             extras["javascriptReturn"] = returns

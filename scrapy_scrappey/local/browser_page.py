@@ -188,16 +188,18 @@ async def _scroll(page: Page, selector: str | None, timeout: float) -> None:
 async def extract(page: Page, spec: FetchSpec, html: str) -> tuple[str, dict[str, Any]]:
     """The ``response`` text and the browser-only ``solution`` fields."""
     extras: dict[str, Any] = {}
-    selector = spec.browser.css_selector
+    selector, wants_text = spec.browser.css_selector, spec.browser.inner_text
     if selector:
         found = page.locator(selector)
         if not await found.count():
             raise ApiError(CSS_NOT_FOUND_CODE, f"{selector!r:.200}")
         html = "\n".join(await found.evaluate_all("els => els.map(e => e.outerHTML)"))
-        text = "\n".join(await found.all_inner_texts())
-    else:
-        text = await page.evaluate("() => document.body ? document.body.innerText : ''")
-    extras["innerText"] = text
+        if wants_text:
+            extras["innerText"] = "\n".join(await found.all_inner_texts())
+    elif wants_text:
+        extras["innerText"] = await page.evaluate(
+            "() => document.body ? document.body.innerText : ''"
+        )
     if spec.browser.screenshot:
         image = await page.screenshot(type="png")
         extras["screenshot"] = base64.b64encode(image).decode("ascii")

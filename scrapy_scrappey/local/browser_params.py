@@ -46,6 +46,8 @@ class BrowserParams:
     video: bool = False
     #: ``requestType: "request"``: the session's HTTP client, no rendering.
     plain_request: bool = False
+    #: ``innerText: true``: the browser's own, measured only when asked for.
+    inner_text: bool = False
 
 
 def browser_params(body: dict[str, Any]) -> BrowserParams:
@@ -63,6 +65,7 @@ def browser_params(body: dict[str, Any]) -> BrowserParams:
         screenshot_size=_screenshot_size(body),
         video=body.get("video") is True,
         plain_request=request_type == "request",
+        inner_text=body.get("innerText") is True,
     )
 
 

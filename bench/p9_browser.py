@@ -162,38 +162,19 @@ def _pss(proc: psutil.Process) -> int:
 
 
 def _rows(bare: dict[str, float], engine: dict[str, float], http: float) -> list[Row]:
-    def ratio(a: float, b: float) -> float:
-        return round(a / b, 2) if b else 0.0
+    def versus(key: str, metric: str, unit: str, target: str = "") -> Row:
+        value, base = engine[key], bare[key]
+        # Targets: setup at most 1.2x the bare loop, throughput at least 0.8x.
+        ok = {"setup": value <= 1.2 * base, "rate": value >= 0.8 * base}.get(key)
+        ratio = round(value / base, 2) if base else 0.0
+        row = Row("p9", metric, round(value, 1), unit, round(base, 1), ratio, target)
+        row.ok = ok if target else None
+        return row
 
     return [
-        Row(
-            "p9",
-            "session setup + first page p50",
-            round(engine["setup"], 1),
-            "ms",
-            round(bare["setup"], 1),
-            ratio(engine["setup"], bare["setup"]),
-            "<= 1.2x bare",
-            engine["setup"] <= 1.2 * bare["setup"],
-        ),
-        Row(
-            "p9",
-            "page fetch p50 (warm session)",
-            round(engine["fetch"], 1),
-            "ms",
-            round(bare["fetch"], 1),
-            ratio(engine["fetch"], bare["fetch"]),
-        ),
-        Row(
-            "p9",
-            f"pages/s, {CONCURRENT} sessions",
-            round(engine["rate"], 1),
-            "pages/s",
-            round(bare["rate"], 1),
-            ratio(engine["rate"], bare["rate"]),
-            ">= 0.8x bare",
-            engine["rate"] >= 0.8 * bare["rate"],
-        ),
+        versus("setup", "session setup + first page p50", "ms", "<= 1.2x bare"),
+        versus("fetch", "page fetch p50 (warm session)", "ms"),
+        versus("rate", f"pages/s, {CONCURRENT} sessions", "pages/s", ">= 0.8x bare"),
         Row("p9", "Chromium PSS per open session", round(engine["pss"], 1), "MiB"),
         Row(
             "p9",

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 CSS_NOT_FOUND_CODE = "CODE-0027"
 #: How long the page must stay put to count as settled (seconds): long enough
 #: for an inline script's immediate reload to show up as a navigation.
-QUIET = 0.05
+QUIET = 0.02
 # Titles of interstitial challenge pages that solve themselves given time.
 _PROBE = """() => {
   const title = (document.title || "").toLowerCase();

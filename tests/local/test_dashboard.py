@@ -64,28 +64,43 @@ async def test_stats_carry_what_the_dashboard_shows(
     assert outcomes[2][1].startswith("Invalid parameter 'url'")
 
 
+ROWS_TEXT = "document.querySelector('#sessions tbody').innerText"
+DESTROY_JS = """fetch('/api/v1', {method: 'POST', body: JSON.stringify(
+  {cmd: 'sessions.destroy', session: 'gone-session'})}).then(r => r.json()).then(j => j.data)"""
+
+
 @deferred_f_from_coro_f
-async def test_dashboard_renders_sessions_in_a_browser(
+async def test_dashboard_shows_sessions_live_in_a_browser(
     started, make_local_server, browser_engine, tmp_path
 ):
     api = await _api(started, make_local_server, engine=browser_engine)
     await api.create("shown-session")
     await api.create("gone-session")
-    await api.cmd("sessions.destroy", session="gone-session")
+    # The page stays open while a session is destroyed; its poll must notice.
+    actions = [
+        {"type": "wait_for_selector", "cssSelector": "#sessions td"},
+        {"type": "execute_js", "code": ROWS_TEXT},
+        {"type": "execute_js", "code": DESTROY_JS},
+        {"type": "wait_for_function", "code": f"!{ROWS_TEXT}.includes('gone-session')"},
+        {"type": "execute_js", "code": ROWS_TEXT},
+    ]
     reply = await api.cmd(
         "request.get",
         url=api.server.base_url + "/",
-        browserActions=[{"type": "wait_for_selector", "cssSelector": "#sessions td"}],
-        cssSelector="#sessions tbody",
-        innerText=True,
+        browserActions=actions,
         screenshot=True,
     )
     assert reply["data"] == "success", reply
-    solution = reply["solution"]
+    before, destroyed, after = reply["solution"]["javascriptReturn"]
     # Kept as the test's artifact (pytest's tmp_path).
-    (tmp_path / "dashboard.png").write_bytes(base64.b64decode(solution["screenshot"]))
-    assert "shown-session" in solution["innerText"]
-    assert "gone-session" not in solution["innerText"]
+    shot = base64.b64decode(reply["solution"]["screenshot"])
+    (tmp_path / "dashboard.png").write_bytes(shot)
+    assert "shown-session" in before
+    assert "gone-session" in before
+    assert destroyed == "success"
+    assert "shown-session" in after
+    assert "gone-session" not in after
+    assert api.server.stats()["open_sessions"] == ["shown-session"]
 
 
 def test_non_loopback_bind_needs_a_key():

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
@@ -83,3 +84,24 @@ def test_cli_auto_without_chromium_serves_with_http(make_server_process):
     lines = [line for line in log.splitlines() if "Engine:" in line]
     assert len(lines) == 1
     assert "Engine: http (browser engine unavailable: Chromium not found" in lines[0]
+
+
+@deferred_f_from_coro_f
+async def test_cli_browser_engine_renders_pages(make_server_process, browser_site):
+    try:
+        find_chromium()
+    except EngineUnavailable as exc:
+        pytest.skip(f"browser engine unavailable: {exc}")
+    server = make_server_process("--engine", "browser", "--max-sessions", "3")
+    body = {"cmd": "request.get", "url": browser_site.url("/js/5")}
+    # Not urllib: the site answering the browser runs on this event loop.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server.url, json=body) as reply,
+    ):
+        solution = (await reply.json())["solution"]
+    server.__exit__()  # stop it: the log is complete
+    log = server.log_path.read_text()
+    assert solution["type"] == "browser"
+    assert "rendered 5" in solution["response"]
+    assert "Engine: browser (Chromium " in log

@@ -8,8 +8,9 @@ Invariants of the shared state (all touched from the event loop only):
 * ``_slots`` maps each session that has fetched something to its one
   ``BrowserContext`` (cookies, local storage) and its idle pages. Every
   context in ``_slots`` belongs to the current ``_browser``: when the browser
-  disconnects, all slots are dropped at once and their sessions reported to
-  ``on_lost`` (the registry then forgets them: "session not found").
+  disconnects, all slots are dropped at once, their sessions join ``_lost``
+  (never given a fresh context) and are reported to ``on_lost`` (the
+  registry then forgets them: "session not found").
 * A request holds one page for its whole duration; pages go back to the
   slot's idle list afterwards (at most ``_IDLE_PAGES``), closed pages never.
 * A request without a session runs in a throw-away context closed after it.
@@ -105,6 +106,8 @@ class BrowserEngine:
         # Pages left with a request's extra headers (cleared by the next one).
         self._headed: weakref.WeakSet[Page] = weakref.WeakSet()
         self._lost_tasks: set[asyncio.Task[None]] = set()
+        # Sessions whose context died: never given a fresh one.
+        self._lost: weakref.WeakSet[LocalSession] = weakref.WeakSet()
         #: Recorded ``video: true`` requests, and where the server serves them.
         self.videos = VideoStore()
         self.video_url = ""
@@ -122,6 +125,8 @@ class BrowserEngine:
             "version": self.version,
             "launches": self.launches,
             "contexts": len(self._slots),
+            # Every context the browser holds: sessions' plus throw-away ones.
+            "browser_contexts": len(self._browser.contexts) if self._browser else 0,
         }
 
     async def start(self) -> None:
@@ -167,7 +172,7 @@ class BrowserEngine:
         if "has been closed" in str(exc) and self._connected():
             # A call on a dead browser can fail before the disconnect is seen.
             await asyncio.sleep(_DISCONNECT_GRACE)
-        return session not in self._slots or not self._connected()
+        return session in self._lost or not self._connected()
 
     def _connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
@@ -197,6 +202,7 @@ class BrowserEngine:
             return  # closed on purpose, or an old one
         self._browser = None
         lost, self._slots = list(self._slots), {}
+        self._lost.update(lost)
         logger.warning(
             "Chromium disconnected; %d session(s) lost, relaunching on next use",
             len(lost),
@@ -211,6 +217,8 @@ class BrowserEngine:
     async def _context(
         self, session: LocalSession | None, user_agent: str
     ) -> AsyncIterator[BrowserContext]:
+        if session is not None and session in self._lost:
+            raise SessionLost(f"the browser of session {session.id} died")
         if session is not None and session in self._slots:
             yield self._slots[session].context
             return
@@ -221,6 +229,11 @@ class BrowserEngine:
             viewport=VIEWPORT,
             ignore_https_errors=True,
         )
+        if session is not None and session in self._slots:
+            # A concurrent first request of the session made one meanwhile.
+            await context.close()
+            yield self._slots[session].context
+            return
         if session is None:
             try:
                 yield context
@@ -313,11 +326,6 @@ class BrowserEngine:
             user_agent=spec.user_agent,
             engine="request",
         )
-
-    @property
-    def pending_losses(self) -> set[asyncio.Task[None]]:
-        """``on_lost`` calls still running (tests wait for them)."""
-        return self._lost_tasks
 
 
 async def _result(

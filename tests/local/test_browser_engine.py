@@ -309,3 +309,20 @@ async def test_video_is_served_as_motion_jpeg(
         assert gone.status == 404
     plain = await _get(api, browser_site.url("/form"))
     assert "videoUrl" not in plain
+
+
+@deferred_f_from_coro_f
+async def test_concurrent_first_requests_share_one_context(
+    started, make_local_server, browser_engine, browser_site
+):
+    api = await _api(started, make_local_server, engine=browser_engine)
+    session = await api.create("twin")
+    await asyncio.gather(
+        _get(api, browser_site.url("/set-cookie"), session=session),
+        _get(api, browser_site.url("/js/2"), session=session),
+    )
+    echo = await _get(api, browser_site.url("/echo"), session=session, innerText=True)
+    engine = api.server.stats()["engine"]
+    assert (engine["contexts"], engine["browser_contexts"]) == (1, 1)
+    assert json.loads(echo["innerText"])["cookies"] == {"sid": "s1"}
+    assert api.server.stats()["max_concurrent_by_session"] == {"twin": 2}

@@ -266,6 +266,8 @@ class LocalScrappey:
             )
         except BaseException:
             await runner.cleanup()
+            if self._owns_engine:
+                await self._engine.close()  # a launched Chromium included
             raise
         self._runner = runner
         self._port = int(self._listener.sockets[0].getsockname()[1])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scrapy_scrappey.local.validation import invalid
+from scrapy_scrappey.local.protocol import ApiError
 
 #: The ``browserActions`` types the browser engine performs; others (captcha
 #: solving, logins, …) are accepted and skipped, like unknown fields.
@@ -48,6 +48,15 @@ class BrowserParams:
     plain_request: bool = False
     #: ``innerText: true``: the browser's own, measured only when asked for.
     inner_text: bool = False
+
+
+def invalid(name: str, why: str) -> ApiError:
+    """The error for a bad field: ``Invalid parameter 'name': why``.
+
+    Here rather than in ``validation``, which imports this module for the
+    browser fields (and this helper for all the others).
+    """
+    return ApiError(None, f"Invalid parameter {name!r}: {why}")
 
 
 def browser_params(body: dict[str, Any]) -> BrowserParams:

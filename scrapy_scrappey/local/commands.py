@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from scrapy_scrappey.codes import SESSION_LIMIT_CODE
 from scrapy_scrappey.local.antibot_pages import blocked_result
-from scrapy_scrappey.local.browser_params import browser_params
 from scrapy_scrappey.local.engine import SessionLost, TargetError
 from scrapy_scrappey.local.faults import BAD_GATEWAY_HTML, FaultPlan, truncate_json
 from scrapy_scrappey.local.protocol import (
@@ -275,7 +274,7 @@ class CommandHandler:
         started: float,
     ) -> dict[str, Any]:
         agent = session.user_agent if session else user_agent_for(body)
-        spec = build_spec(params, agent, browser_params(body))
+        spec = build_spec(params, agent)
         try:
             if ban is not None:
                 # The anti-bot edge answers; the target never sees the request.

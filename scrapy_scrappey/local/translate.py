@@ -21,7 +21,6 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from scrapy_scrappey.local.browser_params import BrowserParams
 from scrapy_scrappey.local.engine import DEFAULT_TIMEOUT, FetchSpec
 
 if TYPE_CHECKING:
@@ -35,9 +34,7 @@ _DROPPED = frozenset({"content-length", "transfer-encoding", "connection", "host
 _CHARSET_RE = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
-def build_spec(
-    params: RequestParams, user_agent: str, browser: BrowserParams | None = None
-) -> FetchSpec:
+def build_spec(params: RequestParams, user_agent: str) -> FetchSpec:
     """The HTTP request for *params*, presenting *user_agent* unless overridden."""
     headers = [
         (k, v) for k, v in params.custom_headers.items() if k.lower() not in _DROPPED
@@ -60,7 +57,7 @@ def build_spec(
         cookiejar=params.cookiejar,
         timeout=params.timeout or DEFAULT_TIMEOUT,
         user_agent=_header(headers, "user-agent") or user_agent,
-        browser=browser or BrowserParams(),
+        browser=params.browser,
     )
 
 

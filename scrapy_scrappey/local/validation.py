@@ -26,6 +26,7 @@ from typing import Any
 from yarl import URL
 
 from scrapy_scrappey.codes import INVALID_CMD_CODE
+from scrapy_scrappey.local.browser_params import BrowserParams, browser_params, invalid
 from scrapy_scrappey.local.protocol import (
     ALL_COMMANDS,
     BROWSER_NAME_CODE,
@@ -84,11 +85,8 @@ class RequestParams:
     base64_response: bool = False
     list_all_redirects: bool = False
     close_after_use: bool = False
-
-
-def invalid(name: str, why: str) -> ApiError:
-    """The error for a bad field: ``Invalid parameter 'name': why``."""
-    return ApiError(None, f"Invalid parameter {name!r}: {why}")
+    #: What only a browser engine does (``browserActions``, ``screenshot``, …).
+    browser: BrowserParams = field(default_factory=BrowserParams)
 
 
 def invalid_body(why: str) -> ApiError:
@@ -196,6 +194,7 @@ def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
         base64_response=body.get("base64Response") is True,
         list_all_redirects=body.get("listAllRedirects") is True,
         close_after_use=body.get("closeAfterUse") is True,
+        browser=browser_params(body),
     )
 
 

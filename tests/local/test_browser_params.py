@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.local.browser_params import BrowserParams, browser_params
 from scrapy_scrappey.local.protocol import ApiError
+
+from ._support import Api
 
 
 def test_defaults_when_absent():
@@ -68,3 +72,22 @@ def test_bad_fields_name_the_culprit(body, error):
     with pytest.raises(ApiError) as raised:
         browser_params(body)
     assert error in raised.value.text
+
+
+@deferred_f_from_coro_f
+async def test_bad_browser_field_fails_before_the_session_is_used(
+    started, make_local_server
+):
+    server = await make_local_server()
+    http = await started(aiohttp.ClientSession())
+    api = Api(http, server, None)
+    session = await api.create("kept")
+    reply = await api.cmd(
+        "request.get", url="http://127.0.0.1:1/", session=session, cssSelector=""
+    )
+    stats = server.stats()
+    assert (
+        reply["error"] == "Invalid parameter 'cssSelector': must be a non-empty string"
+    )
+    assert stats["requests_per_session"] == {}
+    assert stats["open_sessions"] == ["kept"]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local.engine_choice import missing_browser
 
 from .demo_site import BAN_AFTER, LOGOUT_AFTER, DemoSite
 
@@ -75,8 +76,8 @@ SPIDERS = (
 SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
 CHALLENGE_SHOWS = "JS challenge solved once per session (browser engine)"
 BROWSER_HINT = (
-    "pip install 'scrapy-scrappey[browser]' and apt-get install chromium "
-    "(or set SCRAPPEY_LOCAL_CHROMIUM)"
+    "to install it: pip install 'scrapy-scrappey[browser]' and "
+    "apt-get install chromium (or set SCRAPPEY_LOCAL_CHROMIUM)"
 )
 _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
 # From the stats Scrapy dumps at the end of a crawl.
@@ -247,9 +248,9 @@ def _bans_line(runs: list[Run], served: int) -> str:
 def run_challenge(servers: Servers, *, verbose: bool) -> Run | None:
     """The ``challenge`` spider on the browser engine; ``None`` without one."""
     if servers.browser.engine.name != "browser":
+        why = missing_browser() or "Chromium did not launch"
         print(
-            f"  {'challenge':<9} skipped: the browser engine is not installed "
-            f"({BROWSER_HINT})",
+            f"  {'challenge':<9} skipped: no browser engine ({why}); {BROWSER_HINT}",
             flush=True,
         )
         return None

@@ -34,6 +34,9 @@ INSTALL_HINT = (
 )
 
 
+PLAYWRIGHT_MISSING = "the playwright package is not installed"
+
+
 class EngineUnavailable(RuntimeError):
     """The browser engine was asked for and cannot run here."""
 
@@ -51,6 +54,17 @@ def find_chromium(chromium: str | None = None) -> str:
         if found:
             return found
     raise EngineUnavailable(f"no Chromium on PATH ({', '.join(CHROMIUM_NAMES)})")
+
+
+def missing_browser(chromium: str | None = None) -> str | None:
+    """Why the browser engine cannot run here (without launching), or ``None``."""
+    try:
+        find_chromium(chromium)
+    except EngineUnavailable as exc:
+        return str(exc)
+    if importlib.util.find_spec("playwright") is None:
+        return PLAYWRIGHT_MISSING
+    return None
 
 
 async def start_browser_engine(
@@ -77,9 +91,10 @@ async def start_browser_engine(
 async def _launch(
     chromium: str | None, on_lost: Callable[[LocalSession], Awaitable[None]]
 ) -> BrowserEngine:
+    missing = missing_browser(chromium)
+    if missing is not None:
+        raise EngineUnavailable(missing)
     executable = find_chromium(chromium)
-    if importlib.util.find_spec("playwright") is None:
-        raise EngineUnavailable("the playwright package is not installed")
     # Imported only now: the http engine must work without Playwright.
     from playwright.async_api import Error as PlaywrightError
 

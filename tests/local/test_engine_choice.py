@@ -10,7 +10,11 @@ import aiohttp
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_scrappey.local.engine_choice import EngineUnavailable, find_chromium
+from scrapy_scrappey.local.engine_choice import (
+    EngineUnavailable,
+    find_chromium,
+    missing_browser,
+)
 
 MISSING = "/nonexistent/chromium"
 
@@ -88,10 +92,9 @@ def test_cli_auto_without_chromium_serves_with_http(make_server_process):
 
 @deferred_f_from_coro_f
 async def test_cli_browser_engine_renders_pages(make_server_process, browser_site):
-    try:
-        find_chromium()
-    except EngineUnavailable as exc:
-        pytest.skip(f"browser engine unavailable: {exc}")
+    missing = missing_browser()
+    if missing:
+        pytest.skip(f"browser engine unavailable: {missing}")
     server = make_server_process("--engine", "browser", "--max-sessions", "3")
     body = {"cmd": "request.get", "url": browser_site.url("/js/5")}
     # Not urllib: the site answering the browser runs on this event loop.

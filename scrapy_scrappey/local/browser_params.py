@@ -99,8 +99,16 @@ def _check_action(index: int, action: dict[str, Any]) -> None:
     key = needs.get(kind)
     if key is not None and not isinstance(action.get(key), str):
         raise invalid("browserActions", f"item {index} ({kind}) needs a string {key!r}")
+    if kind == "goto" and not action["url"].startswith(("http://", "https://")):
+        # file:// would hand the server's own files to any client.
+        raise invalid("browserActions", f"item {index} (goto) needs an http(s) URL")
     if kind == "type" and not isinstance(action.get("text"), str):
         raise invalid("browserActions", f"item {index} (type) needs a string 'text'")
+    if kind == "if":
+        # The branches run too: the same checks (nesting is bounded by validation).
+        for branch in ("then", "or"):
+            if action.get(branch) is not None:
+                _actions(action[branch])
     for name in ("wait", "timeout"):
         number = action.get(name)
         if number is not None and not _positive_number(number):

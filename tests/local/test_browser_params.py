@@ -54,6 +54,22 @@ def test_fields_are_read():
         ),
         ({"browserActions": [{"type": "goto"}]}, "item 0 (goto) needs a string 'url'"),
         (
+            {"browserActions": [{"type": "goto", "url": "file:///etc/passwd"}]},
+            "item 0 (goto) needs an http(s) URL",
+        ),
+        (
+            {
+                "browserActions": [
+                    {
+                        "type": "if",
+                        "condition": "1",
+                        "then": [{"type": "goto", "url": "file:///"}],
+                    }
+                ]
+            },
+            "item 0 (goto) needs an http(s) URL",
+        ),
+        (
             {"browserActions": [{"type": "wait", "wait": -1}]},
             "'wait' must be a number >= 0",
         ),

@@ -87,6 +87,12 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         "(default 30)",
     )
     add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+    _add_engine_args(parser)
+    _add_session_args(parser)
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
     add(
         "--engine",
         choices=ENGINE_MODES,
@@ -101,7 +107,6 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"Chromium executable (default: ${CHROMIUM_ENV}, else chromium on PATH)",
     )
-    _add_session_args(parser)
 
 
 def _add_session_args(parser: argparse.ArgumentParser) -> None:

@@ -283,7 +283,7 @@ class BrowserEngine:
                 html, extras = await self._load(page, spec, deadline, nav)
         if frames is not None:
             extras["videoUrl"] = self.video_url + self.videos.add(frames)
-        return await _result(page, spec, html, nav, extras)
+        return await browser_page.page_result(page, spec, html, nav, extras)
 
     async def _load(
         self, page: Page, spec: FetchSpec, deadline: float, nav: Navigation
@@ -322,36 +322,10 @@ class BrowserEngine:
             headers=headers,
             body=await response.body(),
             redirects=[response.url],
-            cookies=_cookies(await context.cookies(response.url)),
+            cookies=browser_page.cookie_dicts(await context.cookies(response.url)),
             user_agent=spec.user_agent,
             engine="request",
         )
-
-
-async def _result(
-    page: Page,
-    spec: FetchSpec,
-    html: str,
-    nav: browser_page.Navigation,
-    extras: dict[str, Any],
-) -> FetchResult:
-    last = nav.responses[-1] if nav.responses else None
-    headers = (
-        [(h["name"], h["value"]) for h in await last.headers_array()] if last else []
-    )
-    # The body is the rendered DOM, so the original framing headers no longer apply.
-    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-    return FetchResult(
-        status=last.status if last else 200,
-        url=page.url,
-        headers=headers,
-        body=html.encode("utf-8"),
-        redirects=[r.url for r in nav.responses] or [page.url],
-        cookies=_cookies(await page.context.cookies(page.url)),
-        user_agent=spec.user_agent,
-        engine="browser",
-        extras=extras,
-    )
 
 
 def _extra_headers(spec: FetchSpec) -> dict[str, str]:
@@ -383,22 +357,6 @@ def _cookie_params(spec: FetchSpec) -> list[SetCookieParam]:
         else:
             params.append({"name": item.name, "value": item.value, "url": spec.url})
     return params
-
-
-def _cookies(cookies: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": c["name"],
-            "value": c["value"],
-            "domain": c["domain"],
-            "path": c["path"],
-            "expires": c["expires"],
-            "httpOnly": c["httpOnly"],
-            "secure": c["secure"],
-            "sameSite": c["sameSite"],
-        }
-        for c in cookies
-    ]
 
 
 def _first_line(exc: BaseException) -> str:

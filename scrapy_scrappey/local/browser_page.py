@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from playwright.async_api import Error as PlaywrightError
 
 from scrapy_scrappey.local.browser_params import ACTION_TYPES
+from scrapy_scrappey.local.engine import FetchResult
 from scrapy_scrappey.local.protocol import ApiError
 
 if TYPE_CHECKING:
@@ -146,36 +147,54 @@ async def run_actions(
 async def _act(
     page: Page, action: dict[str, Any], deadline: float, nav: Navigation
 ) -> Any:
-    kind, selector = action["type"], str(action.get("cssSelector") or "")
+    kind = action["type"]
     timeout = min(_ms(action.get("timeout")) or _ms_left(deadline), _ms_left(deadline))
-    if kind == "click":
-        await page.click(selector, timeout=timeout)
-        await settle(page, deadline, nav)
-    elif kind == "type":
-        await page.locator(selector).first.press_sequentially(
-            action["text"], timeout=timeout
-        )
-    elif kind == "wait":
+    if kind == "execute_js":
+        return await page.evaluate(action["code"])
+    if kind == "if":
+        return bool(await page.evaluate(action["condition"]))
+    if kind.startswith("wait"):
+        await _wait(page, action, timeout)
+    else:
+        await _interact(page, action, timeout, deadline, nav)
+    return None
+
+
+async def _wait(page: Page, action: dict[str, Any], timeout: float) -> None:
+    kind = action["type"]
+    if kind == "wait":
         await asyncio.sleep(min(float(action.get("wait") or 0), timeout) / 1000)
     elif kind == "wait_for_selector":
-        await page.wait_for_selector(selector, timeout=timeout)
-    elif kind == "execute_js":
-        return await page.evaluate(action["code"])
-    elif kind == "scroll":
-        await _scroll(page, selector, timeout)
-    elif kind == "goto":
-        await navigate(page, action["url"], deadline, nav)
-    elif kind == "hover":
-        await page.hover(selector, timeout=timeout)
+        await page.wait_for_selector(action["cssSelector"], timeout=timeout)
     elif kind == "wait_for_function":
         await page.wait_for_function(action["code"], timeout=timeout)
     elif kind == "wait_for_load_state":
         state = action.get("waitForLoadState", "load")
         if state in ("load", "domcontentloaded", "networkidle"):
             await page.wait_for_load_state(state, timeout=timeout)
-    elif kind == "if":
-        return bool(await page.evaluate(action["condition"]))
-    return None
+
+
+async def _interact(
+    page: Page,
+    action: dict[str, Any],
+    timeout: float,
+    deadline: float,
+    nav: Navigation,
+) -> None:
+    kind, selector = action["type"], str(action.get("cssSelector") or "")
+    if kind == "click":
+        await page.click(selector, timeout=timeout)
+        await settle(page, deadline, nav)  # a click may navigate
+    elif kind == "type":
+        await page.locator(selector).first.press_sequentially(
+            action["text"], timeout=timeout
+        )
+    elif kind == "hover":
+        await page.hover(selector, timeout=timeout)
+    elif kind == "scroll":
+        await _scroll(page, selector, timeout)
+    elif kind == "goto":
+        await navigate(page, action["url"], deadline, nav)
 
 
 async def _scroll(page: Page, selector: str | None, timeout: float) -> None:
@@ -204,6 +223,50 @@ async def extract(page: Page, spec: FetchSpec, html: str) -> tuple[str, dict[str
         image = await page.screenshot(type="png")
         extras["screenshot"] = base64.b64encode(image).decode("ascii")
     return html, extras
+
+
+async def page_result(
+    page: Page,
+    spec: FetchSpec,
+    html: str,
+    nav: Navigation,
+    extras: dict[str, Any],
+) -> FetchResult:
+    """What the page shows now, as the engine's result."""
+    last = nav.responses[-1] if nav.responses else None
+    headers = (
+        [(h["name"], h["value"]) for h in await last.headers_array()] if last else []
+    )
+    # The body is the rendered DOM, so the original framing headers no longer apply.
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    return FetchResult(
+        status=last.status if last else 200,
+        url=page.url,
+        headers=headers,
+        body=html.encode("utf-8"),
+        redirects=[r.url for r in nav.responses] or [page.url],
+        cookies=cookie_dicts(await page.context.cookies(page.url)),
+        user_agent=spec.user_agent,
+        engine="browser",
+        extras=extras,
+    )
+
+
+def cookie_dicts(cookies: list[Any]) -> list[dict[str, Any]]:
+    """Playwright cookies in the ``solution.cookies`` shape."""
+    return [
+        {
+            "name": c["name"],
+            "value": c["value"],
+            "domain": c["domain"],
+            "path": c["path"],
+            "expires": c["expires"],
+            "httpOnly": c["httpOnly"],
+            "secure": c["secure"],
+            "sameSite": c["sameSite"],
+        }
+        for c in cookies
+    ]
 
 
 def _navigating(exc: PlaywrightError) -> bool:

@@ -130,14 +130,8 @@ class LocalScrappey:
         chromium: str | None = None,
     ) -> None:
         _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
-        if isinstance(engine, str) and engine not in ENGINE_MODES:
-            raise ValueError(
-                f"engine must be one of {', '.join(ENGINE_MODES)}, got {engine!r}"
-            )
         check_exposure(host, api_key)
-        self._engine_mode: EngineMode = (
-            engine if isinstance(engine, str) and static_body is None else "http"
-        )
+        self._engine_mode = _engine_mode(engine, static_body)
         self._owns_engine = isinstance(engine, str)
         self._chromium = chromium
         self._max_sessions = max_sessions
@@ -147,11 +141,11 @@ class LocalScrappey:
         self._requested_port = port
         self._stats = Stats()
         self._injector = FaultInjector(faults or Faults())
-        self._engine: Engine = (
-            StaticEngine(static_body) if static_body is not None else HttpEngine()
-        )
+        self._engine: Engine = HttpEngine()
         if not isinstance(engine, str):
             self._engine = engine
+        elif static_body is not None:
+            self._engine = StaticEngine(static_body)
         self._registry = SessionRegistry(
             ttl=session_ttl or None,
             max_sessions=100 if max_sessions is None else max_sessions,
@@ -422,6 +416,17 @@ def _url_host(host: str) -> str:
 
 def _describe_key(key: str | None) -> str:
     return key_hint(key) if key else "any key accepted"
+
+
+def _engine_mode(engine: EngineMode | Engine, static_body: str | None) -> EngineMode:
+    """What :meth:`LocalScrappey.start` should launch (``http``: nothing)."""
+    if not isinstance(engine, str) or static_body is not None:
+        return "http"
+    if engine not in ENGINE_MODES:
+        raise ValueError(
+            f"engine must be one of {', '.join(ENGINE_MODES)}, got {engine!r}"
+        )
+    return engine
 
 
 def _check_args(

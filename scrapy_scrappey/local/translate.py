@@ -77,20 +77,14 @@ def build_solution(result: FetchResult, params: RequestParams) -> dict[str, Any]
         "cookieString": "; ".join(f"{c['name']}={c['value']}" for c in result.cookies),
         "userAgent": result.user_agent,
     }
-    extras = dict(result.extras)
     # A browser measures innerText itself; the HTML approximation is the fallback.
-    rendered_text = extras.pop("innerText", None)
-    if params.inner_text:
-        solution["innerText"] = (
-            rendered_text
-            if rendered_text is not None
-            else inner_text(text, content_type)
-        )
+    if params.inner_text and "innerText" not in result.extras:
+        solution["innerText"] = inner_text(text, content_type)
     if params.base64_response:
         solution["base64Response"] = base64.b64encode(result.body).decode("ascii")
     if params.list_all_redirects:
         solution["listAllRedirectsResponse"] = list(result.redirects)
-    solution.update(extras)
+    solution.update(result.extras)  # screenshot, javascriptReturn, …
     return solution
 
 

@@ -6,6 +6,7 @@
     python3 dev.py demo      # run the example project's demo crawl (see README)
     python3 dev.py bench     # run the benchmarks (add --quick for a smoke run)
     python3 dev.py ci        # what .ci/run runs: test, test-min, demo, quick benchmarks
+                             # (installs Chromium with apt-get first when root and missing)
 
 Each command creates its virtual environment and installs the project into it
 when needed (``.venv``, and ``.venv-min`` for test-min).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -44,7 +46,9 @@ def _ensure_venv(env: Path, *pins: str) -> str:
     if not stamp.exists() or stamp.read_text() != digest:
         print(f"dev.py: installing the project into {env}", flush=True)
         _run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
-        _run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]", *pins])
+        _run(
+            [python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev,browser]", *pins]
+        )
         stamp.write_text(digest)
     return python
 
@@ -78,7 +82,30 @@ def bench(args: list[str]) -> None:
     _run([_ensure_venv(VENV), "-m", "bench", *args])
 
 
+def _ensure_chromium() -> None:
+    """Install Debian's Chromium for the browser-engine tests when it is missing.
+
+    Needs root and apt-get; without them the browser tests skip, saying why.
+    """
+    if os.environ.get("SCRAPPEY_LOCAL_CHROMIUM") or shutil.which("chromium"):
+        return
+    if not shutil.which("apt-get") or getattr(os, "geteuid", lambda: 1)() != 0:
+        print("dev.py: no chromium and no root apt-get: browser tests will skip")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "chromium"],
+    ):
+        print("+ " + " ".join(cmd), flush=True)
+        # Fixed commands; a failure only makes the browser tests skip.
+        if subprocess.run(cmd, env=env, check=False).returncode:  # noqa: S603
+            print("dev.py: installing chromium failed: browser tests will skip")
+            return
+
+
 def ci(args: list[str]) -> None:
+    _ensure_chromium()
     test(args)
     test_min([])
     demo([])

@@ -37,6 +37,7 @@ BENCHMARKS = {
     "p6": ("bench.p6_naive", "P6 vs blocking requests in deferToThread"),
     "p7": ("bench.p7_pools", "P7 many named pools: fairness, per-pool concurrency"),
     "p8": ("bench.p8_detectors", "P8 ban detectors: time per response"),
+    "p9": ("bench.p9_browser", "P9 browser engine vs bare Playwright"),
 }
 TIMEOUT = {"quick": 120, "full": 600}
 

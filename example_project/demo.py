@@ -11,6 +11,12 @@ plugin's ban detectors recognise them with no spider code, and the summary
 shows the bans by vendor. Each spider's cost (``scrappey/cost/total``) is
 shown next to what the local server charged it.
 
+Then the ``challenge`` spider crawls pages behind a JavaScript challenge
+through a second local server with the browser engine (``engine="auto"``):
+every page is real content, and the summary shows how many challenges the
+site served for how many pages (one per session). Without Chromium and
+Playwright the demo says how to install them and skips that spider.
+
 Exits non-zero if a spider fails, scrapes nothing, finishes for another
 reason than "finished" or logs an error, or if Scrappey sessions are still
 open on the server after the crawls, or if a spider's cost differs from what
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy_scrappey.local import Faults, LocalScrappey
+from scrapy_scrappey.local.engine_choice import missing_browser
 
 from .demo_site import BAN_AFTER, LOGOUT_AFTER, DemoSite
 
@@ -69,6 +76,11 @@ SPIDERS = (
     ),
 )
 SPIDER_TIMEOUT = 40.0  # seconds; each crawl takes about two
+CHALLENGE_SHOWS = "JS challenge solved once per session (browser engine)"
+BROWSER_HINT = (
+    "to install it: pip install 'scrapy-scrappey[browser]' and "
+    "apt-get install chromium (or set SCRAPPEY_LOCAL_CHROMIUM)"
+)
 _CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
 # From the stats Scrapy dumps at the end of a crawl.
 _INITS_RE = re.compile(r"'scrappey/sessions/init/ok': (\d+)")
@@ -85,6 +97,8 @@ class Servers:
         # The member area logs browsers out and bans them, as real sites do.
         self.site = DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)
         self.scrappey = LocalScrappey(api_key=DEMO_KEY)
+        # The http engine cannot run the challenge's script; a browser can.
+        self.browser = LocalScrappey(api_key=DEMO_KEY, engine="auto")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="demo-servers", daemon=True
@@ -94,11 +108,13 @@ class Servers:
         self._thread.start()
         self._run(self.site.start())
         self._run(self.scrappey.start())
+        self._run(self.browser.start(), timeout=60)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
         try:
+            self._run(self.browser.stop())
             self._run(self.scrappey.stop())
             self._run(self.site.stop())
         finally:
@@ -116,15 +132,15 @@ class Servers:
 
         self._run(reset())
 
-    def stats(self) -> dict[str, Any]:
-        """The local server's ``/__local__/stats`` document."""
-        url = f"{self.scrappey.base_url}/__local__/stats"
+    def stats(self, server: LocalScrappey | None = None) -> dict[str, Any]:
+        """A local server's ``/__local__/stats`` document (default: the http one)."""
+        url = f"{(server or self.scrappey).base_url}/__local__/stats"
         with urllib.request.urlopen(url, timeout=10) as reply:
             stats: dict[str, Any] = json.load(reply)
         return stats
 
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=15)
+    def _run(self, coro: Coroutine[Any, Any, None], timeout: float = 15) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
 
 
 @dataclass
@@ -146,6 +162,8 @@ class Run:
     #: What the crawl counted it spent, and what the local server charged it.
     cost: float = 0.0
     charged: float = 0.0
+    #: JavaScript challenges the demo site served during the crawl.
+    challenges: int = 0
     log: str = ""
 
     def problems(self) -> list[str]:
@@ -163,22 +181,30 @@ class Run:
         return found
 
 
-def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) -> Run:
+def run_spider(
+    servers: Servers,
+    spider: str,
+    faults: Faults,
+    *,
+    verbose: bool,
+    server: LocalScrappey | None = None,
+) -> Run:
     """``scrapy crawl SPIDER -a site=...`` in example_project/, with the demo key."""
     run = Run(spider)
+    server = server or servers.scrappey
     output = OUTPUT_DIR / f"{spider}.jsonl"
     output.unlink(missing_ok=True)
     env = {
         **os.environ,
         "SCRAPPEY_API_KEY": DEMO_KEY,
-        "SCRAPPEY_API_URL": servers.scrappey.url,
+        "SCRAPPEY_API_URL": server.url,
     }
     for name in ("SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT"):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     cmd += ["-a", f"site={servers.site.url}", "-s", "LOG_LEVEL=INFO"]
     servers.reset_site(faults)
-    before = servers.stats()
+    before = servers.stats(server)
     process = subprocess.Popen(
         cmd,
         cwd=PROJECT_DIR,
@@ -199,7 +225,7 @@ def run_spider(servers: Servers, spider: str, faults: Faults, *, verbose: bool) 
         _stop(process)
     if verbose:
         print(run.log, file=sys.stderr)
-    after = servers.stats()
+    after = servers.stats(server)
     run.created = after["sessions"]["created"] - before["sessions"]["created"]
     run.destroyed = after["sessions"]["destroyed"] - before["sessions"]["destroyed"]
     run.charged = after["charged"]["total"] - before["charged"]["total"]
@@ -226,6 +252,32 @@ def _bans_line(runs: list[Run], served: int) -> str:
     return (
         f"  Bans detected: {by_vendor or 'none'} "
         f"(block pages served by the local server: {served})."
+    )
+
+
+def run_challenge(servers: Servers, *, verbose: bool) -> Run | None:
+    """The ``challenge`` spider on the browser engine; ``None`` without one."""
+    if servers.browser.engine.name != "browser":
+        why = missing_browser() or "Chromium did not launch"
+        print(
+            f"  {'challenge':<9} skipped: no browser engine ({why}); {BROWSER_HINT}",
+            flush=True,
+        )
+        return None
+    served = servers.site.challenges_served
+    run = run_spider(
+        servers, "challenge", Faults(), verbose=verbose, server=servers.browser
+    )
+    print(_row(run, CHALLENGE_SHOWS), flush=True)
+    run.challenges = servers.site.challenges_served - served
+    return run
+
+
+def _row(run: Run, shows: str) -> str:
+    return (
+        f"  {run.spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
+        f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
+        f"{run.retired:>7} {run.bans.total():>4} {run.cost:>5g}  {shows}"
     )
 
 
@@ -259,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(also {servers.site.url_for('localhost')})"
         )
         print(f"  local Scrappey: {servers.scrappey.url}")
+        engine = servers.browser.engine.name
+        print(f"  local Scrappey: {servers.browser.url} ({engine} engine)")
         print(
             f"\n  {'spider':<9} {'items':>5}  {'finish':<9} "
             f"{'sessions created/destroyed':<27} {'inits':>5} {'retired':>7} "
@@ -267,28 +321,34 @@ def main(argv: list[str] | None = None) -> int:
         for spider, shows, faults in SPIDERS:
             run = run_spider(servers, spider, faults, verbose=args.verbose)
             runs.append(run)
-            print(
-                f"  {spider:<9} {run.items:>5}  {run.finish_reason or '-':<9} "
-                f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
-                f"{run.retired:>7} {run.bans.total():>4} {run.cost:>5g}  {shows}",
-                flush=True,
-            )
+            print(_row(run, shows), flush=True)
+        challenge = run_challenge(servers, verbose=args.verbose)
         server_stats = servers.stats()
         final = server_stats["sessions"]
+        browser_open = servers.stats(servers.browser)["sessions"]["open"]
     except KeyboardInterrupt:
         print("\nDemo interrupted.", file=sys.stderr)
         return 130
     finally:
         servers.stop()
 
+    if challenge is not None:
+        runs.append(challenge)
     failures = [f"{r.spider}: {', '.join(r.problems())}" for r in runs if r.problems()]
-    if final["open"]:
-        failures.append(f"{final['open']} session(s) still open on the server")
+    if final["open"] or browser_open:
+        failures.append(
+            f"{final['open'] + browser_open} session(s) still open on the servers"
+        )
     print(
         f"\n  Local Scrappey: {final['created']} sessions created, "
         f"{final['destroyed']} destroyed, {final['open']} still open after the crawls."
     )
     print(_bans_line(runs, server_stats["bans"]["block_pages"]))
+    if challenge is not None:
+        print(
+            f"  JS challenge: {challenge.challenges} served for {challenge.items} "
+            f"pages ({challenge.created} session(s), browser engine)."
+        )
     print(
         f"  Items: {OUTPUT_DIR.relative_to(PROJECT_DIR.parent)}/"
         f"{{{','.join(spider for spider, _, _ in SPIDERS)}}}.jsonl"

@@ -8,7 +8,12 @@ domains, and has:
 * ``/login``: a login form (POST ``user`` and ``password``) that sets the
   ``member`` cookie and redirects to ``/members``;
 * ``/members?page=N``: members-only, paginated notes; without a valid
-  ``member`` cookie it redirects to ``/login``.
+  ``member`` cookie it redirects to ``/login``;
+* ``/protected/N`` (N = 1..``PROTECTED_PAGES``): behind a JavaScript
+  challenge, like Cloudflare's "Just a moment...": without a valid
+  ``clearance`` cookie, HTTP 503 and a page whose inline script computes a
+  token, stores it in that cookie and reloads. Only a browser gets through;
+  ``challenges_served`` and ``protected_served`` count both answers.
 
 Like a real site, it can also turn against a browser (both off unless asked
 for: ``DemoSite(logout_after=LOGOUT_AFTER, ban_after=BAN_AFTER)``, or
@@ -62,6 +67,21 @@ MEMBER_NOTES = [f"Members-only note {n}" for n in range(1, 10)]
 COOKIE = "member"
 #: The cookie by which the site tells browsers apart (``ban_after``).
 BROWSER_COOKIE = "browser"
+#: The JavaScript challenge's cookie, and how many pages it protects.
+CHALLENGE_COOKIE = "clearance"
+PROTECTED_PAGES = 6
+#: The challenge page: ``{nonce}`` is the site's; the script derives the cookie.
+CHALLENGE_HTML = """<!DOCTYPE html><html><head><title>Just a moment...</title></head>
+<body><p>Checking your browser before accessing the site.</p><script>
+let h = 2166136261;
+const nonce = "{nonce}";
+for (let round = 0; round < 2000; round++)
+  for (let i = 0; i < nonce.length; i++) {{
+    h ^= nonce.charCodeAt(i); h = Math.imul(h, 16777619) >>> 0;
+  }}
+document.cookie = "clearance=" + h.toString(16) + "; path=/";
+location.reload();
+</script></body></html>"""
 #: The demo's settings of ``logout_after`` and ``ban_after``.
 LOGOUT_AFTER = 1
 BAN_AFTER = 4
@@ -106,6 +126,9 @@ class DemoSite:
         self._browser_requests: dict[str, int] = {}  # browser cookie -> requests
         self.port = 0
         self.hits: list[Hit] = []
+        self.nonce = secrets.token_hex(8)
+        self.challenges_served = 0
+        self.protected_served = 0
 
     @property
     def url(self) -> str:
@@ -125,6 +148,7 @@ class DemoSite:
         app.router.add_get("/login", self._login_form)
         app.router.add_post("/login", self._login)
         app.router.add_get("/members", self._members)
+        app.router.add_get("/protected/{n}", self._protected)
         return app
 
     async def start(self) -> None:
@@ -206,6 +230,17 @@ class DemoSite:
             '<p><a href="/articles">Articles</a> (public)</p>'
             '<p><a href="/members">Members area</a> (login required)</p>',
         )
+
+    async def _protected(self, request: web.Request) -> web.Response:
+        n = request.match_info["n"]
+        if n not in {str(i) for i in range(1, PROTECTED_PAGES + 1)}:
+            raise web.HTTPNotFound
+        challenge = challenge_page(request, self.nonce)
+        if challenge is not None:
+            self.challenges_served += 1
+            return challenge
+        self.protected_served += 1
+        return _page(f"Protected page {n}", f'<p class="secret">Protected page {n}</p>')
 
     async def _robots(self, request: web.Request) -> web.Response:
         return web.Response(text="User-agent: *\nAllow: /\n")
@@ -290,6 +325,25 @@ _DENIED = (
     '<p class="denied">Your browser made too many requests. '
     "Access to this site is denied.</p>"
 )
+
+
+def challenge_page(request: web.Request, nonce: str) -> web.Response | None:
+    """The challenge (HTTP 503) unless *request* carries the cookie it sets."""
+    if request.cookies.get(CHALLENGE_COOKIE) == challenge_token(nonce):
+        return None
+    return web.Response(
+        status=503, text=CHALLENGE_HTML.format(nonce=nonce), content_type="text/html"
+    )
+
+
+def challenge_token(nonce: str) -> str:
+    """What the challenge script computes for *nonce* (FNV-1a, 2000 rounds)."""
+    h = 2166136261
+    for _ in range(2000):
+        for ch in nonce:
+            h ^= ord(ch)
+            h = (h * 16777619) & 0xFFFFFFFF
+    return format(h, "x")
 
 
 def _page_number(request: web.Request, total: int) -> int:

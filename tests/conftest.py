@@ -14,11 +14,20 @@ is stopped after it, whether the test passed or not.
   subprocess, for tests that kill or signal processes.
 * ``scripted_api``: a fake API answering each URL with the reply a test
   scripted for it (replies the local server would never send).
+* ``browser_engine``: one Chromium (the local server's browser engine) per
+  test module, for ``make_local_server(engine=browser_engine)``; the test is
+  skipped, with the reason, when Chromium or Playwright cannot run here.
+  ``browser_site``: the :class:`~tests.browser_site.BrowserSite` (JS pages,
+  a JS challenge).
 * ``api_calls``: the order in which the crawl's API calls start and end, so
   that tests assert on overlap and order instead of on elapsed time, and the
   payloads they sent.
 * ``free_port``: a port of 127.0.0.1 that nothing listens on (connections
   to it are refused).
+
+Servers started as processes use the http engine unless a test passes
+``--engine`` (``SCRAPPEY_LOCAL_ENGINE`` is set to ``http`` here), so that
+the CLI's ``auto`` default does not launch Chromium in every such test.
 
 Tests use them from ``@deferred_f_from_coro_f`` coroutines; the fixtures
 themselves are plain ones that block on the reactor through pytest-twisted,
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +51,11 @@ from scrapy.utils.defer import deferred_from_coro
 from example_project.demo_site import DemoSite
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
+from scrapy_scrappey.local.engine_choice import (
+    EngineUnavailable,
+    start_browser_engine,
+)
+from tests.browser_site import BrowserSite
 from tests.crawl import max_overlap
 from tests.fake_api import ScriptedApi
 from tests.reliability_support import ServerProcess
@@ -50,6 +65,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterator
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
+
+
+os.environ.setdefault("SCRAPPEY_LOCAL_ENGINE", "http")
 
 
 def _wait(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -195,3 +213,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@pytest.fixture(scope="module")
+def browser_engine() -> Iterator[Any]:
+    """The browser engine, launched once per module (skips when it cannot run)."""
+
+    async def no_owner(session: Any) -> None:
+        """Replaced by each server that uses the engine."""
+
+    try:
+        engine = _wait(start_browser_engine("browser", None, no_owner))
+    except EngineUnavailable as exc:
+        pytest.skip(f"browser engine unavailable: {exc}")
+    yield engine
+    _wait(engine.close())
+
+
+@pytest.fixture
+def browser_site(started: Any) -> BrowserSite:
+    """A running :class:`~tests.browser_site.BrowserSite`."""
+    site: BrowserSite = _wait(started(BrowserSite()))
+    return site

@@ -29,6 +29,7 @@ from example_project.scrappey_example.spiders.members import MembersSpider
 from example_project.scrappey_example.spiders.multi import MultiSpider
 from example_project.scrappey_example.spiders.quotes import QuotesSpider
 from scrapy_scrappey.local import Faults
+from scrapy_scrappey.local.engine_choice import missing_browser
 from tests.crawl import PagesSpider, crawl, settings_for
 
 if TYPE_CHECKING:
@@ -318,6 +319,18 @@ async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(
         assert "session" not in json.loads(request.body)
 
 
+# Through the browser engine one challenge is solved for 6 pages; without it
+# the demo says how to install it.
+_CHALLENGE_LINES = (
+    (
+        "challenge     6  finished  1/1                             0       0    0",
+        "JS challenge: 1 served for 6 pages (1 session(s), browser engine).",
+    )
+    if missing_browser() is None
+    else ("challenge skipped: no browser engine (", "to install it: pip install")
+)
+
+
 def test_demo_command_runs_everything_and_prints_the_summary():
     result = subprocess.run(
         [sys.executable, "-m", "example_project.demo"],
@@ -339,6 +352,7 @@ def test_demo_command_runs_everything_and_prints_the_summary():
         # every 5: 3 sessions per host, 2 of them banned by vendor pages.
         "multi        18  finished  6/6                             0       4    4     6",
         "existing      9  finished  1/1                             0       0    0   0.6",
+        *_CHALLENGE_LINES,
         "12 sessions created, 12 destroyed, 0 still open after the crawls.",
         # Vendors in turn, in ban order: cloudflare, akamai, datadome, cloudflare.
         "Bans detected: akamai 1, cloudflare 2, datadome 1 (block pages",

@@ -9,11 +9,12 @@ first line it prints is the API URL. From Python::
         ...  # SCRAPPEY_API_URL = server.url
 
 It speaks the documented protocol (``request.get/post/put/patch/delete``,
-``sessions.create/destroy/list/active``, ``/balance``), fetches targets with
-a plain HTTP client (``solution.type == "request"``), keeps one cookie jar per
-session, and can inject faults. Options that need a real browser
-(``browserActions``, ``screenshot``, captcha solving, …) are accepted and
-ignored: the reply is a normal success envelope without those extras.
+``sessions.create/destroy/list/active``, ``/balance``) and can inject faults.
+The http engine (the class's default) fetches targets with aiohttp
+(``solution.type == "request"``), one cookie jar per session, and ignores
+browser-only options. The browser engine (``engine="browser"`` or ``"auto"``;
+``browser.py``) renders pages in Chromium, one browser context per session,
+and performs ``browserActions``, ``cssSelector``, ``screenshot`` and the like.
 """
 
 from __future__ import annotations

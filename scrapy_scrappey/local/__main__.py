@@ -18,6 +18,11 @@ from pathlib import Path
 from scrapy_scrappey.codes import TRANSIENT_CODES
 from scrapy_scrappey.local.antibot_pages import VENDORS
 from scrapy_scrappey.local.billing import parse_prices
+from scrapy_scrappey.local.engine_choice import (
+    CHROMIUM_ENV,
+    ENGINE_MODES,
+    EngineUnavailable,
+)
 from scrapy_scrappey.local.faults import Faults
 from scrapy_scrappey.local.server import LocalScrappey
 
@@ -34,12 +39,19 @@ their flag says otherwise. The API key may also come from the
 SCRAPPEY_LOCAL_API_KEY environment variable.
 
 The first line on stdout is the API URL (http://127.0.0.1:PORT/api/v1); logs
-go to stderr. Test harness routes, no key needed: GET /__local__/stats,
+go to stderr. GET / is a live dashboard. Test harness routes, no key needed
+on a loopback bind (elsewhere --api-key is required, and ?key= on them): GET /__local__/stats,
 POST /__local__/reset, GET and POST /__local__/faults (a JSON object of fault
 fields: latency, error_rate, error_codes, http_502_rate, truncated_rate,
 slow_rate, slow_seconds, expire_after_requests, fail_creates, fail_destroys,
-over_limit_seconds, ban_after_requests, ban_vendors, seed). Browser-only options (browserActions, screenshot,
-captcha solving, ...) are accepted and ignored.
+over_limit_seconds, ban_after_requests, ban_vendors, seed).
+
+engines: --engine browser renders pages in Chromium (Playwright; pip install
+'scrapy-scrappey[browser]', apt-get install chromium), one browser context per
+session, and performs browserActions (click, type, wait, wait_for_selector,
+execute_js, scroll, goto), cssSelector, innerText, screenshot (with
+screenshotWidth/Height) and requestType "request". The http engine accepts
+and ignores the browser-only options.
 """
 
 
@@ -76,7 +88,26 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
         "(default 30)",
     )
     add("--log-level", default="INFO", help="logging level on stderr (default INFO)")
+    _add_engine_args(parser)
     _add_session_args(parser)
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--engine",
+        choices=ENGINE_MODES,
+        default=os.environ.get("SCRAPPEY_LOCAL_ENGINE", "auto"),
+        help="http (aiohttp), browser (Chromium via Playwright) or auto: the "
+        "browser when it launches, else http (default: $SCRAPPEY_LOCAL_ENGINE "
+        "or auto)",
+    )
+    add(
+        "--chromium",
+        metavar="PATH",
+        default=None,
+        help=f"Chromium executable (default: ${CHROMIUM_ENV}, else chromium on PATH)",
+    )
 
 
 def _add_session_args(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +121,9 @@ def _add_session_args(parser: argparse.ArgumentParser) -> None:
     add(
         "--max-sessions",
         type=int,
-        default=100,
-        help="cap on open sessions, then CODE-0029 (default 100)",
+        default=None,
+        help="cap on open sessions, then CODE-0029 (default 100; 20 with the "
+        "browser engine)",
     )
     add(
         "--unknown-session",
@@ -235,6 +267,8 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         balance=args.balance,
         prices=parse_prices(args.prices),
         read_timeout=args.read_timeout,
+        engine=args.engine,
+        chromium=args.chromium,
     )
 
 
@@ -270,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except OSError as exc:
         logger.error("Cannot serve on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    except EngineUnavailable as exc:
+        logger.error("--engine browser: %s", exc)
         return 1
     return 0
 

@@ -53,16 +53,17 @@ class Billing:
                 f"costs {price / _MICRO:g}; top up the account",
             )
 
-    def charge(self, solution: dict[str, Any]) -> None:
-        """Take the cost of a successful, verified reply's *solution*."""
+    def charge(self, solution: dict[str, Any]) -> float:
+        """Take the cost of a successful, verified reply's *solution*; return it."""
         if solution.get("verified") is False:
-            return
+            return 0.0
         kind = str(solution.get("type"))
         extra = solution.get("additionalCost", 0)
         cost = _micros(self.prices.get(kind, 0.0)) + _micros(extra)
         self._balance -= cost
         self._charged[kind] += cost
         self._calls += 1
+        return cost / _MICRO
 
     def snapshot(self) -> dict[str, Any]:
         """The ``charged`` part of the stats document."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from scrapy_scrappey.codes import SESSION_LIMIT_CODE
 from scrapy_scrappey.local.antibot_pages import blocked_result
-from scrapy_scrappey.local.engine import TargetError
+from scrapy_scrappey.local.engine import SessionLost, TargetError
 from scrapy_scrappey.local.faults import BAD_GATEWAY_HTML, FaultPlan, truncate_json
 from scrapy_scrappey.local.protocol import (
     ALL_COMMANDS,
@@ -107,8 +107,17 @@ class CommandHandler:
             body = parse_body(raw)
         except ApiError as error:
             return self.refuse(error, started)
+        entry = self._receive(body)
+        reply = await self._answer(body, started)
+        entry["outcome"] = _outcome(reply)
+        return reply
+
+    def use_engine(self, engine: Engine) -> None:
+        """Serve later requests with *engine* (chosen once the server starts)."""
+        self._engine = engine
+
+    async def _answer(self, body: dict[str, Any], started: float) -> Reply:
         try:
-            self._receive(body)
             cmd = command_name(body)  # CODE-0004 unless a supported command
             handler = self._handlers.get(cmd, self._request)
             return await handler(cmd, body, started)
@@ -119,7 +128,7 @@ class CommandHandler:
             logger.exception("Internal error in the local Scrappey server")
             return _error(server_bug(), started, body)
 
-    def _receive(self, body: dict[str, Any]) -> None:
+    def _receive(self, body: dict[str, Any]) -> dict[str, Any]:
         """Count and log a command, valid or not, before anything can fail."""
         cmd, session, url = body.get("cmd"), body.get("session"), body.get("url")
         known = cmd if isinstance(cmd, str) and cmd in ALL_COMMANDS else "invalid"
@@ -127,13 +136,14 @@ class CommandHandler:
         url = url if isinstance(url, str) else None
         cookies = body.get("cookies")
         cookies = cookies if isinstance(cookies, str) else None
-        self._stats.command(known, session, url, cookies)
+        entry = self._stats.command(known, session, url, cookies)
         # An invalid cmd can be anything the client sent: show a short repr.
         shown = known if known != "invalid" else f"invalid cmd {cmd!r:.60}"
         if url is None:
             logger.info("%s session=%s", shown, clip(session))
         else:
             logger.info("%s session=%s url=%s", shown, clip(session), clip(url))
+        return entry
 
     async def _delay(self, cmd: str) -> None:
         seconds = self._injector().latency(cmd)
@@ -203,6 +213,7 @@ class CommandHandler:
         if session is None:
             return await self._serve(params, body, None, plan, started)
         self._stats.request_started(session.id, self._registry.begin_request(session))
+        session.last_url = params.url
         ban = self._injector().ban_vendor(session.id, session.requests)
         if ban is not None:
             plan = dataclasses.replace(plan, ban=ban)
@@ -274,15 +285,29 @@ class CommandHandler:
                 result = blocked_result(ban, spec, self._engine.name)
             else:
                 result = await self._engine.fetch(spec, session)
+        except SessionLost as exc:
+            assert session is not None
+            await self._registry.expire(session, event="lost")
+            raise session_not_found(session.id) from exc
         except TargetError as exc:
             raise ApiError(REQUEST_ERROR_CODE, str(exc)) from exc
         solution = build_solution(result, params)
-        self.billing.charge(solution)
+        cost = self.billing.charge(solution)
+        if session is not None:
+            session.charged += cost
         return success_envelope(solution, _elapsed(started), params.session)
 
 
 def _elapsed(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
+
+
+def _outcome(reply: Reply) -> str:
+    if reply.payload is None:
+        return f"HTTP {reply.status} (raw reply)"
+    if reply.payload.get("data") == "success":
+        return "success"
+    return str(reply.payload.get("error", "error"))[:200]
 
 
 def _error(error: ApiError, started: float, body: dict[str, Any]) -> Reply:

@@ -10,8 +10,9 @@ in the session's jar; the ``cookies`` string is sent with that request only.
 :class:`StaticEngine` answers every request with one fixed HTML page and
 fetches nothing (benchmarks).
 
-Neither engine drives a browser: ``browserActions``, screenshots, captcha
-solving and the like are accepted and ignored.
+Neither drives a browser: ``browserActions``, screenshots, captcha solving
+and the like are accepted and ignored. The browser engine is in
+``browser.py``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.cookies import Morsel, SimpleCookie
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from yarl import URL
+
+from scrapy_scrappey.local.browser_params import BrowserParams
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractCookieJar
@@ -50,6 +53,8 @@ class FetchSpec:
     cookiejar: tuple[CookieSpec, ...]
     timeout: float
     user_agent: str
+    #: What a browser engine does beyond loading the page (others ignore it).
+    browser: BrowserParams = field(default_factory=BrowserParams)
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,16 @@ class FetchResult:
     cookies: list[dict[str, Any]]
     user_agent: str
     engine: str
+    #: ``solution`` fields only a browser produces (screenshot, innerText, …).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class TargetError(Exception):
     """The target could not be fetched (connection refused, timeout, …)."""
+
+
+class SessionLost(TargetError):
+    """The session's state died with its browser; it is no longer open."""
 
 
 class Engine(Protocol):

@@ -4,12 +4,15 @@ Routes (all on ``base_url``):
 
 * ``POST /api/v1?key=KEY``: the API commands (see ``commands.py``).
 * ``GET /api/v1/balance?key=KEY``: ``{"balance": <number>}``.
+* ``GET /``: a live dashboard of sessions, commands, faults and balance.
 * ``GET /__local__/stats``, ``POST /__local__/reset``: introspection.
 * ``GET`` / ``POST /__local__/faults``: read or replace the injected faults
   (the body is a JSON object of :class:`~scrapy_scrappey.local.faults.Faults`
   fields; absent fields take their defaults).
 
-The ``/__local__`` routes need no key: they are for the test harness. Every
+The dashboard and the ``/__local__`` routes need no key on a loopback bind:
+they are for the developer and the test harness. Bound elsewhere, the server
+needs ``api_key`` and these routes want it too (``?key=``). Every
 error, including an unknown route, a wrong method or an oversized body, is
 answered with the JSON error envelope (see ``listener.py``).
 """
@@ -27,7 +30,14 @@ from aiohttp import web
 from scrapy_scrappey._redact import key_hint
 from scrapy_scrappey.local.billing import Billing
 from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
+from scrapy_scrappey.local.dashboard import (
+    DASHBOARD_HTML,
+    check_exposure,
+    dashboard_data,
+    needs_key,
+)
 from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
+from scrapy_scrappey.local.engine_choice import ENGINE_MODES, start_browser_engine
 from scrapy_scrappey.local.faults import FaultInjector, Faults
 from scrapy_scrappey.local.listener import json_error, json_errors, listen, read_body
 from scrapy_scrappey.local.protocol import (
@@ -44,11 +54,20 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
 
+    from aiohttp.typedefs import Handler
+
     # typing.Self needs Python 3.11.
     from typing_extensions import Self
 
+    from scrapy_scrappey.local.engine_choice import EngineMode
+    from scrapy_scrappey.local.sessions import LocalSession
+
 logger = logging.getLogger(__name__)
 
+#: Where ``video: true`` recordings are served (browser engine).
+VIDEO_PATH = "/__local__/videos/"
+#: Default session cap with the browser engine: each context costs 17-65 MiB.
+BROWSER_MAX_SESSIONS = 20
 # Request bodies carry postData; the aiohttp default of 1 MiB is too tight.
 _MAX_BODY = 64 * 1024 * 1024
 
@@ -68,8 +87,14 @@ class LocalScrappey:
     * ``host`` / ``port``: where to listen; port 0 picks a free port.
     * ``session_ttl``: idle seconds before a session expires (default 240);
       ``None`` or 0 disables expiry.
-    * ``max_sessions``: cap on open sessions (default 100); one more
-      ``sessions.create`` gets CODE-0029.
+    * ``max_sessions``: cap on open sessions (default 100, 20 with the
+      browser engine); one more ``sessions.create`` gets CODE-0029.
+    * ``engine``: ``"http"`` (default: aiohttp), ``"browser"`` (Chromium via
+      Playwright, one context per session; the start fails if it cannot
+      launch) or ``"auto"`` (the browser when it launches, else http); or
+      an engine object, shared with other servers and not closed by this one.
+    * ``chromium``: the Chromium executable (default: ``$SCRAPPEY_LOCAL_CHROMIUM``,
+      else ``chromium`` on ``PATH``).
     * ``unknown_session``: what a ``request.*`` naming a session that is not
       open gets: ``"error"`` (default) an error envelope
       ``"Session not found: <id>"``; ``"create"`` the session is created on
@@ -102,29 +127,38 @@ class LocalScrappey:
         host: str = "127.0.0.1",
         port: int = 0,
         session_ttl: float | None = 240.0,
-        max_sessions: int = 100,
+        max_sessions: int | None = None,
         unknown_session: UnknownSession = "error",
         faults: Faults | None = None,
         static_body: str | None = None,
         balance: float = 1000.0,
         prices: Mapping[str, float] | None = None,
         read_timeout: float = 30.0,
+        engine: EngineMode | Engine = "http",
+        chromium: str | None = None,
     ) -> None:
         _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
+        check_exposure(host, api_key)
+        self._engine_mode = _engine_mode(engine, static_body)
+        self._owns_engine = isinstance(engine, str)
+        self._chromium = chromium
+        self._max_sessions = max_sessions
         self._api_key = api_key or None
         self._read_timeout = read_timeout
         self._host = host
         self._requested_port = port
         self._stats = Stats()
         self._injector = FaultInjector(faults or Faults())
-        self._engine: Engine = (
-            StaticEngine(static_body) if static_body is not None else HttpEngine()
-        )
+        self._engine: Engine = HttpEngine()
+        if not isinstance(engine, str):
+            self._engine = engine
+        elif static_body is not None:
+            self._engine = StaticEngine(static_body)
         self._registry = SessionRegistry(
             ttl=session_ttl or None,
-            max_sessions=max_sessions,
+            max_sessions=100 if max_sessions is None else max_sessions,
             stats=self._stats,
-            closer=self._engine.release,
+            closer=self._release,
         )
         self._handler = self._command_handler(unknown_session, Billing(balance, prices))
         self._runner: web.AppRunner | None = None
@@ -187,10 +221,21 @@ class LocalScrappey:
         """Credits left."""
         return self._handler.billing.balance
 
+    @property
+    def engine(self) -> Engine:
+        """The fetch engine in use (settled by :meth:`start`)."""
+        return self._engine
+
     def stats(self) -> dict[str, Any]:
         """What the server has seen; the ``/__local__/stats`` document."""
-        snapshot = self._stats.snapshot([s.id for s in self._registry.sessions()])
-        return {**snapshot, "charged": self._handler.billing.snapshot()}
+        sessions = self._registry.sessions()
+        doc = self._stats.snapshot([s.id for s in sessions])
+        doc.update(dashboard_data(self._engine, sessions, self.balance))
+        doc["charged"] = self._handler.billing.snapshot()
+        if self._stats.sessions["lost"]:
+            # Sessions whose browser died (browser engine only).
+            doc["sessions"]["lost"] = self._stats.sessions["lost"]
+        return doc
 
     def reset(self) -> None:
         """Zero the stats counters and totals charged (sessions stay open,
@@ -200,7 +245,11 @@ class LocalScrappey:
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for callers that run it themselves."""
-        app = web.Application(client_max_size=_MAX_BODY, middlewares=[json_errors])
+        app = web.Application(
+            client_max_size=_MAX_BODY, middlewares=[json_errors, self._guard]
+        )
+        app.router.add_get("/", self._dashboard)
+        app.router.add_get(VIDEO_PATH + "{id}", self._video)
         app.router.add_post(API_PATH, self._api)
         app.router.add_get(BALANCE_PATH, self._balance)
         app.router.add_get("/__local__/stats", self._get_stats)
@@ -213,6 +262,7 @@ class LocalScrappey:
         """Start listening (inside the running event loop)."""
         if self._runner is not None:
             return
+        await self._choose_engine()
         runner = web.AppRunner(self.make_app(), shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -221,9 +271,13 @@ class LocalScrappey:
             )
         except BaseException:
             await runner.cleanup()
+            if self._owns_engine:
+                await self._engine.close()  # a launched Chromium included
             raise
         self._runner = runner
         self._port = int(self._listener.sockets[0].getsockname()[1])
+        if hasattr(self._engine, "video_url"):
+            self._engine.video_url = self.base_url + VIDEO_PATH
         self._sweeper = asyncio.create_task(self._sweep_forever())
         logger.info(
             "Local Scrappey listening on %s (key: %s)",
@@ -247,7 +301,8 @@ class LocalScrappey:
             await self._listener.wait_closed()
             self._listener = None
         await self._registry.close_all()
-        await self._engine.close()
+        if self._owns_engine:
+            await self._engine.close()
         logger.info("Local Scrappey stopped")
 
     async def __aenter__(self) -> Self:
@@ -261,6 +316,42 @@ class LocalScrappey:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _choose_engine(self) -> None:
+        browser = await start_browser_engine(
+            self._engine_mode, self._chromium, self._lose
+        )
+        if browser is not None:
+            self._engine = browser
+        self._handler.use_engine(self._engine)
+        if hasattr(self._engine, "on_lost"):
+            self._engine.on_lost = self._lose
+        if self._max_sessions is None and self._engine.name == "browser":
+            self._registry.max_sessions = BROWSER_MAX_SESSIONS
+
+    async def _release(self, session: LocalSession) -> None:
+        await self._engine.release(session)
+
+    async def _lose(self, session: LocalSession) -> None:
+        await self._registry.expire(session, event="lost")
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        if needs_key(request, self._host) and not self._key_ok(request):
+            return web.json_response(INVALID_KEY_BODY, status=401)
+        return await handler(request)
+
+    async def _dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
+        videos = getattr(self._engine, "videos", None)
+        if videos is None:
+            raise web.HTTPNotFound(text="videos need the browser engine")
+        response: web.StreamResponse = await videos.serve(request)
+        return response
 
     async def _sweep_forever(self) -> None:
         ttl = self._registry.ttl
@@ -338,14 +429,25 @@ def _describe_key(key: str | None) -> str:
     return key_hint(key) if key else "any key accepted"
 
 
+def _engine_mode(engine: EngineMode | Engine, static_body: str | None) -> EngineMode:
+    """What :meth:`LocalScrappey.start` should launch (``http``: nothing)."""
+    if not isinstance(engine, str) or static_body is not None:
+        return "http"
+    if engine not in ENGINE_MODES:
+        raise ValueError(
+            f"engine must be one of {', '.join(ENGINE_MODES)}, got {engine!r}"
+        )
+    return engine
+
+
 def _check_args(
-    ttl: float | None, max_sessions: int, unknown: str, read_timeout: float
+    ttl: float | None, max_sessions: int | None, unknown: str, read_timeout: float
 ) -> None:
     if not read_timeout > 0:  # NaN included
         raise ValueError(f"read_timeout must be > 0, got {read_timeout!r}")
     if ttl is not None and ttl < 0:
         raise ValueError(f"session_ttl must be >= 0 or None, got {ttl!r}")
-    if max_sessions < 0:
+    if max_sessions is not None and max_sessions < 0:
         raise ValueError(f"max_sessions must be >= 0, got {max_sessions!r}")
     if unknown not in ("error", "create"):
         raise ValueError(

@@ -65,6 +65,9 @@ class LocalSession:
     requests: int = 0
     inflight: int = 0
     closed: bool = False
+    #: The URL of its latest ``request.*`` and the credits its requests cost.
+    last_url: str | None = None
+    charged: float = 0.0
 
     def touch(self) -> None:
         """Mark the session as used now."""
@@ -139,11 +142,11 @@ class SessionRegistry:
         await self._retire(session)
         return True
 
-    async def expire(self, session: LocalSession) -> None:
-        """Remove *session* and count it as expired."""
+    async def expire(self, session: LocalSession, event: str = "expired") -> None:
+        """Remove *session* and count it as *event* (``lost``: its browser died)."""
         if self._open.get(session.id) is session:
-            logger.info("Session %s expired", session.id)
-            self._stats.session_event("expired")
+            logger.info("Session %s %s", session.id, event)
+            self._stats.session_event(event)
             await self._retire(session)
 
     async def sweep(self) -> int:
@@ -200,8 +203,6 @@ def user_agent_for(params: dict[str, Any]) -> str:
 
 def _browser_name(params: dict[str, Any]) -> str:
     specs = params.get("browser")
-    if isinstance(specs, list) and specs and isinstance(specs[0], dict):
-        name = specs[0].get("name")
-        if isinstance(name, str) and name in _USER_AGENTS:
-            return name
-    return "chrome"
+    first = specs[0] if isinstance(specs, list) and specs else specs
+    name = first.get("name") if isinstance(first, dict) else first
+    return name if isinstance(name, str) and name in _USER_AGENTS else "chrome"

@@ -52,20 +52,23 @@ class Stats:
         session: str | None,
         url: str | None,
         cookies: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Record one received command (invalid ones under ``"invalid"``);
-        *cookies* is its ``cookies`` string, the cookies sent by the client."""
+        *cookies* is its ``cookies`` string, the cookies sent by the client.
+
+        Returns its log entry, which gets an ``outcome`` once answered.
+        """
         self.total += 1
         self.by_command[cmd] += 1
-        self.commands.append(
-            {
-                "cmd": cmd,
-                "session": clip(session),
-                "url": clip(url),
-                "cookies": clip(cookies),
-                "t": time.time(),
-            }
-        )
+        entry = {
+            "cmd": cmd,
+            "session": clip(session),
+            "url": clip(url),
+            "cookies": clip(cookies),
+            "t": time.time(),
+        }
+        self.commands.append(entry)
+        return entry
 
     def session_event(self, event: str) -> None:
         """Count ``created``, ``destroyed`` or ``expired``."""

@@ -57,6 +57,7 @@ def build_spec(params: RequestParams, user_agent: str) -> FetchSpec:
         cookiejar=params.cookiejar,
         timeout=params.timeout or DEFAULT_TIMEOUT,
         user_agent=_header(headers, "user-agent") or user_agent,
+        browser=params.browser,
     )
 
 
@@ -76,12 +77,14 @@ def build_solution(result: FetchResult, params: RequestParams) -> dict[str, Any]
         "cookieString": "; ".join(f"{c['name']}={c['value']}" for c in result.cookies),
         "userAgent": result.user_agent,
     }
-    if params.inner_text:
+    # A browser measures innerText itself; the HTML approximation is the fallback.
+    if params.inner_text and "innerText" not in result.extras:
         solution["innerText"] = inner_text(text, content_type)
     if params.base64_response:
         solution["base64Response"] = base64.b64encode(result.body).decode("ascii")
     if params.list_all_redirects:
         solution["listAllRedirectsResponse"] = list(result.redirects)
+    solution.update(result.extras)  # screenshot, javascriptReturn, …
     return solution
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from yarl import URL
 
 from scrapy_scrappey.codes import INVALID_CMD_CODE
+from scrapy_scrappey.local.browser_params import BrowserParams, browser_params, invalid
 from scrapy_scrappey.local.protocol import (
     ALL_COMMANDS,
     BROWSER_NAME_CODE,
@@ -84,11 +85,8 @@ class RequestParams:
     base64_response: bool = False
     list_all_redirects: bool = False
     close_after_use: bool = False
-
-
-def invalid(name: str, why: str) -> ApiError:
-    """The error for a bad field: ``Invalid parameter 'name': why``."""
-    return ApiError(None, f"Invalid parameter {name!r}: {why}")
+    #: What only a browser engine does (``browserActions``, ``screenshot``, …).
+    browser: BrowserParams = field(default_factory=BrowserParams)
 
 
 def invalid_body(why: str) -> ApiError:
@@ -153,17 +151,20 @@ def required_session(body: dict[str, Any], cmd: str) -> str:
 
 
 def check_browser(body: dict[str, Any]) -> None:
-    """Reject browser specs the API rejects (CODE-0030 for an unknown name)."""
+    """Reject browser specs the API rejects (CODE-0030 for an unknown name).
+
+    Clients send a name (``"chrome"``), or a list of names or of objects
+    with a ``name``.
+    """
     specs = body.get("browser")
     if specs is None:
         return
-    if not isinstance(specs, list):
-        raise invalid("browser", "must be a list of objects")
-    for spec in specs:
-        if not isinstance(spec, dict):
-            raise invalid("browser", "must be a list of objects")
-        if spec.get("name") not in _BROWSER_NAMES:
-            raise ApiError(BROWSER_NAME_CODE, f"got {spec.get('name')!r}")
+    for spec in specs if isinstance(specs, list) else [specs]:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if not isinstance(spec, (dict, str)):
+            raise invalid("browser", "must be a name or a list of names or objects")
+        if name not in _BROWSER_NAMES:
+            raise ApiError(BROWSER_NAME_CODE, f"got {name!r:.80}")
 
 
 def optional_string(body: dict[str, Any], name: str) -> str | None:
@@ -184,7 +185,7 @@ def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
         session=optional_session(body),
         post_data=_post_data(body),
         custom_headers=_custom_headers(body),
-        cookies=header_string(body, "cookies"),
+        cookies=_cookies(body),
         cookiejar=_cookiejar(body),
         timeout=_timeout(body),
         user_agent=header_string(body, "userAgent"),
@@ -193,6 +194,7 @@ def request_params(cmd: str, body: dict[str, Any]) -> RequestParams:
         base64_response=body.get("base64Response") is True,
         list_all_redirects=body.get("listAllRedirects") is True,
         close_after_use=body.get("closeAfterUse") is True,
+        browser=browser_params(body),
     )
 
 
@@ -235,6 +237,32 @@ def _custom_headers(body: dict[str, Any]) -> dict[str, str]:
             raise invalid("customHeaders", f"value of {name!r} must be a string")
         headers[name] = _check_header("customHeaders", str(header), name)
     return headers
+
+
+def _cookies(body: dict[str, Any]) -> str | None:
+    """``cookies`` as a Cookie header: a string, ``{name: value}`` or a list."""
+    value = body.get("cookies")
+    if value is None or isinstance(value, str):
+        return header_string(body, "cookies")
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = [_cookie_pair(item) for item in value]
+    else:
+        raise invalid("cookies", "must be a string, an object or a list of cookies")
+    for name, item in pairs:
+        if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+            raise invalid("cookies", f"{name!r:.80} is not a cookie name")
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise invalid("cookies", f"value of {name!r} must be a string")
+    text = "; ".join(f"{name}={item}" for name, item in pairs)
+    return _check_header("cookies", text) or None
+
+
+def _cookie_pair(item: object) -> tuple[object, object]:
+    if not isinstance(item, dict):
+        raise invalid("cookies", "list items must be {name, value} objects")
+    return item.get("name", item.get("key")), item.get("value")
 
 
 def header_string(body: dict[str, Any], name: str) -> str | None:

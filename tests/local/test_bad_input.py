@@ -83,8 +83,9 @@ BAD_BODIES: list[tuple[Any, str]] = [
         "Invalid parameter 'session': must be a non-empty string",
     ),
     (
-        {"cmd": "request.get", "url": URL, "cookies": {"a": "b"}},
-        "Invalid parameter 'cookies': must be a string",
+        # A string, an object and a list of cookies are all accepted; not a number.
+        {"cmd": "request.get", "url": URL, "cookies": 5},
+        "Invalid parameter 'cookies': must be a string, an object or a list",
     ),
     (
         {"cmd": "request.get", "url": URL, "cookiejar": "a=b"},
@@ -131,8 +132,9 @@ BAD_BODIES: list[tuple[Any, str]] = [
         "Invalid parameter 'referer': must be a string",
     ),
     (
-        {"cmd": "request.get", "url": URL, "browser": "chrome"},
-        "Invalid parameter 'browser': must be a list of objects",
+        # A name and a list of names or objects are accepted; not a number.
+        {"cmd": "request.get", "url": URL, "browser": 5},
+        "Invalid parameter 'browser': must be a name or a list of names or objects",
     ),
     (
         {"cmd": "sessions.create", "session": 5},

@@ -1,14 +1,14 @@
 """Every setting the plugin reads, read once into a typed :class:`Config`.
 
 That includes the Scrapy settings the plugin honours (``SCRAPPEY_ENABLED``,
-``HTTPCACHE_ENABLED``, ``DOWNLOAD_TIMEOUT`` and the politeness settings of
-:class:`ThrottleConfig`): no other module reads ``crawler.settings``.
+``HTTPCACHE_ENABLED``, ``DOWNLOAD_TIMEOUT``): no other module reads
+``crawler.settings``. The politeness settings are Scrapy's own downloader's,
+which builds the slots the throttle reads.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -100,58 +100,6 @@ class Account:
 
 
 @dataclass(frozen=True)
-class SlotConfig:
-    """Concurrency and delay of one download slot."""
-
-    concurrency: int
-    delay: float
-    jitter: float
-
-
-@dataclass(frozen=True)
-class ThrottleConfig:
-    """Scrapy's politeness settings, read as Scrapy's downloader reads them.
-
-    Requests answered by a downloader middleware never reach the downloader's
-    slots, so :class:`~scrapy_scrappey.throttle.TargetThrottle` applies these
-    numbers per target slot itself.
-    """
-
-    #: ``CONCURRENT_REQUESTS_PER_DOMAIN``.
-    concurrency: int = 8
-    #: ``DOWNLOAD_DELAY``, or the spider's ``download_delay`` attribute.
-    delay: float = 0.0
-    #: ``DOWNLOAD_DELAY_JITTER`` (or the older ``RANDOMIZE_DOWNLOAD_DELAY``).
-    jitter: float = 0.5
-    #: ``DOWNLOAD_SLOTS``: per slot, the values it sets itself.
-    slots: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: BaseSettings) -> Self:
-        """Read the politeness settings; ScrappeyConfigError names a bad one."""
-        return cls(
-            concurrency=read_int(
-                settings, "CONCURRENT_REQUESTS_PER_DOMAIN", 8, minimum=1
-            ),
-            delay=read_float(settings, "DOWNLOAD_DELAY", 0.0, allow_zero=True),
-            jitter=_jitter(settings),
-            slots={
-                key: _slot(conf, f"DOWNLOAD_SLOTS[{key!r}]")
-                for key, conf in read_dict(settings, "DOWNLOAD_SLOTS").items()
-            },
-        )
-
-    def slot(self, key: str) -> SlotConfig:
-        """The numbers of slot *key*: its ``DOWNLOAD_SLOTS`` entry, then the defaults."""
-        own = self.slots.get(key, {})
-        return SlotConfig(
-            concurrency=int(own.get("concurrency", self.concurrency)),
-            delay=own.get("delay", self.delay),
-            jitter=own.get("jitter", self.jitter),
-        )
-
-
-@dataclass(frozen=True)
 class Config:
     """The plugin's configuration. Build it with :meth:`from_settings`."""
 
@@ -181,7 +129,6 @@ class Config:
     ledger_dir: Path = field(default_factory=default_ledger_dir)
     #: ``HTTPCACHE_ENABLED``: sessions are then created on the first cache miss.
     http_cache: bool = False
-    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     # -- session health (init/checks)
     #: Steps run on every new session before it serves a request.
     session_init: tuple[InitStep, ...] = ()
@@ -261,7 +208,6 @@ class Config:
             ledger_enabled=read_bool(settings, "SCRAPPEY_LEDGER_ENABLED", True),
             ledger_dir=account.ledger_dir,
             http_cache=read_bool(settings, "HTTPCACHE_ENABLED", False),
-            throttle=ThrottleConfig.from_settings(settings),
             # -- session health (init/checks)
             session_init=init_steps(
                 settings.get("SCRAPPEY_SESSION_INIT"), "SCRAPPEY_SESSION_INIT"
@@ -327,25 +273,12 @@ class Config:
 
         ``scrappey_session_scope``, ``scrappey_session_params``,
         ``scrappey_session_init`` (a list; a method of that name is used by the
-        middleware instead), ``scrappey_session_pools``,
-        ``scrappey_ban_detectors`` and, as in Scrapy's
-        downloader, ``download_delay``.
+        middleware instead), ``scrappey_session_pools`` and
+        ``scrappey_ban_detectors``.
         """
         if spider is None:
             return self
         changes: dict[str, Any] = {}
-        delay = getattr(spider, "download_delay", None)
-        if delay is not None:
-            changes["throttle"] = replace(
-                self.throttle,
-                delay=read_float(
-                    {"download_delay": delay},
-                    "download_delay",
-                    0.0,
-                    allow_zero=True,
-                    label="The download_delay spider attribute",
-                ),
-            )
         scope = getattr(spider, "scrappey_session_scope", None)
         if scope is not None:
             changes["session_scope"] = _scope(
@@ -410,38 +343,3 @@ def _ledger_dir(settings: BaseSettings) -> Path:
     if not isinstance(raw, (str, os.PathLike)):
         raise ScrappeyConfigError(f"SCRAPPEY_LEDGER_DIR must be a path, got {raw!r}.")
     return Path(raw).absolute()
-
-
-def _jitter(settings: BaseSettings) -> float:
-    # As Scrapy's downloader does: DOWNLOAD_DELAY_JITTER (2.19+), unless the
-    # older RANDOMIZE_DOWNLOAD_DELAY switch was set at a higher priority.
-    jitter_priority = settings.getpriority("DOWNLOAD_DELAY_JITTER") or 0
-    if jitter_priority and jitter_priority >= (
-        settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0
-    ):
-        return read_float(
-            settings, "DOWNLOAD_DELAY_JITTER", 0.5, allow_zero=True, unit=""
-        )
-    return 0.5 if read_bool(settings, "RANDOMIZE_DOWNLOAD_DELAY", True) else 0.0
-
-
-def _slot(conf: object, where: str) -> dict[str, float]:
-    """A ``DOWNLOAD_SLOTS`` entry, checked: only the values it sets."""
-    if not isinstance(conf, Mapping):
-        raise ScrappeyConfigError(f"{where} must be a dict, got {conf!r}.")
-    own: dict[str, float] = {}
-    if "concurrency" in conf:
-        own["concurrency"] = read_int(
-            conf, "concurrency", 1, minimum=1, label=f"{where}['concurrency']"
-        )
-    if "delay" in conf:
-        own["delay"] = read_float(
-            conf, "delay", 0.0, allow_zero=True, label=f"{where}['delay']"
-        )
-    if "jitter" in conf:
-        own["jitter"] = read_float(
-            conf, "jitter", 0.0, allow_zero=True, label=f"{where}['jitter']", unit=""
-        )
-    elif "randomize_delay" in conf:  # the key before Scrapy 2.19
-        own["jitter"] = 0.5 if conf["randomize_delay"] else 0.0
-    return own

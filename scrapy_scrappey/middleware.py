@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals, version_info
@@ -25,7 +26,6 @@ from .exceptions import (
     ScrappeyAPIError,
     ScrappeyAPIUnreachable,
     ScrappeyAuthError,
-    ScrappeyConfigError,
     ScrappeyError,
     ScrappeyTransportError,
     SessionsUnavailable,
@@ -107,7 +107,7 @@ class ScrappeyMiddleware:
             prepare=init if init.enabled else None,
             extra={"spider": spider},
         )
-        self._throttle = TargetThrottle(self.config.throttle)
+        self._throttle = TargetThrottle(crawler)
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
         self._pool_stats = PoolStats(
             crawler.stats, per_pool=self.config.session_pools.stats_per_pool
@@ -246,7 +246,7 @@ class ScrappeyMiddleware:
             self._inc("scrappey/raw/requests")
         response: Response | None = None
         failure: CheckFailure | None = None
-        async with self._throttle.slot(self._slot_key(request, route)):
+        async with self._throttle.slot(request, route.slot_request(request)):
             session = await self._lease(request, route)
             try:
                 reply, charge = await self._call(
@@ -260,6 +260,7 @@ class ScrappeyMiddleware:
                         self._session_error(session, error)
                 elif not route.raw:
                     response = self._page(request, reply)
+                    self._throttle.downloaded(request, response)
                     failure = self._health(response, request, session)
             finally:
                 if session is not None:
@@ -327,19 +328,6 @@ class ScrappeyMiddleware:
         elif error.kind is ErrorKind.SESSION_BOUND:
             self._sessions.report_error(session)
 
-    def _slot_key(self, request: Request, route: Route) -> str:
-        # Scrapy's own keying (the download_slot meta key, else the hostname)
-        # of the page fetched, so that DOWNLOAD_SLOTS entries match.
-        slot = request.meta.get("download_slot", "")
-        if not isinstance(slot, str):
-            raise ScrappeyConfigError(
-                f"The 'download_slot' meta key of {request} must be a string, "
-                f"got {slot!r}."
-            )
-        engine = self.crawler.engine
-        assert engine is not None  # requests only flow while the engine runs
-        return engine.downloader.get_slot_key(route.slot_request(request))
-
     def _payload(
         self, request: Request, route: Route, session: Session | None
     ) -> dict[str, Any]:
@@ -359,8 +347,9 @@ class ScrappeyMiddleware:
         call.add_done_callback(self._inflight.discard)
         pool = session.pool if session is not None else None
         self._pool_stats.inc("scrappey/requests", pool)
+        started = time.monotonic()
         try:
-            return await call
+            answer = await call
         except BudgetExhausted:
             self._pool_stats.inc("scrappey/requests", pool, -1)  # never sent
             raise
@@ -368,6 +357,8 @@ class ScrappeyMiddleware:
             if self._closing:
                 raise SpiderClosing from None
             raise
+        request.meta["download_latency"] = time.monotonic() - started
+        return answer
 
     def _on_api_error(self, request: Request, error: ScrappeyAPIError) -> Request:
         if error.kind in _RETRYABLE:
@@ -402,12 +393,14 @@ class ScrappeyMiddleware:
                 return self._retry(request, "scrappey/session_retired", error)
         _record_session(request, route, session)
         self._inc(f"scrappey/responses/status/{reply.status}")
-        return raw_response(
+        response = raw_response(
             reply.body,
             status=reply.status,
             request=request,
             url=redact_url(request.url),
         )
+        self._throttle.downloaded(request, response)
+        return response
 
     # -- lifecycle helpers ---------------------------------------------------
 

@@ -1,90 +1,103 @@
-"""Per-target-domain concurrency and delay for requests routed through Scrappey.
+"""Scrapy's download slots, applied to requests routed through Scrappey.
 
 A downloader middleware that answers in ``process_request`` runs before
 Scrapy's downloader slots, so without this a routed crawl would ignore
 ``CONCURRENT_REQUESTS_PER_DOMAIN``, ``DOWNLOAD_DELAY`` and ``DOWNLOAD_SLOTS``
-(the bug scrapy-flaresolverr users hit). This gate applies the same numbers,
-keyed by the downloader's own slot keys (see ``Downloader.get_slot_key``).
+(the bug scrapy-flaresolverr users hit). This gate holds routed requests to
+the downloader's own :class:`~scrapy.core.downloader.Slot` for the page's slot
+key: Scrapy builds it from those settings (and the spider's
+``download_delay``, the jitter, AutoThrottle's start delay), and the gate
+reads its ``concurrency`` and ``delay`` at every start, so AutoThrottle's
+changes apply at once. :meth:`TargetThrottle.downloaded` then tells
+``response_downloaded`` listeners (AutoThrottle) about each answer, as the
+downloader does after a download.
 
 Invariants of a gate: ``active`` counts the starts granted and not yet ended
 (a start granted to a waiter that left is given back through its queue) and
-never exceeds the slot's concurrency; two starts are at least one (jittered)
-delay apart (``next_start``); waiters start in arrival order, and a waiting
-request is never timed out, only failed by :meth:`TargetThrottle.abort`; a gate
-is forgotten only when idle, i.e. when it has no start, waiter, timer or
-pending delay left.
+never exceeds the slot's concurrency; a start happens only once the slot's
+(jittered) delay has passed since ``Slot.lastseen`` and stamps it, so the
+pacing outlives the gate and is shared with the slot's direct requests; every
+request in a gate is in ``Slot.active``, so Scrapy's slot garbage collector
+keeps the slot (and AutoThrottle's delay) as for a direct crawl; waiters start
+in arrival order, and a waiting request is never timed out, only failed by
+:meth:`TargetThrottle.abort`; a gate is forgotten as soon as it has no start,
+waiter or timer left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from scrapy import signals, version_info
+
 from ._waiters import WaiterQueue
-from .exceptions import SpiderClosing
+from .exceptions import ScrappeyConfigError, SpiderClosing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .config import ThrottleConfig
+    from scrapy import Request
+    from scrapy.core.downloader import Slot
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
 
-
-_PRUNE_AT = 1000  # gates kept before idle ones are swept
+# The clock Scrapy stamps Slot.lastseen with: time.time() up to 2.15.
+_clock = time.monotonic if version_info >= (2, 16) else time.time
 
 
 @dataclass(eq=False)
 class _Gate:
-    """One download slot. ``active`` counts the starts granted and not yet ended."""
+    """The routed requests of one download slot."""
 
-    concurrency: int
-    delay: float
-    jitter: float
+    key: str
+    slot: Slot
     active: int = 0
-    next_start: float = float("-inf")
     waiters: WaiterQueue[_Gate] = field(init=False)
     timer: asyncio.TimerHandle | None = None
 
     def idle(self) -> bool:
-        # A gate whose delay has not run out is kept: the next request of a
-        # sequential crawl (pagination) must still wait for it.
-        return (
-            not self.active
-            and not self.waiters.waiting()
-            and self.timer is None
-            and self.next_start <= time.monotonic()
-        )
+        return not self.active and not self.waiters.waiting() and self.timer is None
 
 
 class TargetThrottle:
     """Gates keyed by download slot, created on demand and dropped when idle."""
 
-    def __init__(self, config: ThrottleConfig) -> None:
-        self._config = config
+    def __init__(self, crawler: Crawler) -> None:
+        self._crawler = crawler
         self._gates: dict[str, _Gate] = {}
         self._closing = False
 
     @asynccontextmanager
-    async def slot(self, key: str) -> AsyncIterator[None]:
-        """Wait (in order, without a bound) for a start on the *key* slot."""
-        gate = self._gate(key)
-        await self._acquire(gate)
+    async def slot(self, request: Request, target: Request) -> AsyncIterator[None]:
+        """Wait (in order, without a bound) for a start on the slot of *target*,
+        the page *request* fetches; records the slot key in *request*'s meta."""
+        key, slot = self._scrapy_slot(request, target)
+        request.meta["download_slot"] = key
+        gate = self._gate(key, slot)
+        slot.active.add(request)
         try:
-            yield
+            await self._acquire(gate)
+            try:
+                yield
+            finally:
+                self._end(gate)
         finally:
-            self._end(gate)
-            if gate.idle():
-                self._gates.pop(key, None)
-            if len(self._gates) > _PRUNE_AT:
-                self._prune()
+            slot.active.discard(request)
+            self._forget_if_idle(gate)
 
-    def _prune(self) -> None:
-        for key, gate in list(self._gates.items()):
-            if gate.idle():
-                del self._gates[key]
+    def downloaded(self, request: Request, response: Response) -> None:
+        """Send ``response_downloaded`` for an answer of the API, as Scrapy's
+        downloader does for a download (its ``download_latency`` meta key set)."""
+        self._crawler.signals.send_catch_log(
+            signal=signals.response_downloaded,
+            response=response,
+            request=request,
+            spider=self._crawler.spider,
+        )
 
     def abort(self) -> None:
         """Release everybody waiting: the spider is closing."""
@@ -92,50 +105,59 @@ class TargetThrottle:
         for gate in self._gates.values():
             gate.waiters.fail_all(SpiderClosing())
 
-    def _gate(self, key: str) -> _Gate:
+    def _scrapy_slot(self, request: Request, target: Request) -> tuple[str, Slot]:
+        meta_slot = request.meta.get("download_slot", "")
+        if not isinstance(meta_slot, str):
+            raise ScrappeyConfigError(
+                f"The 'download_slot' meta key of {request} must be a string, "
+                f"got {meta_slot!r}."
+            )
+        engine = self._crawler.engine
+        assert engine is not None  # requests only flow while the engine runs
+        # Private API (Scrapy 2.14 to 2.19): the one place that builds a slot
+        # from the settings, as a direct request to the page would get it.
+        get_slot = getattr(engine.downloader, "_get_slot", None)
+        if get_slot is None:
+            raise RuntimeError(
+                "scrapy-scrappey needs Downloader._get_slot(), which this Scrapy "
+                "version lacks; please report it."
+            )
+        key, slot = get_slot(target)
+        return key, slot
+
+    def _gate(self, key: str, slot: Slot) -> _Gate:
         gate = self._gates.get(key)
         if gate is None:
-            conf = self._config.slot(key)
-            gate = self._gates[key] = _Gate(
-                concurrency=conf.concurrency, delay=conf.delay, jitter=conf.jitter
-            )
+            gate = self._gates[key] = _Gate(key, slot)
             gate.waiters = WaiterQueue(lambda: self._take(gate), self._end)
+        gate.slot = slot  # in case Scrapy replaced a slot that went idle
         return gate
+
+    def _forget_if_idle(self, gate: _Gate) -> None:
+        if gate.idle() and self._gates.get(gate.key) is gate:
+            del self._gates[gate.key]
 
     async def _acquire(self, gate: _Gate) -> None:
         if self._closing:
             raise SpiderClosing
-        if not gate.waiters.waiting() and self._can_start(gate):
-            self._start(gate)
-            return
-        await gate.waiters.wait()
+        if gate.waiters.waiting() or self._take(gate) is None:
+            await gate.waiters.wait()
 
     def _end(self, gate: _Gate) -> None:
         gate.active -= 1
         gate.waiters.serve()
 
-    def _can_start(self, gate: _Gate) -> bool:
-        return gate.active < gate.concurrency and self._wait_time(gate) <= 0
-
     def _wait_time(self, gate: _Gate) -> float:
-        return gate.next_start - time.monotonic()
-
-    def _next_delay(self, gate: _Gate) -> float:
-        if not gate.delay:
-            return 0.0
-        return (
-            gate.delay * random.uniform(1 - gate.jitter, 1 + gate.jitter)
-            if gate.jitter
-            else gate.delay
-        )
+        # Drawn anew at each check, as Scrapy's downloader does.
+        return gate.slot.lastseen + gate.slot.download_delay() - _clock()
 
     def _start(self, gate: _Gate) -> None:
         gate.active += 1
-        gate.next_start = time.monotonic() + self._next_delay(gate)
+        gate.slot.lastseen = _clock()
 
     def _take(self, gate: _Gate) -> _Gate | None:
         """A start for the next waiter, or None (with a timer if only the delay is due)."""
-        if gate.active >= gate.concurrency:
+        if gate.active >= gate.slot.concurrency:
             return None
         wait = self._wait_time(gate)
         if wait > 0:
@@ -150,3 +172,4 @@ class TargetThrottle:
     def _on_timer(self, gate: _Gate) -> None:
         gate.timer = None
         gate.waiters.serve()
+        self._forget_if_idle(gate)  # its waiters may all have left

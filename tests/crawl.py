@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scrapy import Request, Spider, signals
+from scrapy import Request, Spider, signals, version_info
 from scrapy.utils.test import get_crawler
 
 if TYPE_CHECKING:
@@ -13,6 +13,13 @@ if TYPE_CHECKING:
 
 MIDDLEWARES = {"scrapy_scrappey.ScrappeyMiddleware": 950}
 KEY = "TESTKEY-9f8e7d6c5b4a"
+#: A DOWNLOAD_DELAY without random variation, in this Scrapy's words (the
+#: other setting would be ignored, or warn as deprecated).
+NO_JITTER: dict[str, Any] = (
+    {"DOWNLOAD_DELAY_JITTER": 0}
+    if version_info >= (2, 19)
+    else {"RANDOMIZE_DOWNLOAD_DELAY": False}
+)
 
 
 def settings_for(server: Any, tmp_path: Any, **extra: Any) -> dict[str, Any]:

@@ -12,8 +12,6 @@ from scrapy_scrappey import Config, ScrappeyConfigError
 from scrapy_scrappey.config import (
     DEFAULT_API_URL,
     Account,
-    SlotConfig,
-    ThrottleConfig,
     default_ledger_dir,
 )
 
@@ -39,7 +37,6 @@ def test_defaults():
     assert c.ledger_dir == default_ledger_dir()
     assert c.ledger_dir.is_absolute()
     assert c.http_cache is False
-    assert c.throttle == ThrottleConfig(concurrency=8, delay=0.0, jitter=0.5)
 
 
 def test_every_setting_is_read():
@@ -64,9 +61,6 @@ def test_every_setting_is_read():
         SCRAPPEY_LEDGER_ENABLED=False,
         HTTPCACHE_ENABLED=True,
         DOWNLOAD_TIMEOUT=60,
-        CONCURRENT_REQUESTS_PER_DOMAIN=3,
-        DOWNLOAD_DELAY=1.5,
-        DOWNLOAD_SLOTS={"a.org": {"concurrency": 1, "delay": 2}},
     )
     assert c.api_url == "http://127.0.0.1:1/api/v1"
     assert c.transparent is False
@@ -82,8 +76,6 @@ def test_every_setting_is_read():
     assert c.ledger_enabled is False
     assert c.ledger_dir == Path("/tmp/x")  # known even when disabled
     assert c.http_cache is True
-    assert c.throttle.slot("a.org") == SlotConfig(concurrency=1, delay=2.0, jitter=0.5)
-    assert c.throttle.slot("b.org") == SlotConfig(concurrency=3, delay=1.5, jitter=0.5)
 
 
 def test_key_from_environment(monkeypatch):
@@ -166,24 +158,6 @@ def test_missing_key_names_the_setting():
         ("SCRAPPEY_LEDGER_DIR", 3, "SCRAPPEY_LEDGER_DIR must be a path"),
         ("SCRAPPEY_DEFAULT_PARAMS", "[1, 2]", "SCRAPPEY_DEFAULT_PARAMS must be a dict"),
         ("HTTPCACHE_ENABLED", "maybe", "HTTPCACHE_ENABLED must be a boolean"),
-        ("DOWNLOAD_DELAY", -1, "DOWNLOAD_DELAY must be 0 or more seconds"),
-        ("DOWNLOAD_DELAY_JITTER", "lots", "DOWNLOAD_DELAY_JITTER must be a number"),
-        (
-            "CONCURRENT_REQUESTS_PER_DOMAIN",
-            0,
-            "CONCURRENT_REQUESTS_PER_DOMAIN must be at least 1",
-        ),
-        ("DOWNLOAD_SLOTS", {"a": 1}, r"DOWNLOAD_SLOTS\['a'\] must be a dict"),
-        (
-            "DOWNLOAD_SLOTS",
-            {"a": {"concurrency": "two"}},
-            r"DOWNLOAD_SLOTS\['a'\]\['concurrency'\] must be an integer",
-        ),
-        (
-            "DOWNLOAD_SLOTS",
-            {"a": {"delay": -1}},
-            r"DOWNLOAD_SLOTS\['a'\]\['delay'\] must be 0 or more seconds",
-        ),
     ],
 )
 def test_invalid_values_name_the_setting(name, value, message):
@@ -275,63 +249,6 @@ def test_default_ledger_dir_outside_and_inside_a_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "sub")
     assert config().ledger_dir == directory
     assert config(SCRAPPEY_LEDGER_DIR="rel").ledger_dir == tmp_path / "sub" / "rel"
-
-
-@pytest.mark.parametrize(
-    ("settings", "jitter"),
-    [
-        ({}, 0.5),
-        ({"RANDOMIZE_DOWNLOAD_DELAY": False}, 0.0),
-        ({"DOWNLOAD_DELAY_JITTER": 0.2}, 0.2),
-        ({"DOWNLOAD_DELAY_JITTER": 0, "RANDOMIZE_DOWNLOAD_DELAY": True}, 0.0),
-    ],
-)
-def test_jitter_follows_scrapy(settings, jitter):
-    assert ThrottleConfig.from_settings(Settings(settings)).jitter == jitter
-
-
-def test_older_randomize_delay_wins_only_at_a_higher_priority():
-    settings = Settings({"DOWNLOAD_DELAY_JITTER": 0.2})
-    settings.set("RANDOMIZE_DOWNLOAD_DELAY", False, priority="cmdline")
-    assert ThrottleConfig.from_settings(settings).jitter == 0.0
-
-
-def test_download_slots_complete_their_entries_with_the_defaults():
-    throttle = ThrottleConfig.from_settings(
-        Settings(
-            {
-                "DOWNLOAD_DELAY": 1,
-                "DOWNLOAD_SLOTS": {
-                    "a": {"randomize_delay": False},
-                    "b": {"jitter": 0.1, "concurrency": 2},
-                },
-            }
-        )
-    )
-    assert throttle.slot("a") == SlotConfig(concurrency=8, delay=1.0, jitter=0.0)
-    assert throttle.slot("b") == SlotConfig(concurrency=2, delay=1.0, jitter=0.1)
-    assert throttle.slot("c") == SlotConfig(concurrency=8, delay=1.0, jitter=0.5)
-
-
-def test_download_slots_as_a_json_string():
-    throttle = ThrottleConfig.from_settings(
-        Settings({"DOWNLOAD_SLOTS": '{"a": {"delay": 3}}'})
-    )
-    assert throttle.slot("a").delay == 3.0
-
-
-def test_spider_download_delay_overrides_the_setting():
-    class S(Spider):
-        name = "s"
-        download_delay = 2
-
-    c = config(DOWNLOAD_DELAY=1, DOWNLOAD_SLOTS={"a": {"delay": 5}}).for_spider(S())
-    assert c.throttle.delay == 2.0
-    assert c.throttle.slot("x").delay == 2.0
-    assert c.throttle.slot("a").delay == 5.0  # a slot's own delay still wins
-    S.download_delay = -1
-    with pytest.raises(ScrappeyConfigError, match="download_delay spider attribute"):
-        config().for_spider(S())
 
 
 _SELECT_REACTOR_SPIDER = """

@@ -9,7 +9,7 @@ from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.local import Faults
-from tests.crawl import KEY, PagesSpider, crawl, settings_for
+from tests.crawl import KEY, NO_JITTER, PagesSpider, crawl, settings_for
 
 
 class RawSpider(PagesSpider):
@@ -175,7 +175,7 @@ async def test_per_domain_concurrency_and_delay_are_honoured(
     settings.update(
         CONCURRENT_REQUESTS_PER_DOMAIN=8,
         DOWNLOAD_DELAY=0.2,
-        DOWNLOAD_DELAY_JITTER=0,
+        **NO_JITTER,
     )
     site.max_active = 0
     started = time.monotonic()

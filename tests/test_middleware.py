@@ -12,8 +12,9 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from scrapy import Request, Spider
+from scrapy import Request, Spider, signals
 from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
@@ -323,6 +324,35 @@ async def test_a_ban_status_retires_the_session_and_retries_on_a_new_one(
     sessions = [c["session"] for c in request_commands(local_server)]
     assert len(set(sessions)) == 3  # each try on a fresh session
     assert local_server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_answers_are_announced_as_downloads_of_the_target_slot(
+    tmp_path, local_server, target_site
+):
+    mw = await opened(local_server, tmp_path)
+    announced = []
+    mw.crawler.signals.connect(
+        lambda response, request, spider: announced.append(request),
+        signal=signals.response_downloaded,
+        weak=False,
+    )
+    page = Request(target_site.url("/page/1", host="localhost"))
+    command = {"cmd": "request.get", "url": target_site.url("/page/2")}
+    raw = JsonRequest(local_server.url, data=command)
+    failing = Request("http://127.0.0.1:9/page", meta={"dont_retry": True})
+    try:
+        for request in (page, raw):
+            response = await mw.process_request(request)
+            assert response.meta["download_latency"] > 0
+        with pytest.raises(ScrappeyAPIError):
+            await mw.process_request(failing)  # no page, so nothing downloaded
+    finally:
+        await close(mw)
+    assert announced == [page, raw]
+    # Scrapy's keys for the page fetched (raw: the URL inside the command).
+    assert page.meta["download_slot"] == "localhost"
+    assert raw.meta["download_slot"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(

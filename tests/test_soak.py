@@ -41,6 +41,9 @@ def test_soak_20000_pages_50_sessions_mixed_faults(tmp_path, make_server_process
         "200",
         "--seed",
         "2024",
+        # 20,000 pages at 0.2 each: more than the default balance.
+        "--balance",
+        "1000000",
         "--log-level",
         "WARNING",
     )

@@ -263,7 +263,10 @@ class SessionManager:
 
     def _take_exact(self, start: Session) -> Session | None:
         session = _affinity.latest(start)
-        if session.retired or session.in_flight >= self._config.session_concurrency:
+        if (
+            session.retired
+            or session.in_flight >= self._settings_of(session).concurrency
+        ):
             return None
         if self._idle_too_long(session):
             return None  # retired: the waiters now wait for its replacement

@@ -5,10 +5,12 @@ import asyncio
 import pytest
 from scrapy import FormRequest, Request, Spider
 from scrapy.http import JsonRequest
+from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_scrappey.exceptions import SessionsUnavailable
 from scrapy_scrappey.local import Faults
+from scrapy_scrappey.pool_config import SessionPools
 from tests.crawl import PagesSpider, crawl, settings_for
 from tests.test_middleware import TRANSIENT, close, opened, request_commands, stat
 from tests.test_sessions import manager_for
@@ -425,3 +427,24 @@ async def test_a_request_that_lost_its_session_is_counted_once(
     assert [c["session"] for c in request_commands(local_server)] == [gone] * 3 + [
         replacement
     ] * 2
+
+
+@pytest.mark.parametrize(("own", "global_", "granted"), [(1, 3, False), (3, 1, True)])
+@deferred_f_from_coro_f
+async def test_a_lease_by_id_keeps_its_pool_s_own_concurrency(
+    local_server, own, global_, granted
+):
+    # The pool's own concurrency decides, not SCRAPPEY_SESSION_CONCURRENCY.
+    pools = SessionPools.from_settings(
+        Settings({"SCRAPPEY_SESSION_POOLS": {"acct": {"concurrency": own}}})
+    )
+    async with manager_for(
+        local_server, session_concurrency=global_, session_pools=pools
+    ) as manager:
+        session = await manager.lease("name:acct")
+        second = asyncio.ensure_future(manager.lease("name:acct", session.id))
+        await _settle()
+        assert second.done() is granted
+        manager.release(session)
+        assert await asyncio.wait_for(second, 2) is session
+        manager.release(session)

@@ -104,7 +104,7 @@ async def test_an_api_url_nothing_listens_on_is_unreachable(free_port):
 
 @deferred_f_from_coro_f
 async def test_reached_once_the_api_answered_even_an_error(local_server):
-    wrong = ScrappeyClient(local_server.url.removesuffix("/api/v1"), KEY)
+    wrong = ScrappeyClient(local_server.url.removesuffix("/v1"), KEY)
     right = ScrappeyClient(local_server.url, KEY)
     try:
         with pytest.raises(ScrappeyAPIUnreachable, match="HTTP 404"):

@@ -179,17 +179,24 @@ async def test_invalid_meta_fails_that_request_naming_the_key(
     assert message in str(error)
 
 
-@pytest.mark.parametrize("wrong", ["port", "path"])
+@pytest.mark.parametrize("wrong", ["port", "path", "root"])
 @deferred_f_from_coro_f
 async def test_a_wrong_api_url_ends_at_once_with_one_error_naming_the_setting(
     tmp_path, caplog, wrong, free_port, local_server, target_site
 ):
     """A port typo or a URL without /api/v1: nothing to destroy, no ledger left."""
-    url = (
-        f"http://127.0.0.1:{free_port}/api/v1"
-        if wrong == "port"
-        else local_server.url.removesuffix("/api/v1")
-    )
+    url, reason = {
+        "port": (f"http://127.0.0.1:{free_port}/api/v1", "Connection refused"),
+        "path": (
+            local_server.url.removesuffix("/v1"),
+            "HTTP 404 (Not Found: POST /api)",
+        ),
+        # The local server's dashboard lives at GET /.
+        "root": (
+            local_server.url.removesuffix("/api/v1"),
+            "HTTP 405 (Method Not Allowed",
+        ),
+    }[wrong]
     settings = settings_for(
         local_server,
         tmp_path,
@@ -202,7 +209,6 @@ async def test_a_wrong_api_url_ends_at_once_with_one_error_naming_the_setting(
     assert result.stats["finish_reason"] == "scrappey_api_unreachable"
     (problem,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     message = problem.getMessage()
-    reason = "Connection refused" if wrong == "port" else "HTTP 404 (Not Found: POST /)"
     assert f"cannot reach the Scrappey API at {url}: {reason}" in message
     assert message.endswith("; check SCRAPPEY_API_URL")
     # Each of the 3 creates was tried twice; none was recorded or destroyed.

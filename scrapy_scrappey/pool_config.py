@@ -119,6 +119,13 @@ class SessionPools:
             max_errors=_given(own.max_errors, defaults.max_errors),
         )
 
+    def domains(self) -> list[str]:
+        """The keys that look like host names, longest first: under the domain
+        scope each configures the pool of that domain and its subdomains."""
+        return sorted(
+            (k.lower() for k in self.pools if _is_host(k)), key=len, reverse=True
+        )
+
     def named(self, *, domains: bool) -> list[str]:
         """Manager keys of the listed named pools (created when the spider opens).
 

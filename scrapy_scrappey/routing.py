@@ -64,6 +64,12 @@ class Router:
         """*choose_pool* is the spider's ``scrappey_session_pool`` method, if any."""
         self._config = config
         self._allowed = allowed_domains
+        # Subdomains share their domain's pool: the spider's allowed domains,
+        # then the domains SCRAPPEY_SESSION_POOLS configures (most specific first).
+        self._domains = [
+            *allowed_domains,
+            *(d for d in config.session_pools.domains() if d not in allowed_domains),
+        ]
         self._pool_of = pool_of
         self._choose_pool = choose_pool if callable(choose_pool) else None
         self._api_root = url_root(config.api_url)
@@ -184,7 +190,7 @@ class Router:
         return pool
 
     def _domain_of(self, host: str) -> str:
-        for domain in self._allowed:
+        for domain in self._domains:
             if host == domain or host.endswith("." + domain):
                 return domain
         return host

@@ -49,6 +49,18 @@ def test_domain_scope_puts_subdomains_in_the_allowed_domain_pool():
     assert r.route(Request("https://notexample.com/")).pool == "domain:notexample.com"
 
 
+def test_domain_scope_puts_subdomains_in_a_configured_domain_pool():
+    # "shop.de" is not an allowed domain: its SCRAPPEY_SESSION_POOLS entry
+    # still gathers its subdomains, the most specific key first.
+    r = router("domain", pools={"shop.de": {"size": 2}, "eu.shop.de": {}})
+    assert r.route(Request("https://www.shop.de/a")).pool == "domain:shop.de"
+    assert r.route(Request("https://shop.de/")).pool == "domain:shop.de"
+    assert r.route(Request("https://x.eu.shop.de/")).pool == "domain:eu.shop.de"
+    assert r.route(Request("https://notshop.de/")).pool == "domain:notshop.de"
+    # The allowed domains keep their pools.
+    assert r.route(Request("https://www.example.com/")).pool == "domain:example.com"
+
+
 def test_named_pools_and_known_session_ids():
     r = router(known={"scrapy-scrappey-abc": "name:login"})
     assert (

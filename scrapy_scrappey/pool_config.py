@@ -130,9 +130,15 @@ class SessionPools:
         """Manager keys of the listed named pools (created when the spider opens).
 
         With *domains* (the domain scope), a key that looks like a host name
-        (a dot, or ``localhost``) configures a domain pool and is left out.
+        (a dot, or ``localhost``) configures a domain pool and is left out;
+        so is ``"spider"``, the key of the spider scope's pool.
         """
-        return [f"name:{k}" for k in self.pools if not (domains and _is_host(k))]
+        return [
+            f"name:{k}"
+            for k in self.pools
+            # "spider" configures the spider scope's pool, created as such.
+            if k != "spider" and not (domains and _is_host(k))
+        ]
 
 
 def read_pools(raw: object, where: str) -> Mapping[str, PoolOverrides]:

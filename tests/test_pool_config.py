@@ -102,6 +102,12 @@ def test_listed_named_pools_and_domain_keys():
     assert c.session_pools.named(domains=True) == ["name:alice"]
 
 
+def test_the_spider_key_configures_the_spider_pool_and_no_named_pool():
+    c = config(SCRAPPEY_SESSION_POOLS={"spider": {"size": 3}, "alice": {}})
+    assert c.session_pools.named(domains=False) == ["name:alice"]
+    assert c.pool_settings("spider").size == 3
+
+
 def test_pool_labels():
     assert pool_label("name:alice") == "alice"
     assert pool_label("domain:shop.test") == "shop.test"

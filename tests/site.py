@@ -125,7 +125,11 @@ class TargetSite:
             raise web.HTTPFound("/login")
         n = request.match_info.get("n", "")
         html = f"<p id='member'>{user}</p><p id='n'>{n}</p>"
-        return self._watched(request, web.Response(text=html, content_type="text/html"))
+        page = web.Response(text=html, content_type="text/html")
+        # A cookie of the member's own, for Scrapy's jar to collect: the
+        # account-isolation tests check it never reaches another account.
+        page.set_cookie("member_seen", user, path="/")
+        return self._watched(request, page)
 
     async def _echo(self, request: web.Request) -> web.Response:
         await self._track(request)

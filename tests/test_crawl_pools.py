@@ -274,7 +274,9 @@ async def test_two_accounts_with_their_own_init_logins(
         if command["cmd"].startswith("request.") and command["session"]:
             user = "alice" if command["session"] in sessions["alice"] else "bob"
             other = "bob" if user == "alice" else "alice"
-            assert f"auth={other}" not in (command["cookies"] or "")
+            sent = command["cookies"] or ""
+            assert f"auth={other}" not in sent
+            assert f"member_seen={other}" not in sent
 
 
 @deferred_f_from_coro_f

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ._pools import Session
     from .config import Config
+    from .pool_config import PoolSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +27,38 @@ logger = logging.getLogger(__name__)
 SLOW_LEASE_WAIT = 5.0
 
 
-def capacity(config: Config, pool: str = "spider") -> str:
-    """Pool *pool*'s capacity (a manager key; by default the settings every
-    scope pool gets): its size times the per-session concurrency."""
-    own = config.pool_settings(pool)
-    return f"{own.size} session(s) per pool \u00d7 {own.concurrency} request(s) each"
+def capacity(config: Config, pool: str | None = None) -> str:
+    """Pool *pool*'s capacity (a manager key): its size times the per-session
+    concurrency. Without *pool*, for the start-up line: that of the scope's
+    pools, then of each pool ``SCRAPPEY_SESSION_POOLS`` configures."""
+    if pool is not None:
+        return _capacity(config.pool_settings(pool))
+    scope = config.session_scope
+    text = _capacity(config.pool_settings("spider" if scope == "spider" else "domain:"))
+    own = [
+        (label, config.pool_settings(config.session_pools.manager_key(label, scope)))
+        for label in config.session_pools.pools
+    ]
+    if own:
+        text += "; " + ", ".join(
+            f"pool {label!r} {s.size} \u00d7 {s.concurrency}" for label, s in own
+        )
+    return text
 
 
-def _advice(pool: str) -> str:
-    if pool.startswith("name:"):
-        # A named pool's size is its own: the global setting does not reach it.
-        name = pool.removeprefix("name:")
+def _capacity(settings: PoolSettings) -> str:
+    return (
+        f"{settings.size} session(s) per pool \u00d7 "
+        f"{settings.concurrency} request(s) each"
+    )
+
+
+def _advice(config: Config, pool: str) -> str:
+    label = pool_label(pool)
+    if pool.startswith("name:") or config.session_pools.own(pool) is not None:
+        # A pool's own entry wins (a named pool's size is always its own).
         return (
-            f"give it a 'size' (and 'concurrency') in SCRAPPEY_SESSION_POOLS[{name!r}]"
+            f"give it a 'size' (and 'concurrency') in SCRAPPEY_SESSION_POOLS[{label!r}]"
         )
     return (
         "raise SCRAPPEY_SESSION_POOL_SIZE (and SCRAPPEY_SESSION_CONCURRENCY, if "
@@ -68,7 +88,7 @@ class SlowLeaseHint:
                     "waited": waited,
                     "pool": pool_label(pool),
                     "capacity": capacity(self._config, pool),
-                    "advice": _advice(pool),
+                    "advice": _advice(self._config, pool),
                 },
                 extra=self._extra,
             )

@@ -119,6 +119,14 @@ class SessionPools:
             max_errors=_given(own.max_errors, defaults.max_errors),
         )
 
+    def manager_key(self, label: str, scope: str) -> str:
+        """The session manager's key of the pool a key of this setting configures."""
+        if label == "spider":
+            return "spider"
+        if scope == "domain" and _is_host(label):
+            return f"domain:{label.lower()}"
+        return f"name:{label}"
+
     def domains(self) -> list[str]:
         """The keys that look like host names, longest first: under the domain
         scope each configures the pool of that domain and its subdomains."""

@@ -72,3 +72,25 @@ async def test_a_named_pool_is_told_to_get_its_own_size(
     assert (
         "give it a 'size' (and 'concurrency') in SCRAPPEY_SESSION_POOLS['acct']" in said
     )
+
+
+@deferred_f_from_coro_f
+async def test_the_start_up_line_states_each_configured_pool(
+    caplog, local_server, target_site, tmp_path
+):
+    caplog.set_level(logging.INFO)
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="domain",
+        SCRAPPEY_SESSION_POOLS={
+            "alice": {"size": 2},
+            "shop.test": {"size": 4, "concurrency": 2},
+        },
+    )
+    await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    first = _messages(caplog, "scrapy_scrappey.middleware")[0]
+    assert first.endswith(
+        "session scope 'domain', 1 session(s) per pool \u00d7 1 request(s) each; "
+        "pool 'alice' 2 \u00d7 1, pool 'shop.test' 4 \u00d7 2"
+    )

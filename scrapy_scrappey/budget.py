@@ -1,8 +1,9 @@
 """The crawl's account of what it spent, and its hard budget.
 
 Every command goes through :class:`CostedClient`: before it is sent,
-:meth:`Budget.reserve` books its worst case (the price of the ``requestType``
-sent plus the largest ``additionalCost`` seen so far); when the reply comes
+:meth:`Budget.reserve` books its worst case (the dearest price its reply's
+``solution.type`` can have, :meth:`~.cost.CostConfig.worst_price`, plus the
+largest surplus over that price seen so far); when the reply comes
 the booking is settled at the reply's real charge (:func:`~.cost.charge_of`),
 and when none comes (timeout, cut reply, cancel) the worst case stays booked
 as *uncertain*: the API may have charged it.
@@ -12,8 +13,10 @@ thread with no ``await`` between a check and its update):
 
 * ``charged + uncertain + reserved <= max_cost`` when ``SCRAPPEY_MAX_COST``
   is set: :meth:`Budget.reserve` refuses a call that would break it. Only a
-  reply dearer than its booking (an ``additionalCost`` above any seen before)
-  can push the total past the cap, and then every later call is refused.
+  reply dearer than its booking (an ``additionalCost`` above any seen before,
+  or a ``requestType: "request"`` call answered as a browser one, which the
+  API does not document) can push the total past the cap, and then every
+  later call is refused; its surplus is booked on every later call.
 * ``paid + pending <= max_requests`` when ``SCRAPPEY_MAX_REQUESTS`` is set;
   ``paid`` counts charged or uncertain ``request.*`` calls, ``pending`` the
   ``request.*`` bookings still open.
@@ -100,7 +103,7 @@ class Budget:
         self._cap = to_micros(config.max_cost)
         self.charged = self.uncertain = self.reserved = self.wasted = 0
         self.paid = self.pending = 0
-        self._max_extra = 0  # the largest additionalCost seen, micro-units
+        self._max_extra = 0  # the largest surplus over worst_price seen, micro-units
         self._by_type: dict[str, int] = {}
         self._open = 0  # bookings not settled yet, of any kind
         self._exhausted: str | None = None  # why, once exhausted
@@ -109,7 +112,7 @@ class Budget:
     def reserve(self, payload: dict[str, Any]) -> Booking:
         """Book *payload*'s worst case, or raise :class:`BudgetExhausted`."""
         kind = sent_kind(payload)
-        worst = self.config.price(kind)
+        worst = self.config.worst_price(kind)
         booking = Booking(kind, worst + (self._max_extra if worst else 0))
         why = (
             None if payload.get("cmd") == "sessions.destroy" else self._refusal(booking)
@@ -132,7 +135,8 @@ class Budget:
         if charge is not None and charge.micros:
             self.charged += charge.micros
             self.paid += booking.paid_request
-            self._max_extra = max(self._max_extra, charge.micros - booking.worst)
+            surplus = charge.micros - self.config.worst_price(booking.kind)
+            self._max_extra = max(self._max_extra, surplus)
             self._add("scrappey/cost/total", self.charged)
             by_type = self._by_type.get(charge.kind, 0) + charge.micros
             self._by_type[charge.kind] = by_type

@@ -257,10 +257,35 @@ def test_the_cap_holds_exactly_and_sums_are_exact():
 
 
 def test_a_seen_additional_cost_is_booked_for_later_calls():
-    budget, _stats, _ = _budget(max_cost=2.0)
+    budget, _stats, _ = _budget(max_cost=10.0)
     _settle_success(budget, CHEAP, type="request", additionalCost=0.3)
     assert budget.reserve(CHEAP).worst == 500_000  # 0.2 + the 0.3 seen
     assert budget.reserve({"cmd": "sessions.create"}).worst == 800_000
+    # A larger extra, on a call booked with the first one, raises the booking
+    # to the largest extra seen (not by its surplus over that booking).
+    _settle_success(budget, CHEAP, type="request", additionalCost=0.4)
+    _settle_success(budget, CHEAP, type="request", additionalCost=0.1)
+    assert budget.reserve(CHEAP).worst == 600_000
+
+
+def test_a_browser_call_is_booked_at_the_dearer_engine_price():
+    # solution.type is what is charged: a browser call answered by the
+    # request engine costs the request price, the dearer one here.
+    prices = {"browser": 0.5, "request": 0.8, "sessions": 0.0}
+    budget = Budget(
+        CostConfig(prices=prices), MemoryStatsCollector(get_crawler()), _Closer()
+    )
+    assert budget.reserve(BROWSER).worst == 800_000
+    assert budget.reserve(CHEAP).worst == 800_000
+    assert _budget()[0].reserve(BROWSER).worst == 1_000_000  # the defaults: browser
+
+
+def test_a_request_call_answered_as_a_browser_one_is_booked_so_later():
+    budget, stats, _ = _budget(max_cost=10.0)
+    _settle_success(budget, CHEAP, type="browser")  # undocumented, but possible
+    assert stats.get_value("scrappey/cost/by_type/browser") == 1.0
+    assert budget.reserve(CHEAP).worst == 1_000_000  # 0.2 + the 0.8 surplus
+    assert budget.reserve(BROWSER).worst == 1_800_000
 
 
 def test_max_requests_counts_charged_and_pending_page_calls_only():

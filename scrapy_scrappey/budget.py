@@ -60,12 +60,15 @@ from .exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from scrapy import Request
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
 
 #: The reason a crawl closes with when its budget (or the account) runs out.
 EXHAUSTED = "scrappey_budget_exhausted"
+#: Request meta: ``[url, retry_times, micros]`` of the charged page it got.
+_PAID = "_scrappey_paid_page"
 
 
 class BudgetExhausted(ScrappeyError, IgnoreRequest):
@@ -155,6 +158,27 @@ class Budget:
         if charge.micros:
             self.wasted += charge.micros
             self._add("scrappey/cost/wasted", self.wasted)
+
+    def paid_page(self, request: Request, charge: Charge) -> None:
+        """*request* got a charged page: wasted if the request is retried."""
+        if charge.micros:
+            tries = request.meta.get("retry_times", 0)
+            request.meta[_PAID] = [request.url, tries, charge.micros]
+
+    def resent(self, request: Request) -> None:
+        """*request* is about to be sent: if it is a retry of a request that
+        got a charged page (``RetryMiddleware``, or ``get_retry_request`` in a
+        callback), that page was paid for in vain."""
+        paid = request.meta.pop(_PAID, None)
+        # The URL and try count tell a retry from a request a callback built
+        # with a copy of a response's meta.
+        if (
+            isinstance(paid, list)
+            and len(paid) == 3
+            and paid[0] == request.url
+            and request.meta.get("retry_times", 0) > paid[1]
+        ):
+            self.waste(Charge("", paid[2]))
 
     def exhausted(self, why: str) -> BudgetExhausted:
         """The error for a refused call; the budget is exhausted from now on."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
+from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey.budget import EXHAUSTED, Budget, BudgetExhausted
@@ -26,6 +27,7 @@ from scrapy_scrappey.exceptions import (
     ScrappeyAuthError,
     ScrappeyConfigError,
 )
+from tests.crawl import PagesSpider, crawl, settings_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrappey"
 PRICES = CostConfig(prices={"browser": 1.0, "request": 0.2, "sessions": 0.5})
@@ -315,3 +317,22 @@ def test_a_refused_session_create_closes_at_once():
     with pytest.raises(BudgetExhausted):
         budget.reserve({"cmd": "sessions.create"})  # 0.5 does not fit
     assert [reason for reason, _ in closer.calls] == [EXHAUSTED]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"SCRAPPEY_PRICES": {"captcha": 2}}, "SCRAPPEY_PRICES has unknown key"),
+        ({"SCRAPPEY_PRICES": {"browser": "1,2"}}, "SCRAPPEY_PRICES['browser']"),
+        ({"SCRAPPEY_MAX_COST": -5}, "SCRAPPEY_MAX_COST"),
+    ],
+)
+@deferred_f_from_coro_f
+async def test_a_crawl_with_bad_cost_settings_stops_before_any_call(
+    tmp_path, local_server, target_site, settings, named
+):
+    settings = settings_for(local_server, tmp_path, **settings)
+    with pytest.raises(ScrappeyConfigError) as info:
+        await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    assert named in str(info.value)
+    assert local_server.stats()["requests"]["by_command"] == {}

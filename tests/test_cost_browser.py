@@ -89,22 +89,27 @@ async def test_browser_and_request_prices_add_up_to_the_server_total(
     assert server.stats()["sessions"]["open"] == 0
 
 
-@deferred_f_from_coro_f
-async def test_max_cost_holds_at_browser_prices_and_high_concurrency(
-    tmp_path, make_local_server, browser_engine, make_target_site, api_calls
-):
-    server = await make_local_server(engine=browser_engine)
-    site = await make_target_site(delay=0.2)
-    settings = settings_for(
+def _capped(server: Any, tmp_path: Any, cap: float) -> dict[str, Any]:
+    """SCRAPPEY_MAX_COST *cap*, with 16 requests at once on 4 sessions."""
+    return settings_for(
         server,
         tmp_path,
-        SCRAPPEY_MAX_COST=5.5,
+        SCRAPPEY_MAX_COST=cap,
         CONCURRENT_REQUESTS=16,
         CONCURRENT_REQUESTS_PER_DOMAIN=16,
         SCRAPPEY_SESSION_POOL_SIZE=4,
         SCRAPPEY_SESSION_CONCURRENCY=4,
         DOWNLOAD_TIMEOUT=60,
     )
+
+
+@deferred_f_from_coro_f
+async def test_max_cost_holds_at_browser_prices_and_high_concurrency(
+    tmp_path, make_local_server, browser_engine, make_target_site, api_calls
+):
+    server = await make_local_server(engine=browser_engine)
+    site = await make_target_site(delay=0.2)
+    settings = _capped(server, tmp_path, 5.5)
     # Session-bound pages at the default requestType (browser): each is
     # booked at 1.0, so 5 fit in 5.5 and the 6th is refused.
     urls = [site.url(f"/page/{i}") for i in range(40)]
@@ -115,5 +120,23 @@ async def test_max_cost_holds_at_browser_prices_and_high_concurrency(
     assert charged["total"] == stats["scrappey/cost/total"] == 5.0
     assert charged["by_type"] == {"browser": 5.0}
     assert len(result.items) == charged["calls"] == 5
+    assert stats["finish_reason"] == "scrappey_budget_exhausted"
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_max_cost_holds_with_mixed_prices_at_high_concurrency(
+    tmp_path, make_local_server, browser_engine, make_target_site
+):
+    server = await make_local_server(engine=browser_engine)
+    site = await make_target_site(delay=0.1)
+    settings = _capped(server, tmp_path, 3.3)
+    result = await crawl(PagesSpider, settings, urls=_mixed_pages(site, 40))
+    stats, charged = result.stats, server.stats()["charged"]
+    assert 0 < charged["total"] <= 3.3
+    assert stats["scrappey/cost/total"] == charged["total"]
+    for kind, amount in charged["by_type"].items():
+        assert stats[f"scrappey/cost/by_type/{kind}"] == amount
+    assert len(result.items) == charged["calls"] < 40
     assert stats["finish_reason"] == "scrappey_budget_exhausted"
     assert server.stats()["sessions"]["open"] == 0

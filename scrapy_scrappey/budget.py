@@ -1,8 +1,9 @@
 """The crawl's account of what it spent, and its hard budget.
 
 Every command goes through :class:`CostedClient`: before it is sent,
-:meth:`Budget.reserve` books its worst case (the price of the ``requestType``
-sent plus the largest ``additionalCost`` seen so far); when the reply comes
+:meth:`Budget.reserve` books its worst case (the dearest price its reply's
+``solution.type`` can have, :meth:`~.cost.CostConfig.worst_price`, plus the
+largest surplus over that price seen so far); when the reply comes
 the booking is settled at the reply's real charge (:func:`~.cost.charge_of`),
 and when none comes (timeout, cut reply, cancel) the worst case stays booked
 as *uncertain*: the API may have charged it.
@@ -12,8 +13,10 @@ thread with no ``await`` between a check and its update):
 
 * ``charged + uncertain + reserved <= max_cost`` when ``SCRAPPEY_MAX_COST``
   is set: :meth:`Budget.reserve` refuses a call that would break it. Only a
-  reply dearer than its booking (an ``additionalCost`` above any seen before)
-  can push the total past the cap, and then every later call is refused.
+  reply dearer than its booking (an ``additionalCost`` above any seen before,
+  or a ``requestType: "request"`` call answered as a browser one, which the
+  API does not document) can push the total past the cap, and then every
+  later call is refused; its surplus is booked on every later call.
 * ``paid + pending <= max_requests`` when ``SCRAPPEY_MAX_REQUESTS`` is set;
   ``paid`` counts charged or uncertain ``request.*`` calls, ``pending`` the
   ``request.*`` bookings still open.
@@ -57,12 +60,15 @@ from .exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from scrapy import Request
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
 
 #: The reason a crawl closes with when its budget (or the account) runs out.
 EXHAUSTED = "scrappey_budget_exhausted"
+#: Request meta: ``[url, retry_times, micros]`` of the charged page it got.
+_PAID = "_scrappey_paid_page"
 
 
 class BudgetExhausted(ScrappeyError, IgnoreRequest):
@@ -100,7 +106,7 @@ class Budget:
         self._cap = to_micros(config.max_cost)
         self.charged = self.uncertain = self.reserved = self.wasted = 0
         self.paid = self.pending = 0
-        self._max_extra = 0  # the largest additionalCost seen, micro-units
+        self._max_extra = 0  # the largest surplus over worst_price seen, micro-units
         self._by_type: dict[str, int] = {}
         self._open = 0  # bookings not settled yet, of any kind
         self._exhausted: str | None = None  # why, once exhausted
@@ -109,7 +115,7 @@ class Budget:
     def reserve(self, payload: dict[str, Any]) -> Booking:
         """Book *payload*'s worst case, or raise :class:`BudgetExhausted`."""
         kind = sent_kind(payload)
-        worst = self.config.price(kind)
+        worst = self.config.worst_price(kind)
         booking = Booking(kind, worst + (self._max_extra if worst else 0))
         why = (
             None if payload.get("cmd") == "sessions.destroy" else self._refusal(booking)
@@ -132,7 +138,8 @@ class Budget:
         if charge is not None and charge.micros:
             self.charged += charge.micros
             self.paid += booking.paid_request
-            self._max_extra = max(self._max_extra, charge.micros - booking.worst)
+            surplus = charge.micros - self.config.worst_price(booking.kind)
+            self._max_extra = max(self._max_extra, surplus)
             self._add("scrappey/cost/total", self.charged)
             by_type = self._by_type.get(charge.kind, 0) + charge.micros
             self._by_type[charge.kind] = by_type
@@ -151,6 +158,27 @@ class Budget:
         if charge.micros:
             self.wasted += charge.micros
             self._add("scrappey/cost/wasted", self.wasted)
+
+    def paid_page(self, request: Request, charge: Charge) -> None:
+        """*request* got a charged page: wasted if the request is retried."""
+        if charge.micros:
+            tries = request.meta.get("retry_times", 0)
+            request.meta[_PAID] = [request.url, tries, charge.micros]
+
+    def resent(self, request: Request) -> None:
+        """*request* is about to be sent: if it is a retry of a request that
+        got a charged page (``RetryMiddleware``, or ``get_retry_request`` in a
+        callback), that page was paid for in vain."""
+        paid = request.meta.pop(_PAID, None)
+        # The URL and try count tell a retry from a request a callback built
+        # with a copy of a response's meta.
+        if (
+            isinstance(paid, list)
+            and len(paid) == 3
+            and paid[0] == request.url
+            and request.meta.get("retry_times", 0) > paid[1]
+        ):
+            self.waste(Charge("", paid[2]))
 
     def exhausted(self, why: str) -> BudgetExhausted:
         """The error for a refused call; the budget is exhausted from now on."""

@@ -90,6 +90,18 @@ class CostConfig:
         """Micro-units one charged call of *kind* costs (0 for a free command)."""
         return to_micros(self.prices[kind]) if kind else 0
 
+    def worst_price(self, kind: str) -> int:
+        """The most a call sent as *kind* can be charged, ``additionalCost`` aside.
+
+        The reply's ``solution.type`` is what is charged: a browser call (the
+        default) may be answered by either engine, so it costs at most the
+        dearer price; a ``requestType: "request"`` call is documented as the
+        HTTP client's, and costs the request price.
+        """
+        if kind == "browser":
+            return max(self.price("browser"), self.price("request"))
+        return self.price(kind)
+
 
 @dataclass(frozen=True)
 class Charge:

@@ -224,6 +224,7 @@ class ScrappeyMiddleware:
                 f"Scrappey is unusable in this crawl ({self._fatal}); not sending {request}"
             )
         self._jars.assign(request, route.pool)
+        self._budget.resent(request)
         try:
             return await self._send(request, route)
         except ScrappeyAuthError as ex:
@@ -270,6 +271,8 @@ class ScrappeyMiddleware:
             return self._raw_reply(request, route, session, reply, error)
         if error is not None or failure is not None:
             self._budget.waste(charge)  # a charged reply rejected or retried: wasted
+        else:
+            self._budget.paid_page(request, charge)
         if error is not None:
             return self._on_api_error(request, error)
         if failure is not None:

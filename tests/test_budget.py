@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
@@ -256,3 +257,35 @@ async def test_a_missing_balance_endpoint_is_one_warning(
     assert len(warnings) == 1
     assert "the balance endpoint answered HTTP 404" in warnings[0]
     assert result.stats["finish_reason"] == "finished"
+
+
+class _RetryInCallbackSpider(PagesSpider):
+    """Retries each page once from its callback (``get_retry_request``), and
+    builds one follow-up request with a copy of the response's meta."""
+
+    def parse(self, response):  # type: ignore[no-untyped-def]
+        if response.meta.get("retry_times", 0) == 0:
+            yield get_retry_request(response.request, spider=self, reason="thin")
+            return
+        if response.url.endswith("/page/0"):
+            yield response.follow("/page/x", meta=dict(response.meta))
+        yield from super().parse(response)
+
+
+@deferred_f_from_coro_f
+async def test_charged_pages_retried_after_the_plugin_are_wasted(
+    tmp_path, make_local_server, target_site
+):
+    server = await make_local_server()
+    # Two pages RetryMiddleware retries twice (503), two a callback retries once.
+    urls = [target_site.url("/status/503"), target_site.url("/status/503?b")]
+    settings = settings_for(server, tmp_path, RETRY_TIMES=2)
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert result.stats["retry/count"] == 4
+    assert result.stats["scrappey/cost/total"] == _charged(server)["total"] == 1.2
+    assert result.stats["scrappey/cost/wasted"] == 0.8  # the last try was kept
+    result = await crawl(_RetryInCallbackSpider, settings, urls=_pages(target_site, 2))
+    assert len(result.items) == 3  # two retried pages, and /page/x
+    assert result.stats["scrappey/cost/total"] == 1.0
+    # The follow-up carried a retried page's meta: it is no retry itself.
+    assert result.stats["scrappey/cost/wasted"] == 0.4

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
+from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey.budget import EXHAUSTED, Budget, BudgetExhausted
@@ -26,6 +27,7 @@ from scrapy_scrappey.exceptions import (
     ScrappeyAuthError,
     ScrappeyConfigError,
 )
+from tests.crawl import PagesSpider, crawl, settings_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrappey"
 PRICES = CostConfig(prices={"browser": 1.0, "request": 0.2, "sessions": 0.5})
@@ -257,10 +259,35 @@ def test_the_cap_holds_exactly_and_sums_are_exact():
 
 
 def test_a_seen_additional_cost_is_booked_for_later_calls():
-    budget, _stats, _ = _budget(max_cost=2.0)
+    budget, _stats, _ = _budget(max_cost=10.0)
     _settle_success(budget, CHEAP, type="request", additionalCost=0.3)
     assert budget.reserve(CHEAP).worst == 500_000  # 0.2 + the 0.3 seen
     assert budget.reserve({"cmd": "sessions.create"}).worst == 800_000
+    # A larger extra, on a call booked with the first one, raises the booking
+    # to the largest extra seen (not by its surplus over that booking).
+    _settle_success(budget, CHEAP, type="request", additionalCost=0.4)
+    _settle_success(budget, CHEAP, type="request", additionalCost=0.1)
+    assert budget.reserve(CHEAP).worst == 600_000
+
+
+def test_a_browser_call_is_booked_at_the_dearer_engine_price():
+    # solution.type is what is charged: a browser call answered by the
+    # request engine costs the request price, the dearer one here.
+    prices = {"browser": 0.5, "request": 0.8, "sessions": 0.0}
+    budget = Budget(
+        CostConfig(prices=prices), MemoryStatsCollector(get_crawler()), _Closer()
+    )
+    assert budget.reserve(BROWSER).worst == 800_000
+    assert budget.reserve(CHEAP).worst == 800_000
+    assert _budget()[0].reserve(BROWSER).worst == 1_000_000  # the defaults: browser
+
+
+def test_a_request_call_answered_as_a_browser_one_is_booked_so_later():
+    budget, stats, _ = _budget(max_cost=10.0)
+    _settle_success(budget, CHEAP, type="browser")  # undocumented, but possible
+    assert stats.get_value("scrappey/cost/by_type/browser") == 1.0
+    assert budget.reserve(CHEAP).worst == 1_000_000  # 0.2 + the 0.8 surplus
+    assert budget.reserve(BROWSER).worst == 1_800_000
 
 
 def test_max_requests_counts_charged_and_pending_page_calls_only():
@@ -290,3 +317,22 @@ def test_a_refused_session_create_closes_at_once():
     with pytest.raises(BudgetExhausted):
         budget.reserve({"cmd": "sessions.create"})  # 0.5 does not fit
     assert [reason for reason, _ in closer.calls] == [EXHAUSTED]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"SCRAPPEY_PRICES": {"captcha": 2}}, "SCRAPPEY_PRICES has unknown key"),
+        ({"SCRAPPEY_PRICES": {"browser": "1,2"}}, "SCRAPPEY_PRICES['browser']"),
+        ({"SCRAPPEY_MAX_COST": -5}, "SCRAPPEY_MAX_COST"),
+    ],
+)
+@deferred_f_from_coro_f
+async def test_a_crawl_with_bad_cost_settings_stops_before_any_call(
+    tmp_path, local_server, target_site, settings, named
+):
+    settings = settings_for(local_server, tmp_path, **settings)
+    with pytest.raises(ScrappeyConfigError) as info:
+        await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    assert named in str(info.value)
+    assert local_server.stats()["requests"]["by_command"] == {}

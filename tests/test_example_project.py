@@ -319,11 +319,11 @@ async def test_existing_raw_mode_spider_gets_a_session_it_never_asked_for(
         assert "session" not in json.loads(request.body)
 
 
-# Through the browser engine one challenge is solved for 6 pages; without it
-# the demo says how to install it.
+# Through the browser engine one challenge is solved for 6 pages, at the
+# browser price (1 each); without it the demo says how to install it.
 _CHALLENGE_LINES = (
     (
-        "challenge     6  finished  1/1                             0       0    0",
+        "challenge     6  finished  1/1                             0       0    0     6",
         "JS challenge: 1 served for 6 pages (1 session(s), browser engine).",
     )
     if missing_browser() is None

@@ -276,13 +276,16 @@ class CommandHandler:
         ban: str | None,
         started: float,
     ) -> dict[str, Any]:
-        self.billing.check(self._engine.name)
         agent = session.user_agent if session else user_agent_for(body)
         spec = build_spec(params, agent)
+        # What the reply's solution.type will say, and so what it costs: a
+        # browser engine serves requestType "request" with its HTTP client.
+        kind = "request" if spec.browser.plain_request else self._engine.name
+        self.billing.check(kind)
         try:
             if ban is not None:
                 # The anti-bot edge answers; the target never sees the request.
-                result = blocked_result(ban, spec, self._engine.name)
+                result = blocked_result(ban, spec, kind)
             else:
                 result = await self._engine.fetch(spec, session)
         except SessionLost as exc:

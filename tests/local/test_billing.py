@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey.local import Faults
 from scrapy_scrappey.local.__main__ import main
 from scrapy_scrappey.local.billing import Billing, parse_prices
 from scrapy_scrappey.local.protocol import ApiError
+
+from ._support import Api
 
 
 def test_parse_prices() -> None:
@@ -56,3 +61,31 @@ def test_billing_refuses_what_the_balance_cannot_pay() -> None:
     with pytest.raises(ApiError, match=r"Insufficient balance: 0\.5 left, a 'browser'"):
         billing.check("browser")
     billing.check("request")  # 0.2 still fits
+
+
+@deferred_f_from_coro_f
+async def test_browser_engine_charges_request_type_calls_as_requests(
+    started, make_local_server, browser_engine, browser_site
+):
+    server = await make_local_server(
+        engine=browser_engine, balance=0.6, faults=Faults(ban_after_requests=1)
+    )
+    api = Api(await started(aiohttp.ClientSession()), server, None)
+    page = {"url": browser_site.url("/js/1"), "requestType": "request"}
+    # 0.6 cannot pay for a browser call, but pays for three request-type ones,
+    # the block page of the banned session's second call included.
+    session = await api.create()
+    replies = [
+        await api.cmd("request.get", **page),
+        await api.cmd("request.get", session=session, **page),
+        await api.cmd("request.get", session=session, **page),
+    ]
+    assert [r["data"] for r in replies] == ["success"] * 3
+    assert [r["solution"]["type"] for r in replies] == ["request"] * 3
+    assert replies[2]["solution"]["statusCode"] == 403  # a vendor's block page
+    assert server.stats()["charged"]["by_type"] == {"request": 0.6}
+    refused = await api.cmd("request.get", url=page["url"])
+    assert refused["data"] == "error"
+    assert "Insufficient balance: 0 left, a 'browser' request costs 1" in str(
+        refused["error"]
+    )

@@ -89,6 +89,7 @@ class ScrappeyMiddleware:
         self._checks = SessionChecks(
             crawler, self.config, spider, on_fatal=self._on_fatal
         )
+        self._throttle = TargetThrottle(crawler)
         init = SessionInit(
             self.config,
             self._client,
@@ -96,6 +97,7 @@ class ScrappeyMiddleware:
             crawler.stats,
             spider,
             page=self._page,
+            throttle=self._throttle,
         )
         self._ledger = SessionLedger.for_config(self.config)
         self._sessions = SessionManager(
@@ -107,7 +109,6 @@ class ScrappeyMiddleware:
             prepare=init if init.enabled else None,
             extra={"spider": spider},
         )
-        self._throttle = TargetThrottle(crawler)
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
         self._pool_stats = PoolStats(
             crawler.stats, per_pool=self.config.session_pools.stats_per_pool
@@ -247,9 +248,14 @@ class ScrappeyMiddleware:
             self._inc("scrappey/raw/requests")
         response: Response | None = None
         failure: CheckFailure | None = None
-        async with self._throttle.slot(request, route.slot_request(request)):
-            session = await self._lease(request, route)
-            try:
+        # The session first, the target's gate last: a gate's start stamps the
+        # slot's delay, so it is taken just before the call, and a request
+        # waiting for its pool's session holds no room on the target (another
+        # pool's requests to that site go on). The price: a leased session
+        # idles while its request waits for the target's delay or room.
+        session = await self._lease(request, route)
+        try:
+            async with self._throttle.slot(request, route.slot_request(request)):
                 reply, charge = await self._call(
                     self._payload(request, route, session), request, session
                 )
@@ -263,9 +269,9 @@ class ScrappeyMiddleware:
                     response = self._page(request, reply)
                     self._throttle.downloaded(request, response)
                     failure = self._health(response, request, session)
-            finally:
-                if session is not None:
-                    self._sessions.release(session)
+        finally:
+            if session is not None:
+                self._sessions.release(session)
         record_charge(request.meta, charge, route.pool)
         if route.raw:
             return self._raw_reply(request, route, session, reply, error)

@@ -7,7 +7,10 @@ runs, on one new session, the ``init`` steps of its pool in
 (the spider attribute of that name overrides the setting). Init requests go straight to the API with the
 plugin's own client, never through the engine, so they reach no callback,
 scheduler or dupefilter. At most ``SCRAPPEY_API_CONCURRENCY`` of them run at
-once. Every page an init fetches goes through the session checks.
+once, and each one takes its page's target slot (see throttle.py) just before
+its call, as crawl requests do, so ``DOWNLOAD_DELAY`` and
+``CONCURRENT_REQUESTS_PER_DOMAIN`` count init requests too. Every page an init
+fetches goes through the session checks.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from .client import ApiReply, ScrappeyClient
     from .config import Config
     from .session_check import SessionChecks
+    from .throttle import TargetThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +76,16 @@ class SessionInit:
         spider: Spider | None,
         *,
         page: Callable[[Request, ApiReply], Response],
+        throttle: TargetThrottle,
     ) -> None:
         """*page* turns a successful reply into the response (the middleware's own,
-        so init pages are read and counted exactly like crawl pages)."""
+        so init pages are read and counted exactly like crawl pages); *throttle*
+        is the crawl's target throttle, which init requests share."""
         self._config = config
         self._client = client
         self._checks = checks
         self._page = page
+        self._throttle = throttle
         self._stats = PoolStats(stats, per_pool=config.session_pools.stats_per_pool)
         self._extra = {"spider": spider}
         self._method = _init_method(spider)
@@ -165,7 +172,9 @@ class SessionInit:
     ) -> Response:
         payload["session"] = session.id
         timeout = self._config.timeout_for(request)
-        async with self._slots:
+        # The API slot before the target's gate: a start stamps the target's
+        # delay, so it is taken only when the call can go out at once.
+        async with self._slots, self._throttle.slot(request, request):
             self._stats.inc("scrappey/requests", session.pool)
             self._stats.inc("scrappey/sessions/init/requests", session.pool)
             reply = await self._client.call(payload, timeout=timeout)

@@ -12,6 +12,12 @@ changes apply at once. :meth:`TargetThrottle.downloaded` then tells
 ``response_downloaded`` listeners (AutoThrottle) about each answer, as the
 downloader does after a download.
 
+Callers take a start only when the request is ready to go, its session
+leased (the middleware's ``_send``, the session init's ``_fetch``): the start
+stamps the slot's delay, so a start held while waiting for something else
+would let the requests behind it out in a burst, and would keep the slot's
+room from requests that could go.
+
 Invariants of a gate: ``active`` counts the starts granted and not yet ended
 (a start granted to a waiter that left is given back through its queue) and
 never exceeds the slot's concurrency; a start happens only once the slot's

@@ -7,6 +7,7 @@ check what comes back, the stats and the log. The API is the local server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 from unittest import mock
@@ -28,7 +29,7 @@ from scrapy_scrappey import (
 )
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.responses import ScrappeyMixin
-from tests.crawl import KEY, PagesSpider, crawl, settings_for
+from tests.crawl import KEY, NO_JITTER, PagesSpider, crawl, settings_for
 
 LOGGER = "scrapy_scrappey.middleware"
 TRANSIENT = "CODE-0001"  # "Server is overloaded": retried
@@ -430,3 +431,54 @@ async def test_listed_named_pools_are_not_created_at_open_with_the_http_cache(
         assert local_server.stats()["sessions"]["created"] == 2  # spider + alice
     finally:
         await close(mw)
+
+
+def only_session(mw):
+    [pool] = mw._sessions._pools.values()
+    [session] = pool.sessions
+    return session
+
+
+@deferred_f_from_coro_f
+async def test_a_request_refused_at_the_target_slot_gives_its_session_back(
+    tmp_path, local_server, target_site
+):
+    # One session and a bounded wait: a lease kept by the failed request
+    # would time the next one out.
+    mw = await opened(local_server, tmp_path, SCRAPPEY_SESSION_WAIT_TIMEOUT=1)
+    try:
+        bad = Request(target_site.url("/page/1"), meta={"download_slot": ["a"]})
+        with pytest.raises(ScrappeyConfigError, match="'download_slot' meta key"):
+            await mw.process_request(bad)
+        assert only_session(mw).in_flight == 0
+        page = await mw.process_request(Request(target_site.url("/page/2")))
+    finally:
+        await close(mw)
+    assert page.status == 200
+    assert target_site.hits == ["/page/2"]
+
+
+@deferred_f_from_coro_f
+async def test_a_request_waiting_for_the_delay_with_its_session_releases_it_at_close(
+    tmp_path, local_server, target_site
+):
+    mw = await opened(local_server, tmp_path, DOWNLOAD_DELAY=60, **NO_JITTER)
+    try:
+        first = await mw.process_request(Request(target_site.url("/page/1")))
+        session = only_session(mw)
+        second = asyncio.ensure_future(
+            mw.process_request(Request(target_site.url("/page/2")))
+        )
+        for _ in range(500):  # until it is leased, then waits for the delay
+            if session.in_flight:
+                break
+            await asyncio.sleep(0.01)
+        assert session.in_flight == 1
+        assert target_site.hits == ["/page/1"]
+    finally:
+        await close(mw)
+    assert first.status == 200
+    with pytest.raises(IgnoreRequest, match="spider is closing"):
+        await second
+    assert session.in_flight == 0
+    assert len(request_commands(local_server)) == 1

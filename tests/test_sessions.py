@@ -74,18 +74,21 @@ async def test_a_busy_pool_cannot_starve_another_under_the_cap(
 ):
     faults = Faults(latency={"request.get": 0.1})
     server = await make_local_server(max_sessions=1, faults=faults)
-    # the default pool stays busy for ~3 s, longer than the wait bound
+    # The default pool stays busy for ~3 s, longer than the wait bound, while
+    # CONCURRENT_REQUESTS keeps its own queue for its one session short
+    # (every request waits for a session as soon as it reaches the
+    # middleware); b's two requests are among the first ten.
     urls = [target_site.url(f"/page/{i}") for i in range(30)]
     b_urls = [
         target_site.url(f"/page/b{i}", host="localhost") for i in range(2)
     ]  # own slot
-    urls += [(url, {"scrappey_session": "b"}) for url in b_urls]
+    urls[8:8] = [(url, {"scrappey_session": "b"}) for url in b_urls]
     settings = settings_for(
         server,
         tmp_path,
         SCRAPPEY_MAX_SESSIONS=1,
         RETRY_TIMES=0,
-        CONCURRENT_REQUESTS=32,
+        CONCURRENT_REQUESTS=10,
         SCRAPPEY_SESSION_WAIT_TIMEOUT=2,
     )
     result = await asyncio.wait_for(crawl(PagesSpider, settings, urls=urls), timeout=30)
@@ -94,6 +97,9 @@ async def test_a_busy_pool_cannot_starve_another_under_the_cap(
     assert result.spider.errors == []
     assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
     assert stats["sessions"]["open"] == 0
+    # b was served while the default pool still had pages to fetch.
+    hits = target_site.hits
+    assert max(hits.index(f"/page/b{i}") for i in range(2)) < hits.index("/page/29")
 
 
 @deferred_f_from_coro_f

@@ -9,6 +9,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey.exceptions import SpiderClosing
+from scrapy_scrappey.local import Faults
 from scrapy_scrappey.throttle import TargetThrottle
 from tests.crawl import NO_JITTER, PagesSpider, crawl, max_overlap, settings_for
 
@@ -278,3 +279,84 @@ async def test_autothrottle_adapts_a_routed_slot_as_a_direct_one(
     delays = [item["delay"] for item in results["routed"]]
     assert delays == sorted(delays, reverse=True)
     assert 0.5 <= delays[-1] < 0.65
+
+
+def request_gaps(server):
+    """Seconds between the ``request.*`` commands the API received, in order."""
+    times = sorted(
+        c["t"] for c in server.stats()["commands"] if c["cmd"].startswith("request.")
+    )
+    return [b - a for a, b in pairwise(times)]
+
+
+@deferred_f_from_coro_f
+async def test_a_pool_waiting_for_its_session_leaves_the_target_to_another(
+    tmp_path, local_server, make_target_site
+):
+    site = await make_target_site(delay=0.3)
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_SESSION_POOLS={"alice": {}, "bob": {}},  # one session each
+        CONCURRENT_REQUESTS_PER_DOMAIN=4,
+    )
+    urls = [
+        (site.url(f"/page/{pool}-{i}"), {"scrappey_session": pool})
+        for pool in ("alice", "bob")
+        for i in range(6)
+    ]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 12
+    # Requests parked on alice's one session no longer fill the target's four
+    # starts: bob's session works from the first moment, beside alice's.
+    first_two = {hit.split("/")[-1].split("-")[0] for hit in site.hits[:2]}
+    assert first_two == {"alice", "bob"}
+    assert site.max_active == 2
+
+
+@deferred_f_from_coro_f
+async def test_download_delay_spaces_the_sends_of_requests_that_waited_for_sessions(
+    tmp_path, make_local_server, target_site
+):
+    # Sessions slower to create than the delay: the requests wait for them
+    # beyond several delays, then must still go out one delay apart.
+    server = await make_local_server(faults=Faults(latency={"sessions.create": 1.2}))
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_SESSION_SCOPE="domain",  # the pool is created on first use
+        SCRAPPEY_SESSION_POOL_SIZE=3,
+        DOWNLOAD_DELAY=0.4,
+        **NO_JITTER,
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(4)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len({item["session"] for item in result.items}) == 3
+    gaps = request_gaps(server)
+    assert len(gaps) == 3
+    assert min(gaps) >= 0.4 - 0.15  # the send's own scheduling noise
+
+
+@deferred_f_from_coro_f
+async def test_session_init_requests_take_the_target_slot(
+    tmp_path, local_server, target_site
+):
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_SESSION_POOL_SIZE=3,
+        SCRAPPEY_SESSION_INIT=[{"url": target_site.url("/page/init")}],
+        DOWNLOAD_DELAY=0.4,
+        **NO_JITTER,
+    )
+    urls = [target_site.url(f"/page/{i}") for i in range(3)]
+    result = await crawl(PagesSpider, settings, urls=urls)
+    assert len(result.items) == 3
+    assert site_hits(target_site, "/page/init") == 3
+    gaps = request_gaps(local_server)
+    assert len(gaps) == 5  # three inits, three pages, one delay apart
+    assert min(gaps) >= 0.4 - 0.15
+
+
+def site_hits(site, path):
+    return sum(hit == path for hit in site.hits)

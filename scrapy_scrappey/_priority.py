@@ -19,6 +19,8 @@ from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.downloadermiddlewares.stats import DownloaderStats
 from scrapy.downloadermiddlewares.useragent import UserAgentMiddleware
 
+from ._downloader import downloader_middlewares
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
@@ -60,10 +62,7 @@ def skipped_builtins(middlewares: tuple[Any, ...], own: object) -> list[str]:
 
 def warn_if_misplaced(crawler: Crawler, own: object, extra: dict[str, Any]) -> None:
     """Warn once, at start-up, when *own* runs before built-ins it needs."""
-    engine = crawler.engine
-    if engine is None:  # unit tests: no downloader
-        return
-    skipped = skipped_builtins(engine.downloader.middleware.middlewares, own)
+    skipped = skipped_builtins(downloader_middlewares(crawler), own)
     if skipped:
         logger.warning(
             "ScrappeyMiddleware runs before these downloader middlewares in "

@@ -198,6 +198,23 @@ class ScrappeyMiddleware:
 
     # -- requests ------------------------------------------------------------
 
+    def session_pool(self, session_id: str) -> str | None:
+        """The pool key of a session this crawl created (``None``: not one of them).
+
+        Asked by :class:`~scrapy_scrappey.RequestFingerprinter`.
+        """
+        return self._sessions.pool_of(session_id)
+
+    async def process_response(
+        self, request: Request, response: Response, spider: Spider | None = None
+    ) -> Response:
+        if "cached" in response.flags and "scrappey_session" not in request.meta:
+            # HttpCacheMiddleware (900) answered before us: no session was
+            # used, and a copy of this meta (the affinity one-liner) must
+            # not fail with a KeyError.
+            request.meta["scrappey_session"] = None
+        return response
+
     async def process_request(
         self, request: Request, spider: Spider | None = None
     ) -> Request | Response | None:

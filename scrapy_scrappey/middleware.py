@@ -12,7 +12,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
 from ._pool_stats import PoolStats
-from ._priority import warn_if_misplaced
+from ._priority import warn_if_misplaced, warn_if_pools_share_fingerprints
 from ._redact import key_hint, redact_url
 from ._speed import SlowLeaseHint, capacity
 from ._summary import summary
@@ -159,6 +159,7 @@ class ScrappeyMiddleware:
             extra={"spider": spider},
         )
         warn_if_misplaced(self.crawler, self, extra={"spider": spider})
+        warn_if_pools_share_fingerprints(self.crawler, self.config, {"spider": spider})
         self._watcher = self._tasks.spawn(
             self._watch_closing(), name="scrappey-watch-closing"
         )

@@ -23,7 +23,7 @@ from scrapy.downloadermiddlewares.useragent import UserAgentMiddleware
 
 from ._downloader import downloader_middlewares
 from .fingerprint import RequestFingerprinter
-from .pool_config import ATTRIBUTE, SETTING
+from .pool_config import ATTRIBUTE, SETTING, pool_label
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -103,7 +103,7 @@ def warn_if_pools_share_fingerprints(
         "(the Addon does), or a subclass of it.",
         {
             "where": where,
-            "pools": ", ".join(repr(p.removeprefix("name:")) for p in named),
+            "pools": ", ".join(repr(pool_label(p)) for p in named),
             "cls": f"{type(fingerprinter).__module__}.{type(fingerprinter).__qualname__}",
         },
         extra=extra,

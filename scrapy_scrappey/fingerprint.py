@@ -88,8 +88,5 @@ class RequestFingerprinter:
             from .middleware import ScrappeyMiddleware
 
             self._middleware = find_middleware(self._crawler, ScrappeyMiddleware)
-        return (
-            None
-            if self._middleware is None
-            else self._middleware.session_pool(session_id)
-        )
+        middleware = self._middleware
+        return None if middleware is None else middleware.session_pool(session_id)

@@ -148,9 +148,9 @@ class Router:
             return None, None
         if isinstance(value, str) and value:
             pool, session = session_meta_pool(value, self._pool_of)
-            return (
-                (pool, session) if pool is not None else (self._scope_pool(url), None)
-            )
+            if pool is None:
+                return self._scope_pool(url), None
+            return pool, session
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
             f"a session id, True or False, got {value!r}."

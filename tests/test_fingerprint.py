@@ -84,6 +84,15 @@ def test_a_request_keeps_its_fingerprint_when_its_meta_records_the_session():
     assert fingerprinter.fingerprint(request) == before
 
 
+def test_before_the_crawl_starts_every_session_id_is_unknown():
+    crawler = get_crawler(Spider, {"SCRAPPEY_API_KEY": "k", "ADDONS": {Addon: 0}})
+    fingerprinter = crawler.request_fingerprinter  # no engine, no middleware yet
+    session_id = Request(URL, meta={"scrappey_session": "scrapy-scrappey-00ff"})
+    assert fingerprinter.fingerprint(session_id) == scrapy_fingerprint(session_id)
+    named = Request(URL, meta={"scrappey_session": "account-1"})
+    assert fingerprinter.fingerprint(named) == fingerprint(scrappey_session="account-1")
+
+
 def test_built_by_the_crawler_from_the_setting():
     crawler = get_crawler(
         Spider, {"REQUEST_FINGERPRINTER_CLASS": "scrapy_scrappey.RequestFingerprinter"}

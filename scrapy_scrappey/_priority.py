@@ -1,8 +1,10 @@
-"""The start-up warning for a ScrappeyMiddleware placed before built-ins it needs.
+"""The start-up warnings for a set-up that silently breaks part of a crawl.
 
 A request the middleware answers never reaches the ``process_request`` of the
 downloader middlewares after it, so a priority below theirs silently breaks
-them: the crawl still "works".
+them: the crawl still "works". Named session pools without the plugin's
+``RequestFingerprinter`` work too, but the same URL in two pools is fetched
+once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.downloadermiddlewares.stats import DownloaderStats
 from scrapy.downloadermiddlewares.useragent import UserAgentMiddleware
 
+from ._downloader import downloader_middlewares
+from .fingerprint import RequestFingerprinter
+from .pool_config import ATTRIBUTE, SETTING, pool_label
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+
+    from .config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +68,7 @@ def skipped_builtins(middlewares: tuple[Any, ...], own: object) -> list[str]:
 
 def warn_if_misplaced(crawler: Crawler, own: object, extra: dict[str, Any]) -> None:
     """Warn once, at start-up, when *own* runs before built-ins it needs."""
-    engine = crawler.engine
-    if engine is None:  # unit tests: no downloader
-        return
-    skipped = skipped_builtins(engine.downloader.middleware.middlewares, own)
+    skipped = skipped_builtins(downloader_middlewares(crawler), own)
     if skipped:
         logger.warning(
             "ScrappeyMiddleware runs before these downloader middlewares in "
@@ -73,3 +78,33 @@ def warn_if_misplaced(crawler: Crawler, own: object, extra: dict[str, Any]) -> N
             {"skipped": "; ".join(skipped)},
             extra=extra,
         )
+
+
+def warn_if_pools_share_fingerprints(
+    crawler: Crawler, config: Config, extra: dict[str, Any]
+) -> None:
+    """Warn once, at start-up, when named pools are listed but the crawl's
+    fingerprinter does not tell their requests apart."""
+    named = config.session_pools.named(domains=config.session_scope == "domain")
+    fingerprinter = crawler.request_fingerprinter
+    if not named or isinstance(fingerprinter, RequestFingerprinter):
+        return
+    spider = extra.get("spider")
+    where = (
+        f"The {ATTRIBUTE} spider attribute"
+        if getattr(spider, ATTRIBUTE, None) is not None
+        else SETTING
+    )
+    logger.warning(
+        "%(where)s lists the named session pools %(pools)s, but "
+        "REQUEST_FINGERPRINTER_CLASS is %(cls)s: the same URL in two pools is "
+        "one request for the dupefilter (and one HTTP-cache entry): set "
+        'REQUEST_FINGERPRINTER_CLASS = "scrapy_scrappey.RequestFingerprinter" '
+        "(the Addon does), or a subclass of it.",
+        {
+            "where": where,
+            "pools": ", ".join(repr(pool_label(p)) for p in named),
+            "cls": f"{type(fingerprinter).__module__}.{type(fingerprinter).__qualname__}",
+        },
+        extra=extra,
+    )

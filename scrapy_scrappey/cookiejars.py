@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from scrapy import signals
 from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
 
+from ._downloader import find_middleware
 from .exceptions import ScrappeyError
 from .routing import is_named_pool
 
@@ -82,11 +83,7 @@ class PoolCookieJars:
         # after ours. A replacement that is no CookiesMiddleware subclass
         # only gets the meta key.
         if self._cookies is None:
-            engine = self._crawler.engine
-            found = engine.downloader.middleware.middlewares if engine else ()
-            self._cookies = next(
-                (m for m in found if isinstance(m, CookiesMiddleware)), None
-            )
+            self._cookies = find_middleware(self._crawler, CookiesMiddleware)
         return self._cookies
 
 

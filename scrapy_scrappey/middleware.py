@@ -12,7 +12,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
 from ._pool_stats import PoolStats
-from ._priority import warn_if_misplaced
+from ._priority import warn_if_misplaced, warn_if_pools_share_fingerprints
 from ._redact import key_hint, redact_url
 from ._speed import SlowLeaseHint, capacity
 from ._summary import summary
@@ -160,6 +160,7 @@ class ScrappeyMiddleware:
             extra={"spider": spider},
         )
         warn_if_misplaced(self.crawler, self, extra={"spider": spider})
+        warn_if_pools_share_fingerprints(self.crawler, self.config, {"spider": spider})
         self._watcher = self._tasks.spawn(
             self._watch_closing(), name="scrappey-watch-closing"
         )
@@ -198,6 +199,23 @@ class ScrappeyMiddleware:
         logger.info(message, args, extra={"spider": spider})
 
     # -- requests ------------------------------------------------------------
+
+    def session_pool(self, session_id: str) -> str | None:
+        """The pool key of a session this crawl created (``None``: not one of them).
+
+        Asked by :class:`~scrapy_scrappey.RequestFingerprinter`.
+        """
+        return self._sessions.pool_of(session_id)
+
+    async def process_response(
+        self, request: Request, response: Response, spider: Spider | None = None
+    ) -> Response:
+        if "cached" in response.flags and "scrappey_session" not in request.meta:
+            # HttpCacheMiddleware (900) answered before us: no session was
+            # used, and a copy of this meta (the affinity one-liner) must
+            # not fail with a KeyError.
+            request.meta["scrappey_session"] = None
+        return response
 
     async def process_request(
         self, request: Request, spider: Spider | None = None

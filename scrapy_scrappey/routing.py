@@ -153,14 +153,10 @@ class Router:
         if value is False:
             return None, None
         if isinstance(value, str) and value:
-            pool = self._pool_of(value)
-            if pool is not None:
-                return pool, value
-            if value.startswith(SESSION_ID_PREFIX):
-                # A session id this crawl no longer knows (a resumed job, or
-                # copied meta): a name-pool per stale id would leak sessions.
+            pool, session = session_meta_pool(value, self._pool_of)
+            if pool is None:
                 return self._scope_pool(url), None
-            return _NAMED + value, None
+            return pool, session
         raise ScrappeyConfigError(
             f"The 'scrappey_session' meta key of {request} must be a pool name, "
             f"a session id, True or False, got {value!r}."
@@ -199,6 +195,25 @@ class Router:
 def is_named_pool(pool: str) -> bool:
     """A pool named by the ``scrappey_session`` meta key (not a scope's pool)."""
     return pool.startswith(_NAMED)
+
+
+def session_meta_pool(
+    value: str, pool_of: Callable[[str], str | None]
+) -> tuple[str | None, str | None]:
+    """The pool a ``scrappey_session`` string asks for, and the session id asked for.
+
+    A session this crawl created (*pool_of* knows its pool) is asked for
+    by id; any other string names a pool. ``(None, None)``: the pool of
+    the configured scope.
+    """
+    pool = pool_of(value)
+    if pool is not None:
+        return pool, value
+    if value.startswith(SESSION_ID_PREFIX):
+        # A session id this crawl no longer knows (a resumed job, or copied
+        # meta): a name-pool per stale id would leak sessions.
+        return None, None
+    return _NAMED + value, None
 
 
 def allowed_domains(spider: object) -> list[str]:

@@ -30,6 +30,8 @@ def fingerprint(url=URL, **meta):
         {"scrappey_session": False},
         {"scrappey_session": None},
         {"scrappey_session": ""},
+        # A session id the crawl does not know goes to the scope's pool.
+        {"scrappey_session": "scrapy-scrappey-0123456789abcdef"},
         {"other": "key", "download_slot": "x"},
     ],
 )
@@ -52,8 +54,6 @@ def test_pools_and_params_make_different_requests():
         fingerprint(scrappey={"proxyCountry": "Germany"}),
         fingerprint(scrappey={"proxyCountry": "France"}),
         fingerprint(scrappey_session="account-1", scrappey={"proxyCountry": "France"}),
-        # A session id copied from response.meta is its own identity.
-        fingerprint(scrappey_session="scrapy-scrappey-0123456789abcdef"),
     ]
     assert len(set(prints)) == len(prints)
     assert {len(p) for p in prints} == {20}  # a SHA-1, as Scrapy's
@@ -82,6 +82,15 @@ def test_a_request_keeps_its_fingerprint_when_its_meta_records_the_session():
     request.meta["scrappey_session"] = "scrapy-scrappey-0123456789abcdef"
     # What the HTTP cache stores after the download is what it looked up.
     assert fingerprinter.fingerprint(request) == before
+
+
+def test_before_the_crawl_starts_every_session_id_is_unknown():
+    crawler = get_crawler(Spider, {"SCRAPPEY_API_KEY": "k", "ADDONS": {Addon: 0}})
+    fingerprinter = crawler.request_fingerprinter  # no engine, no middleware yet
+    session_id = Request(URL, meta={"scrappey_session": "scrapy-scrappey-00ff"})
+    assert fingerprinter.fingerprint(session_id) == scrapy_fingerprint(session_id)
+    named = Request(URL, meta={"scrappey_session": "account-1"})
+    assert fingerprinter.fingerprint(named) == fingerprint(scrappey_session="account-1")
 
 
 def test_built_by_the_crawler_from_the_setting():
@@ -208,3 +217,84 @@ async def test_http_cache_of_scrapys_fingerprinter_stays_valid(
     assert type(again.crawler.request_fingerprinter) is RequestFingerprinter
     assert _page_calls(local_server) == calls
     assert again.stats["httpcache/hit"] == 3
+
+
+class RingSpider(Spider):
+    """/page/1 → … → /page/5 → /page/1, each link followed by the README's
+    affinity one-liner; the start request goes through the dupefilter too."""
+
+    name = "ring"
+
+    def __init__(self, site, **kwargs):
+        super().__init__(**kwargs)
+        self.site = site
+
+    async def start(self):
+        yield Request(self.site.url("/page/1"))
+
+    def parse(self, response):
+        n = int(response.css("#n::text").get())
+        yield {"n": n, "session": response.meta["scrappey_session"]}
+        url = response.urljoin(f"/page/{n % 5 + 1}")
+        yield response.follow(
+            url, meta={"scrappey_session": response.meta["scrappey_session"]}
+        )
+
+
+@deferred_f_from_coro_f
+async def test_a_chain_on_rotating_sessions_fetches_each_page_once(
+    tmp_path, local_server, target_site
+):
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        ADDONS={Addon: 0},
+        SCRAPPEY_SESSION_MAX_REQUESTS=3,
+        CLOSESPIDER_ITEMCOUNT=30,  # the bound of a dupefilter that would not stop it
+    )
+    result = await crawl(RingSpider, settings, site=target_site)
+    assert [i["n"] for i in result.items] == [1, 2, 3, 4, 5]
+    # Rotated after three pages: the chain went on on the replacement.
+    assert len({i["session"] for i in result.items}) == 2
+    assert result.stats["scrappey/sessions/affinity_lost"] == 1
+    assert result.stats["dupefilter/filtered"] == 1  # /page/5 → /page/1
+    assert sorted(target_site.hits) == [f"/page/{n}" for n in range(1, 6)]
+
+
+class SessionIdsSpider(Spider):
+    """Fetches a page on the pool ``account-1`` and one on the spider's pool,
+    and fingerprints another URL with each session id it was answered on."""
+
+    name = "session_ids"
+
+    def __init__(self, site, **kwargs):
+        super().__init__(**kwargs)
+        self.site = site
+
+    async def start(self):
+        yield Request(self.site.url("/page/1"), meta={"scrappey_session": "account-1"})
+        yield Request(self.site.url("/page/2"))
+
+    def parse(self, response):
+        session = response.meta["scrappey_session"]
+        other = Request(self.site.url("/page/9"), meta={"scrappey_session": session})
+        yield {
+            "url": response.url,
+            "session": session,
+            "fingerprint": self.crawler.request_fingerprinter.fingerprint(other),
+        }
+
+
+@deferred_f_from_coro_f
+async def test_a_session_id_fingerprints_as_its_named_pool_or_as_no_meta(
+    tmp_path, local_server, target_site
+):
+    settings = settings_for(local_server, tmp_path, ADDONS={Addon: 0})
+    result = await crawl(SessionIdsSpider, settings, site=target_site)
+    url = target_site.url("/page/9")
+    # /page/1 went to account-1, /page/2 to the spider's pool.
+    named, scope = sorted(result.items, key=lambda i: i["url"])
+    assert named["session"] != scope["session"]
+    assert named["fingerprint"] == fingerprint(url, scrappey_session="account-1")
+    assert named["fingerprint"] != fingerprint(url, scrappey_session="account-2")
+    assert scope["fingerprint"] == scrapy_fingerprint(Request(url))

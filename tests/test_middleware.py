@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 from scrapy import Request, Spider, signals
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.http import JsonRequest
+from scrapy.http import HtmlResponse, JsonRequest
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
@@ -482,3 +482,25 @@ async def test_a_request_waiting_for_the_delay_with_its_session_releases_it_at_c
         await second
     assert session.in_flight == 0
     assert len(request_commands(local_server)) == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_page_from_the_http_cache_records_that_no_session_was_used():
+    mw = build({"SCRAPPEY_API_KEY": KEY})
+    url = "https://shop.test/page"
+    try:
+        answered = {}
+        for name, flags, meta in [
+            ("cached", ["cached"], {}),
+            ("cached-named", ["cached"], {"scrappey_session": "account-1"}),
+            ("downloaded", [], {}),  # a direct download: the meta is left alone
+        ]:
+            request = Request(url, meta=meta)
+            response = HtmlResponse(url, body=b"<p>", flags=flags, request=request)
+            assert await mw.process_response(request, response) is response
+            answered[name] = dict(response.meta)
+    finally:
+        mw.crawler.engine.downloader.close()
+    assert answered["cached"]["scrappey_session"] is None  # the one-liner's key
+    assert answered["cached-named"]["scrappey_session"] == "account-1"
+    assert "scrappey_session" not in answered["downloaded"]

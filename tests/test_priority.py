@@ -1,8 +1,10 @@
-"""The start-up warning for a ScrappeyMiddleware placed before the built-ins."""
+"""The start-up warnings: a ScrappeyMiddleware placed before the built-ins,
+named pools without the plugin's fingerprinter."""
 
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_scrappey import RequestFingerprinter
 from tests.crawl import PagesSpider, crawl, settings_for
 
 LOGGER = "scrapy_scrappey._priority"
@@ -13,12 +15,12 @@ OURS = "scrapy_scrappey.ScrappeyMiddleware"
 def warnings_of(caplog, local_server, target_site, tmp_path):
     """``await warnings_of(middlewares, cache=…, **settings)``: the warnings of a crawl."""
 
-    async def run(middlewares, *, cache=False, **settings):
+    async def run(middlewares, *, cache=False, spider=PagesSpider, **settings):
         if cache:
             settings.update(HTTPCACHE_ENABLED=True, HTTPCACHE_DIR=str(tmp_path / "c"))
         settings["DOWNLOADER_MIDDLEWARES"] = middlewares
         result = await crawl(
-            PagesSpider,
+            spider,
             settings_for(local_server, tmp_path, **settings),
             urls=[target_site.url("/page/1")],
         )
@@ -65,3 +67,75 @@ async def test_disabled_builtins_are_not_named(warnings_of):
 @deferred_f_from_coro_f
 async def test_no_warning_after_every_builtin(warnings_of, priority):
     assert await warnings_of({OURS: priority}, cache=True) == []
+
+
+class _OwnFingerprinter(RequestFingerprinter):
+    pass
+
+
+class _PoolsSpider(PagesSpider):
+    scrappey_session_pools = {"bob": {}}
+
+
+@pytest.mark.parametrize(
+    ("settings", "spider", "source", "pools"),
+    [
+        (
+            {"SCRAPPEY_SESSION_POOLS": {"alice": {}, "bob": {}}},
+            PagesSpider,
+            "SCRAPPEY_SESSION_POOLS",
+            "'alice', 'bob'",
+        ),
+        ({}, _PoolsSpider, "The scrappey_session_pools spider attribute", "'bob'"),
+        # Under the domain scope, a host name keys a domain pool: not named.
+        (
+            {
+                "SCRAPPEY_SESSION_SCOPE": "domain",
+                "SCRAPPEY_SESSION_POOLS": {"alice": {}, "shop.test": {}},
+            },
+            PagesSpider,
+            "SCRAPPEY_SESSION_POOLS",
+            "'alice', but",
+        ),
+    ],
+    ids=["setting", "spider-attribute", "domain-scope"],
+)
+@deferred_f_from_coro_f
+async def test_named_pools_without_the_fingerprinter_are_warned_about_once(
+    warnings_of, settings, spider, source, pools
+):
+    (warning,) = await warnings_of({OURS: 950}, spider=spider, **settings)
+    assert warning.startswith(f"{source} lists the named session pools {pools}")
+    assert "is scrapy.utils.request.RequestFingerprinter:" in warning
+    assert "the same URL in two pools is one request for the dupefilter" in warning
+    assert (
+        'REQUEST_FINGERPRINTER_CLASS = "scrapy_scrappey.RequestFingerprinter"'
+        in warning
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {
+            "SCRAPPEY_SESSION_POOLS": {"alice": {}},
+            "REQUEST_FINGERPRINTER_CLASS": "scrapy_scrappey.RequestFingerprinter",
+        },
+        {
+            "SCRAPPEY_SESSION_POOLS": {"alice": {}},
+            "REQUEST_FINGERPRINTER_CLASS": _OwnFingerprinter,
+        },
+        # Only domain pools listed; named pools used ad hoc are not known at start.
+        {
+            "SCRAPPEY_SESSION_SCOPE": "domain",
+            "SCRAPPEY_SESSION_POOLS": {"shop.test": {}},
+        },
+        {},
+    ],
+    ids=["ours", "a-subclass", "domain-pools-only", "no-pools"],
+)
+@deferred_f_from_coro_f
+async def test_no_fingerprinter_warning_when_it_is_set_or_no_named_pool_is_listed(
+    warnings_of, settings
+):
+    assert await warnings_of({OURS: 950}, **settings) == []

@@ -171,6 +171,37 @@ async def test_login_spider_snippet(
     assert stats["sessions"]["created"] == pool_size
 
 
+@deferred_f_from_coro_f
+async def test_login_spider_snippet_runs_again_from_the_http_cache(
+    tmp_path, local_server, target_site
+):
+    """A cached page used no session: its meta key is None, and the chain the
+    one-liner builds on it hits the cache again."""
+    namespace: dict = {}
+    exec(_on_site(snippet("class LoginSpider"), target_site), namespace)
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        ADDONS={Addon: 0},
+        HTTPCACHE_ENABLED=True,
+        HTTPCACHE_DIR=str(tmp_path / "cache"),
+        WARN_ON_GENERATOR_RETURN_VALUE=False,
+    )
+    first = await crawl(namespace["LoginSpider"], settings)
+    sent = _page_commands(local_server)
+    assert len(sent) == 6  # GET and POST /login, three members, /search
+    second = await crawl(namespace["LoginSpider"], settings)
+    assert _page_commands(local_server) == sent  # not one more API call
+    assert sorted(map(str, second.items)) == sorted(map(str, first.items))
+    assert sorted(i["url"] for i in second.items) == _members(target_site, 3)
+    assert second.stats["httpcache/hit"] == 7  # robots.txt went direct, cached too
+    assert not [k for k in second.stats if k.startswith("spider_exceptions")]
+
+
+def _page_commands(server):
+    return [c for c in server.stats()["commands"] if c["cmd"].startswith("request.")]
+
+
 class ChainSpider(PagesSpider):
     """Follows /page/1 → /page/5, each request made by the README's one-liner."""
 

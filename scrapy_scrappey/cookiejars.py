@@ -71,6 +71,8 @@ class PoolCookieJars:
                 middleware.process_request(request)
 
     def _scheduled(self, request: Request) -> None:
+        if "cookiejar" not in request.meta and not self._router.may_name_pool(request):
+            return  # a scope pool's request: the default jar, as it is
         try:
             route = self._router.route(request)
         except ScrappeyError:

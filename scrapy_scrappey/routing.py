@@ -86,6 +86,18 @@ class Router:
             return [*(f"domain:{d}" for d in self._allowed), *named]
         return named
 
+    def may_name_pool(self, request: Request) -> bool:
+        """Whether *request* may go to a named pool: a cheap test that spares
+        routing the (most) requests that can only use the scope's pool."""
+        meta = request.meta
+        params = meta.get("scrappey")
+        return (
+            self._choose_pool is not None
+            or "scrappey_session" in meta
+            or (isinstance(params, dict) and "session" in params)
+            or self.is_raw(request)
+        )
+
     def is_raw(self, request: Request) -> bool:
         """A request the spider addressed to the API itself."""
         return request.method == "POST" and url_root(request.url) == self._api_root

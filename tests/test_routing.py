@@ -304,3 +304,16 @@ def test_a_bad_spider_method_return_names_the_method_and_request(value):
         r.route(Request("https://a.org/x"))
     assert "scrappey_session_pool spider method" in str(info.value)
     assert "https://a.org/x" in str(info.value)
+
+
+def test_may_name_pool_is_false_only_for_requests_that_cannot_reach_one():
+    r = router()
+    assert not r.may_name_pool(Request("https://x.org"))
+    assert not r.may_name_pool(Request("https://x.org", meta={"scrappey": {"a": 1}}))
+    assert r.may_name_pool(Request("https://x.org", meta={"scrappey_session": "a"}))
+    assert r.may_name_pool(
+        Request("https://x.org", meta={"scrappey": {"session": "s"}})
+    )
+    assert r.may_name_pool(JsonRequest(API, data={"cmd": "request.get"}))
+    # A spider method may choose a named pool for any request.
+    assert router(choose=lambda request: None).may_name_pool(Request("https://x.org"))

@@ -36,6 +36,7 @@ from .item_metadata import record_charge
 from .ledger import SessionLedger
 from .orphans import sweep_at_start
 from .payload import build_payload
+from .redis_link import RedisLink, RedisUnreachable
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
 from .session_check import CheckFailure, SessionChecks
@@ -98,6 +99,9 @@ class ScrappeyMiddleware:
             page=self._page,
         )
         self._ledger = SessionLedger.for_config(self.config)
+        self._redis = self.config.redis_url and RedisLink(
+            self.config.redis_url, self.config.api_key
+        )
         self._sessions = SessionManager(
             self.config,
             self._client,
@@ -106,6 +110,7 @@ class ScrappeyMiddleware:
             on_fatal=self._on_fatal,
             prepare=init if init.enabled else None,
             extra={"spider": spider},
+            shared=self._redis or None,
         )
         self._throttle = TargetThrottle(crawler)
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
@@ -166,6 +171,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
+            await self._open_redis()
             await self._balance.opened()
             if self._ledger is not None:
                 await sweep_at_start(
@@ -180,6 +186,20 @@ class ScrappeyMiddleware:
         finally:
             self._opened = True
 
+    async def _open_redis(self) -> None:
+        if not self._redis:
+            return
+        try:
+            await self._redis.open()
+        except RedisUnreachable as ex:
+            self._on_fatal("scrappey_redis_unreachable", str(ex))
+            raise
+        logger.info(
+            "Scrappey: sharing SCRAPPEY_MAX_SESSIONS through Redis as worker %(worker)s",
+            {"worker": self._redis.worker_id},
+            extra={"spider": _spider_of(self.crawler)},
+        )
+
     async def engine_started(self) -> None:
         if self._fatal is not None:  # the start failed on an older Scrapy
             self._close_spider(self._fatal)
@@ -189,6 +209,8 @@ class ScrappeyMiddleware:
         if self._watcher is not None:
             self._watcher.cancel()
         await self._sessions.close()
+        if self._redis:
+            await self._redis.close()
         if self._ledger is not None:
             self._ledger.close()
         await self._balance.end()

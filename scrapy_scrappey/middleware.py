@@ -99,9 +99,8 @@ class ScrappeyMiddleware:
             page=self._page,
         )
         self._ledger = SessionLedger.for_config(self.config)
-        self._redis = self.config.redis_url and RedisLink(
-            self.config.redis_url, self.config.api_key
-        )
+        url = self.config.redis_url
+        self._redis = RedisLink(url, self.config.api_key) if url else None
         self._sessions = SessionManager(
             self.config,
             self._client,
@@ -110,7 +109,7 @@ class ScrappeyMiddleware:
             on_fatal=self._on_fatal,
             prepare=init if init.enabled else None,
             extra={"spider": spider},
-            shared=self._redis or None,
+            shared=self._redis,
         )
         self._throttle = TargetThrottle(crawler)
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
@@ -187,7 +186,7 @@ class ScrappeyMiddleware:
             self._opened = True
 
     async def _open_redis(self) -> None:
-        if not self._redis:
+        if self._redis is None:
             return
         try:
             await self._redis.open()
@@ -209,7 +208,7 @@ class ScrappeyMiddleware:
         if self._watcher is not None:
             self._watcher.cancel()
         await self._sessions.close()
-        if self._redis:
+        if self._redis is not None:
             await self._redis.close()
         if self._ledger is not None:
             self._ledger.close()

@@ -210,7 +210,9 @@ async def test_redis_lost_mid_crawl_keeps_what_is_open_and_leaks_nothing(
         await _until_async(probe, 2)
         await probe.close()
     assert server.stats()["sessions"]["open"] == 0
-    assert any("SCRAPPEY_REDIS_URL" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("SCRAPPEY_REDIS_URL" in m and "back-off" in m for m in messages)
+    assert any("Redis is back" in m for m in messages)
 
 
 async def _until_async(probe, total):

@@ -253,7 +253,7 @@ class SessionCap:
         work = [self._destroy(s) for s in list(self._open.values())]
         await _bounded([*work, self._api.settle()], self._config.close_timeout)
         leaked = [*self._open, *self._undestroyed, *self._api.unsettled_ids()]
-        if self._shared is not None:
+        if self._shared is not None and self._shared.is_open:
             # The leaked ones still hold their slots until their TTL ends.
             await _bounded([self._sync()], self._config.close_timeout)
         if leaked:

@@ -170,7 +170,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
-            await self._open_redis()
+            await self._open_redis(spider)
             await self._balance.opened()
             if self._ledger is not None:
                 await sweep_at_start(
@@ -185,19 +185,14 @@ class ScrappeyMiddleware:
         finally:
             self._opened = True
 
-    async def _open_redis(self) -> None:
+    async def _open_redis(self, spider: Spider) -> None:
         if self._redis is None:
             return
         try:
-            await self._redis.open()
+            await self._redis.open(self.config.max_sessions, extra={"spider": spider})
         except RedisUnreachable as ex:
             self._on_fatal("scrappey_redis_unreachable", str(ex))
             raise
-        logger.info(
-            "Scrappey: sharing SCRAPPEY_MAX_SESSIONS through Redis as worker %(worker)s",
-            {"worker": self._redis.worker_id},
-            extra={"spider": _spider_of(self.crawler)},
-        )
 
     async def engine_started(self) -> None:
         if self._fatal is not None:  # the start failed on an older Scrapy

@@ -127,8 +127,12 @@ class RedisLink:
         self._client: Any = None
         self._script: Any = None
 
-    async def open(self) -> None:
-        """Connect and ping; raise :class:`RedisUnreachable` naming the setting."""
+    async def open(self, cap: int = 0, *, extra: dict[str, Any] | None = None) -> None:
+        """Connect and ping; raise :class:`RedisUnreachable` naming the setting.
+
+        *cap* (``SCRAPPEY_MAX_SESSIONS``) is only logged: without one, the
+        link shares nothing yet, which is worth a warning.
+        """
         # redis is an optional extra, needed only with the setting (checked by redis_url).
         import redis.asyncio as aioredis
 
@@ -145,6 +149,23 @@ class RedisLink:
             raise RedisUnreachable(
                 f"SCRAPPEY_REDIS_URL {shown_url(self.url)} is unreachable: {ex}"
             ) from None
+        logger.log(
+            logging.INFO if cap else logging.WARNING,
+            "Scrappey: worker %(worker)s shares SCRAPPEY_MAX_SESSIONS (%(cap)s) "
+            "through Redis at %(url)s%(note)s",
+            {
+                "worker": self.worker_id,
+                "cap": cap or "unset",
+                "url": shown_url(self.url),
+                "note": "" if cap else ": without a cap there is nothing to share",
+            },
+            extra=extra,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` succeeded and :meth:`close` has not run."""
+        return self._client is not None
 
     async def claim(self, count: int, cap: int) -> bool:
         """Hold *count* slots if every live worker's total stays within *cap*."""

@@ -105,6 +105,19 @@ async def test_an_unreachable_redis_is_named_without_its_password(free_port):
 
 
 @deferred_f_from_coro_f
+async def test_the_worker_is_logged_and_a_missing_cap_warned(redis_server, caplog):
+    for cap, level in ((3, logging.INFO), (0, logging.WARNING)):
+        caplog.clear()
+        link = RedisLink(redis_server.url, "k")
+        with caplog.at_level(logging.INFO):
+            await link.open(cap)
+        await link.close()
+        (record,) = [r for r in caplog.records if link.worker_id in r.getMessage()]
+        assert record.levelno == level
+        assert ("nothing to share" in record.getMessage()) == (cap == 0)
+
+
+@deferred_f_from_coro_f
 async def test_claims_are_atomic_across_workers(redis_server):
     links = [RedisLink(redis_server.url, "k") for _ in range(4)]
     for link in links:
@@ -271,4 +284,7 @@ async def test_an_unreachable_redis_stops_the_crawl_naming_the_setting(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("SCRAPPEY_REDIS_URL" in m for m in errors)
     assert not any("s3cret" in m for m in errors)
+    # One error: closing does not then complain about the Redis it never had.
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any("back-off" in r.getMessage() for r in warnings)
     assert local_server.stats()["sessions"]["created"] == 0

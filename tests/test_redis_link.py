@@ -137,7 +137,7 @@ async def test_claims_are_atomic_across_workers(redis_server):
 
 @deferred_f_from_coro_f
 async def test_a_dead_workers_slots_expire_after_the_ttl(redis_server, monkeypatch):
-    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.5)
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 1.0)
     dead, live = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
     await dead.open()
     await live.open()
@@ -146,7 +146,7 @@ async def test_a_dead_workers_slots_expire_after_the_ttl(redis_server, monkeypat
         await dead.close()  # killed: no release, no heartbeat
         assert not await live.claim(2, 4)
         assert await live.total() == 3
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         assert await live.total() == 0
         assert await live.claim(2, 4)
     finally:
@@ -184,7 +184,7 @@ async def test_two_workers_never_exceed_the_shared_cap(redis_server, make_local_
 async def test_heartbeats_keep_the_slots_of_a_live_worker(
     redis_server, make_local_server, monkeypatch
 ):
-    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.3)
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.6)
     monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.05)
     server = await make_local_server(max_sessions=2)
     async with _worker(server, redis_server.url, max_sessions=2, pool_size=2) as (
@@ -195,7 +195,7 @@ async def test_heartbeats_keep_the_slots_of_a_live_worker(
         await _until(lambda: server.stats()["sessions"]["open"] == 2, "2 open")
         probe = RedisLink(redis_server.url, "k")
         await probe.open()
-        await asyncio.sleep(1)  # over three TTLs
+        await asyncio.sleep(1.5)  # over two TTLs
         assert await probe.total() == 2
         await probe.close()
     assert _over_limit(server) == 0

@@ -37,8 +37,9 @@ account's, over every worker sharing the Redis:
   between them, so what Redis holds for this worker is never below the
   sessions it has open or being created.
 * Every Redis write of this worker holds ``_redis_lock`` and reads the count
-  under it, just before sending: writes cannot overtake one another with
-  stale counts. A drop in the count schedules one write (``_sync_due``); the
+  under it, just before sending, and carries a sequence number that Redis
+  checks: writes cannot overtake one another with stale counts, even when one
+  timed out here and still runs there. A drop in the count schedules one write (``_sync_due``); the
   heartbeat rewrites the count every ``HEARTBEAT_INTERVAL``, which also
   repairs any write lost to a Redis outage, and keeps the slots alive (they
   expire after ``SLOT_TTL`` without it: a dead worker's slots free themselves).

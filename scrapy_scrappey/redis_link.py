@@ -14,6 +14,9 @@ keys in one hash slot:
   moves it to now + :data:`SLOT_TTL`; its heartbeat writes every
   :data:`HEARTBEAT_INTERVAL`, so a worker killed without closing frees its
   slots within one TTL.
+* ``scrappey:{<account>}:seq`` — a hash: worker id → the sequence number of
+  its last write, so that a late command (timed out on the client, run by
+  Redis afterwards) cannot overwrite a newer count.
 
 Every read and write goes through one Lua script (:data:`_SLOTS_LUA`): it
 drops expired workers, then either sets the caller's count unconditionally
@@ -49,9 +52,10 @@ COMMAND_TIMEOUT = 5.0
 
 _SCHEMES = ("redis", "rediss", "unix")
 
-# KEYS: slots hash, alive zset. ARGV: worker id, count, cap (0: sync, -1: read
-# only), ttl ms.
-# Returns {1 if written else 0, the other live workers' total}.
+# KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
+# -1: read only), ttl ms, the write's sequence number. A write older than the
+# worker's last one (sent before it, but run after it: a timed-out command
+# still runs) is ignored. Returns {1 if written else 0, the others' total}.
 _SLOTS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -66,6 +70,12 @@ for i = 1, #flat, 2 do
   if flat[i] ~= me then others = others + tonumber(flat[i + 1]) end
 end
 if cap < 0 or (cap > 0 and others + n > cap) then return {0, others} end
+local seq = tonumber(ARGV[5])
+if seq <= tonumber(redis.call('HGET', KEYS[3], me) or '0') then
+  return {0, others}
+end
+redis.call('HSET', KEYS[3], me, seq)
+redis.call('PEXPIRE', KEYS[3], 86400000)
 if n > 0 then
   redis.call('HSET', KEYS[1], me, n)
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), me)
@@ -123,7 +133,10 @@ class RedisLink:
         self.url = url
         self.worker_id = worker_id or new_worker_id()
         account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-        self._keys = [f"scrappey:{{{account}}}:slots", f"scrappey:{{{account}}}:alive"]
+        self._keys = [
+            f"scrappey:{{{account}}}:{name}" for name in ("slots", "alive", "seq")
+        ]
+        self._seq = 0
         self._client: Any = None
         self._script: Any = None
 
@@ -192,9 +205,10 @@ class RedisLink:
         from redis.exceptions import RedisError
 
         ttl_ms = int(SLOT_TTL * 1000)
+        self._seq += 1
         try:
             reply = await self._script(
-                keys=self._keys, args=[self.worker_id, count, cap, ttl_ms]
+                keys=self._keys, args=[self.worker_id, count, cap, ttl_ms, self._seq]
             )
         except RedisError as ex:
             raise ConnectionError(f"Redis: {ex}") from ex

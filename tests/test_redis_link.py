@@ -288,3 +288,21 @@ async def test_an_unreachable_redis_stops_the_crawl_naming_the_setting(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not any("back-off" in r.getMessage() for r in warnings)
     assert local_server.stats()["sessions"]["created"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_late_write_cannot_overwrite_a_newer_count(redis_server):
+    link, probe = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
+    await link.open()
+    await probe.open()
+    try:
+        await link.sync(3)
+        link._seq -= 2  # a write sent before the last one, run by Redis after it
+        await link.sync(1)
+        assert await probe.total() == 3
+        link._seq += 2
+        await link.sync(1)
+        assert await probe.total() == 1
+    finally:
+        await link.close()
+        await probe.close()

@@ -55,7 +55,7 @@ async def _until(condition, what):
 async def _worker(server, url, **config):
     """A SessionManager sharing its cap through *url*, closed at the end."""
     link = RedisLink(url, "k")
-    await link.open()
+    await link.open(config.get("max_sessions", 0))
     client = ScrappeyClient(server.url, "k")
     manager = SessionManager(
         Config(api_key="k", api_url=server.url, redis_url=url, **config),
@@ -172,6 +172,7 @@ async def test_two_workers_never_exceed_the_shared_cap(redis_server, make_local_
         await asyncio.sleep(1)  # the pools still want 2 more: they must wait
         assert server.stats()["sessions"]["open"] == 4
         assert await link_a.total() + await link_b.total() == 4
+        assert _over_limit(server) == 0, server.stats()["commands"]
         await a.close()  # its sessions are destroyed: b takes the room
         await _until(lambda: server.stats()["sessions"]["open"] == 3, "b's 3 open")
         assert await link_b.total() == 0  # a released every slot

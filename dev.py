@@ -6,7 +6,8 @@
     python3 dev.py demo      # run the example project's demo crawl (see README)
     python3 dev.py bench     # run the benchmarks (add --quick for a smoke run)
     python3 dev.py ci        # what .ci/run runs: test, test-min, demo, quick benchmarks
-                             # (installs Chromium with apt-get first when root and missing)
+                             # (installs Chromium and redis-server with apt-get first
+                             # when root and missing)
 
 Each command creates its virtual environment and installs the project into it
 when needed (``.venv``, and ``.venv-min`` for test-min).
@@ -27,6 +28,8 @@ VENV = Path(os.environ.get("SCRAPPEY_DEV_VENV", ROOT / ".venv"))
 VENV_MIN = Path(os.environ.get("SCRAPPEY_DEV_VENV_MIN", ROOT / ".venv-min"))
 #: The oldest Scrapy the package claims to support (pyproject: scrapy>=2.14).
 MIN_SCRAPY = "scrapy==2.14.0"
+#: The extras the test environments get (pyproject.toml).
+EXTRAS = "dev,browser,redis"
 
 
 def _bin(env: Path, name: str) -> str:
@@ -46,9 +49,7 @@ def _ensure_venv(env: Path, *pins: str) -> str:
     if not stamp.exists() or stamp.read_text() != digest:
         print(f"dev.py: installing the project into {env}", flush=True)
         _run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
-        _run(
-            [python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev,browser]", *pins]
-        )
+        _run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[{EXTRAS}]", *pins])
         stamp.write_text(digest)
     return python
 
@@ -82,30 +83,37 @@ def bench(args: list[str]) -> None:
     _run([_ensure_venv(VENV), "-m", "bench", *args])
 
 
-def _ensure_chromium() -> None:
-    """Install Debian's Chromium for the browser-engine tests when it is missing.
+def _ensure_system_package(program: str, package: str, needed_by: str) -> None:
+    """Install Debian's *package* when *program* is missing (the *needed_by* tests).
 
-    Needs root and apt-get; without them the browser tests skip, saying why.
+    Needs root and apt-get; without them those tests skip, saying why.
     """
-    if os.environ.get("SCRAPPEY_LOCAL_CHROMIUM") or shutil.which("chromium"):
+    if shutil.which(program) or Path("/usr/sbin", program).exists():
         return
     if not shutil.which("apt-get") or getattr(os, "geteuid", lambda: 1)() != 0:
-        print("dev.py: no chromium and no root apt-get: browser tests will skip")
+        print(f"dev.py: no {program} and no root apt-get: {needed_by} tests will skip")
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (
         ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "chromium"],
+        ["apt-get", "install", "-y", "-q", package],
     ):
         print("+ " + " ".join(cmd), flush=True)
-        # Fixed commands; a failure only makes the browser tests skip.
+        # Fixed commands; a failure only makes those tests skip.
         if subprocess.run(cmd, env=env, check=False).returncode:  # noqa: S603
-            print("dev.py: installing chromium failed: browser tests will skip")
+            print(f"dev.py: installing {package} failed: {needed_by} tests will skip")
             return
+
+
+def _ensure_chromium() -> None:
+    """Debian's Chromium for the browser-engine tests."""
+    if not os.environ.get("SCRAPPEY_LOCAL_CHROMIUM"):
+        _ensure_system_package("chromium", "chromium", "browser")
 
 
 def ci(args: list[str]) -> None:
     _ensure_chromium()
+    _ensure_system_package("redis-server", "redis-server", "Redis")
     test(args)
     test_min([])
     demo([])

@@ -27,6 +27,25 @@ Invariants (the cap and close logic needed three fixes; these are what hold it):
   ``_undestroyed`` and whatever abandoned creates may have made, within
   ``SCRAPPEY_CLOSE_TIMEOUT``; what is left is counted as leaked, logged, and
   stays in the ledger for the next crawl or the CLI.
+
+With ``SCRAPPEY_REDIS_URL`` (``shared``, see ``redis_link.py``) the cap is the
+account's, over every worker sharing the Redis:
+
+* A create is admitted only once Redis accepted this worker's count plus one
+  (a claim: the other live workers' total plus it within the cap), on top of
+  the local rule above; the claim and ``_admitted += 1`` run without an await
+  between them, so what Redis holds for this worker is never below the
+  sessions it has open or being created.
+* Every Redis write of this worker holds ``_redis_lock`` and reads the count
+  under it, just before sending, and carries a sequence number that Redis
+  checks: writes cannot overtake one another with stale counts, even when one
+  timed out here and still runs there. A drop in the count schedules one write (``_sync_due``); the
+  heartbeat rewrites the count every ``HEARTBEAT_INTERVAL``, which also
+  repairs any write lost to a Redis outage, and keeps the slots alive (they
+  expire after ``SLOT_TTL`` without it: a dead worker's slots free themselves).
+* Peers holding the rest of the cap make a create wait (polling Redis), never
+  evict: only the local cap evicts, as in one process. A Redis failure also
+  makes a create wait, with back-off; what is already open keeps serving.
 """
 
 from __future__ import annotations
@@ -36,6 +55,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import redis_link
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
 
@@ -44,9 +65,15 @@ if TYPE_CHECKING:
     from ._pools import Session
     from ._tasks import TaskGroup
     from .config import Config
+    from .redis_link import RedisLink
     from .session_api import SessionAPI
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two claims while the other workers hold the rest of the cap.
+PEER_POLL = 0.25
+#: The longest wait between two tries while Redis fails.
+_REDIS_BACKOFF_MAX = 5.0
 
 
 class SessionCap:
@@ -61,6 +88,7 @@ class SessionCap:
         *,
         on_evict: Callable[[Session], None],
         extra: dict[str, Any],
+        shared: RedisLink | None = None,
     ) -> None:
         self._config = config
         self._api = api
@@ -74,6 +102,10 @@ class SessionCap:
         self._undestroyed: dict[str, Session] = {}
         self._changed = asyncio.Event()
         self._closing = False
+        self._shared = shared
+        self._redis_lock = asyncio.Lock()
+        self._sync_due = False
+        self._redis_failures = 0
 
     def add(self, session: Session) -> None:
         """Count a session whose create the API confirmed (inside ``room()``)."""
@@ -91,7 +123,10 @@ class SessionCap:
     async def room(self) -> AsyncIterator[None]:
         """Admit one create under SCRAPPEY_MAX_SESSIONS, evicting one session at a time."""
         cap = self._config.max_sessions
-        while cap and len(self._open) + self._admitted >= cap:
+        while cap and not await self._claim(cap):
+            if self._count() < cap:
+                await self._wait_peers()
+                continue
             if not any(s.retired for s in self._open.values()):
                 self.evict()
             await self.wait_change()
@@ -101,6 +136,85 @@ class SessionCap:
         finally:
             self._admitted -= 1
             self.notify()
+            self._release()
+
+    def _count(self) -> int:
+        return len(self._open) + self._admitted
+
+    def start(self) -> None:
+        """Start the heartbeat that keeps this worker's shared slots alive."""
+        if self._shared is not None:
+            self._tasks.spawn(self._heartbeat(), name="scrappey-redis-heartbeat")
+
+    async def _claim(self, cap: int) -> bool:
+        """Whether one more create fits, locally and (when shared) account-wide."""
+        if self._count() >= cap:
+            return False
+        if self._shared is None:
+            return True
+        async with self._redis_lock:
+            if self._count() >= cap:
+                return False
+            return bool(await self._write(self._count() + 1, cap))
+
+    async def _wait_peers(self) -> None:
+        """Wait for the other workers to free a slot, or for Redis to come back."""
+        delay = PEER_POLL
+        if self._redis_failures:
+            delay = min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wait_change(), delay)
+
+    def _release(self) -> None:
+        """Tell Redis this worker's count dropped (one write for many drops)."""
+        if self._shared is not None and not (self._sync_due or self._closing):
+            self._sync_due = True
+            self._tasks.spawn(self._sync(), name="scrappey-redis-sync")
+
+    async def _sync(self) -> None:
+        async with self._redis_lock:
+            self._sync_due = False
+            await self._write(self._count(), 0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            async with self._redis_lock:
+                await self._write(self._count(), 0)
+            await asyncio.sleep(
+                redis_link.HEARTBEAT_INTERVAL  # read each time: tests shorten it
+                if not self._redis_failures
+                else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
+            )
+
+    async def _write(self, count: int, cap: int) -> bool | None:
+        """Claim (*cap*) or set this worker's count; ``None`` when Redis failed."""
+        assert self._shared is not None
+        try:
+            if cap:
+                written = await self._shared.claim(count, cap)
+            else:
+                await self._shared.sync(count)
+                written = True
+        except OSError as ex:
+            self._redis_failed(ex)
+            return None
+        if self._redis_failures:
+            self._redis_failures = 0
+            logger.warning(
+                "Redis is back: sharing the session cap again", extra=self._extra
+            )
+        return written
+
+    def _redis_failed(self, error: OSError) -> None:
+        if not self._redis_failures:
+            self._stats.inc_value("scrappey/redis/lost")
+            logger.warning(
+                "Redis (SCRAPPEY_REDIS_URL) failed: %(error)s; retrying with back-off. "
+                "Open sessions keep serving; new ones wait for Redis.",
+                {"error": error},
+                extra=self._extra,
+            )
+        self._redis_failures += 1
 
     def evict(self) -> bool:
         """Retire the least recently used session to make room for another pool.
@@ -140,6 +254,9 @@ class SessionCap:
         work = [self._destroy(s) for s in list(self._open.values())]
         await _bounded([*work, self._api.settle()], self._config.close_timeout)
         leaked = [*self._open, *self._undestroyed, *self._api.unsettled_ids()]
+        if self._shared is not None and self._shared.is_open:
+            # The leaked ones still hold their slots until their TTL ends.
+            await _bounded([self._sync()], self._config.close_timeout)
         if leaked:
             self._stats.inc_value("scrappey/sessions/leaked", len(leaked))
             logger.error(
@@ -165,6 +282,7 @@ class SessionCap:
                 if not gone:
                     self._undestroyed[session.id] = session
             self.notify()
+            self._release()
 
 
 async def _bounded(coros: list[Coroutine[Any, Any, Any]], timeout: float) -> None:

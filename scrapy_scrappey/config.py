@@ -23,6 +23,7 @@ from .bans import BUILTIN_DETECTORS, Detector, read_detectors
 from .cost import CostConfig
 from .exceptions import ScrappeyConfigError
 from .pool_config import ATTRIBUTE, PoolSettings, SessionPools, read_pools
+from .redis_link import redis_url
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -151,6 +152,8 @@ class Config:
     session_pools: SessionPools = field(default_factory=SessionPools)
     #: Prices, the hard budget, SCRAPPEY_MIN_BALANCE and SCRAPPEY_ITEM_FIELD.
     cost: CostConfig = field(default_factory=CostConfig)
+    #: ``SCRAPPEY_REDIS_URL``: the Redis shared by the workers (``None``: one process).
+    redis_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -237,6 +240,7 @@ class Config:
             ),
             session_pools=SessionPools.from_settings(settings),
             cost=CostConfig.from_settings(settings),
+            redis_url=redis_url(settings),
         )
 
     def pool_settings(self, pool_key: str) -> PoolSettings:

@@ -36,6 +36,7 @@ from .item_metadata import record_charge
 from .ledger import SessionLedger
 from .orphans import sweep_at_start
 from .payload import build_payload
+from .redis_link import RedisLink, RedisUnreachable
 from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
 from .routing import Route, Router, allowed_domains
 from .session_check import CheckFailure, SessionChecks
@@ -100,6 +101,8 @@ class ScrappeyMiddleware:
             throttle=self._throttle,
         )
         self._ledger = SessionLedger.for_config(self.config)
+        url = self.config.redis_url
+        self._redis = RedisLink(url, self.config.api_key) if url else None
         self._sessions = SessionManager(
             self.config,
             self._client,
@@ -108,6 +111,7 @@ class ScrappeyMiddleware:
             on_fatal=self._on_fatal,
             prepare=init if init.enabled else None,
             extra={"spider": spider},
+            shared=self._redis,
         )
         self._slow_lease = SlowLeaseHint(self.config, extra={"spider": spider})
         self._pool_stats = PoolStats(
@@ -168,6 +172,7 @@ class ScrappeyMiddleware:
         # pools are then created by the first request the cache misses.
         pools = [] if self.config.http_cache else self._router.initial_pools()
         try:
+            await self._open_redis(spider)
             await self._balance.opened()
             if self._ledger is not None:
                 await sweep_at_start(
@@ -182,6 +187,15 @@ class ScrappeyMiddleware:
         finally:
             self._opened = True
 
+    async def _open_redis(self, spider: Spider) -> None:
+        if self._redis is None:
+            return
+        try:
+            await self._redis.open(self.config.max_sessions, extra={"spider": spider})
+        except RedisUnreachable as ex:
+            self._on_fatal("scrappey_redis_unreachable", str(ex))
+            raise
+
     async def engine_started(self) -> None:
         if self._fatal is not None:  # the start failed on an older Scrapy
             self._close_spider(self._fatal)
@@ -191,6 +205,8 @@ class ScrappeyMiddleware:
         if self._watcher is not None:
             self._watcher.cancel()
         await self._sessions.close()
+        if self._redis is not None:
+            await self._redis.close()
         if self._ledger is not None:
             self._ledger.close()
         await self._balance.end()

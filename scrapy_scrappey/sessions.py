@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .client import ScrappeyClient
     from .config import Config
     from .pool_config import PoolSettings
+    from .redis_link import RedisLink
 
 __all__ = ["Session", "SessionManager"]
 
@@ -74,6 +75,7 @@ class SessionManager:
         on_fatal: Callable[[str, str], None],
         prepare: Callable[[Session], Awaitable[bool]] | None = None,
         extra: dict[str, Any] | None = None,
+        shared: RedisLink | None = None,
     ) -> None:
         self._config = config
         self._prepare = prepare
@@ -92,6 +94,7 @@ class SessionManager:
             self._tasks,
             on_evict=self._evicted,
             extra=self._extra,
+            shared=shared,
         )
         self._creator = SessionCreator(
             config, self._api, self._cap, stats, self._tasks, extra=self._extra
@@ -109,6 +112,7 @@ class SessionManager:
 
     async def start(self, pool_keys: list[str]) -> None:
         """Create the initial pools concurrently; raise if one cannot be filled."""
+        self._cap.start()
         cap = self._config.max_sessions
         fit = self._fitting(pool_keys) if cap else len(pool_keys)
         if len(pool_keys) > fit:

@@ -22,6 +22,10 @@ is stopped after it, whether the test passed or not.
 * ``api_calls``: the order in which the crawl's API calls start and end, so
   that tests assert on overlap and order instead of on elapsed time, and the
   payloads they sent.
+* ``redis_server``: a real ``redis-server`` (127.0.0.1, free port, no
+  persistence), killed by PID after the test; ``.url`` to connect, ``.stop()``
+  and ``.start()`` to take it away and back. Skipped, with the reason, only
+  when ``redis-server`` (or the ``redis`` extra) is not installed.
 * ``free_port``: a port of 127.0.0.1 that nothing listens on (connections
   to it are refused).
 
@@ -40,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +61,7 @@ from scrapy_scrappey.local.engine_choice import (
 from tests.browser_site import BrowserSite
 from tests.crawl import max_overlap
 from tests.fake_api import ScriptedApi
+from tests.redis_support import RedisServer, find_redis_server, free_tcp_port
 from tests.reliability_support import ServerProcess
 from tests.site import TargetSite
 
@@ -209,10 +213,18 @@ def scripted_api(started: Any) -> ScriptedApi:
 @pytest.fixture
 def free_port() -> int:
     """A port of 127.0.0.1 that was free a moment ago: bound, then closed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_tcp_port()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` for this test (see the module docstring)."""
+    pytest.importorskip("redis", reason="the redis extra is not installed")
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with RedisServer(binary, tmp_path) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

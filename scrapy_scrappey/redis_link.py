@@ -1,0 +1,215 @@
+"""The crawl's link to Redis (``SCRAPPEY_REDIS_URL``): account-wide session slots.
+
+Opt-in: without ``SCRAPPEY_REDIS_URL`` nothing here runs. With it, every
+worker (every crawl process) sharing the Redis and the API key counts its
+sessions there, so that ``SCRAPPEY_MAX_SESSIONS`` caps the account, not one
+process (the cap logic itself is in ``_cap.py``).
+
+Data model, per account (a hash of the API key, never the key itself), both
+keys in one hash slot:
+
+* ``scrappey:{<account>}:slots`` — a hash: worker id → slots it holds.
+* ``scrappey:{<account>}:alive`` — a sorted set: worker id → the Redis-clock
+  time (ms) after which its slots no longer count. Each write of a worker
+  moves it to now + :data:`SLOT_TTL`; its heartbeat writes every
+  :data:`HEARTBEAT_INTERVAL`, so a worker killed without closing frees its
+  slots within one TTL.
+* ``scrappey:{<account>}:seq`` — a hash: worker id → the sequence number of
+  its last write, so that a late command (timed out on the client, run by
+  Redis afterwards) cannot overwrite a newer count.
+
+Every read and write goes through one Lua script (:data:`_SLOTS_LUA`): it
+drops expired workers, then either sets the caller's count unconditionally
+(a *sync*) or only if the other live workers' total plus it stays within the
+cap (a *claim*). Redis runs scripts atomically, so two workers never both
+take the last slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .exceptions import ScrappeyConfigError, ScrappeyError
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two heartbeats of a worker (each rewrites its slot count).
+HEARTBEAT_INTERVAL = 5.0
+#: Seconds a worker's slots count without a heartbeat: three missed beats.
+SLOT_TTL = 15.0
+#: Seconds one Redis command may take before it counts as a failure.
+COMMAND_TIMEOUT = 5.0
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+# KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
+# -1: read only), ttl ms, the write's sequence number. A write older than the
+# worker's last one (sent before it, but run after it: a timed-out command
+# still runs) is ignored. Returns {1 if written else 0, the others' total}.
+_SLOTS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('HDEL', KEYS[1], w)
+  redis.call('ZREM', KEYS[2], w)
+end
+local me, n, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local flat = redis.call('HGETALL', KEYS[1])
+local others = 0
+for i = 1, #flat, 2 do
+  if flat[i] ~= me then others = others + tonumber(flat[i + 1]) end
+end
+if cap < 0 or (cap > 0 and others + n > cap) then return {0, others} end
+local seq = tonumber(ARGV[5])
+if seq <= tonumber(redis.call('HGET', KEYS[3], me) or '0') then
+  return {0, others}
+end
+redis.call('HSET', KEYS[3], me, seq)
+redis.call('PEXPIRE', KEYS[3], 86400000)
+if n > 0 then
+  redis.call('HSET', KEYS[1], me, n)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), me)
+else
+  redis.call('HDEL', KEYS[1], me)
+  redis.call('ZREM', KEYS[2], me)
+end
+return {1, others}
+"""
+
+
+class RedisUnreachable(ScrappeyError):
+    """``SCRAPPEY_REDIS_URL`` could not be reached when the crawl started."""
+
+
+def redis_url(settings: BaseSettings) -> str | None:
+    """``SCRAPPEY_REDIS_URL``, checked (``None``: unset, one process)."""
+    value = settings.get("SCRAPPEY_REDIS_URL")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in _SCHEMES:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+            f"got {shown_url(str(value))!r}"
+        )
+    if importlib.util.find_spec("redis") is None:
+        raise ScrappeyConfigError(
+            "SCRAPPEY_REDIS_URL needs the redis package: "
+            "pip install 'scrapy-scrappey[redis]'"
+        )
+    return value
+
+
+def shown_url(url: str) -> str:
+    """*url* without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:***@{host}{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def new_worker_id() -> str:
+    """This process's worker id: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisLink:
+    """One worker's connection to Redis and its share of the session slots."""
+
+    def __init__(self, url: str, api_key: str, *, worker_id: str | None = None):
+        self.url = url
+        self.worker_id = worker_id or new_worker_id()
+        account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        self._keys = [
+            f"scrappey:{{{account}}}:{name}" for name in ("slots", "alive", "seq")
+        ]
+        self._seq = 0
+        self._client: Any = None
+        self._script: Any = None
+
+    async def open(self, cap: int = 0, *, extra: dict[str, Any] | None = None) -> None:
+        """Connect and ping; raise :class:`RedisUnreachable` naming the setting.
+
+        *cap* (``SCRAPPEY_MAX_SESSIONS``) is only logged: without one, the
+        link shares nothing yet, which is worth a warning.
+        """
+        # redis is an optional extra, needed only with the setting (checked by redis_url).
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+        )
+        self._script = self._client.register_script(_SLOTS_LUA)
+        try:
+            await self._client.ping()
+        except (OSError, aioredis.RedisError) as ex:
+            await self.close()
+            raise RedisUnreachable(
+                f"SCRAPPEY_REDIS_URL {shown_url(self.url)} is unreachable: {ex}"
+            ) from None
+        logger.log(
+            logging.INFO if cap else logging.WARNING,
+            "Scrappey: worker %(worker)s shares SCRAPPEY_MAX_SESSIONS (%(cap)s) "
+            "through Redis at %(url)s%(note)s",
+            {
+                "worker": self.worker_id,
+                "cap": cap or "unset",
+                "url": shown_url(self.url),
+                "note": "" if cap else ": without a cap there is nothing to share",
+            },
+            extra=extra,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` succeeded and :meth:`close` has not run."""
+        return self._client is not None
+
+    async def claim(self, count: int, cap: int) -> bool:
+        """Hold *count* slots if every live worker's total stays within *cap*."""
+        written, _ = await self._run(count, cap)
+        return bool(written)
+
+    async def sync(self, count: int) -> None:
+        """Hold *count* slots, whatever the others hold (a drop, or a heartbeat)."""
+        await self._run(count, 0)
+
+    async def total(self) -> int:
+        """Slots held by the live workers other than this one."""
+        return int((await self._run(-1, -1))[1])
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def _run(self, count: int, cap: int) -> list[int]:
+        """Run the script; redis-py's errors become ``OSError`` (retried by callers)."""
+        if self._client is None:
+            raise ConnectionError("the Redis link is closed")
+        from redis.exceptions import RedisError
+
+        ttl_ms = int(SLOT_TTL * 1000)
+        self._seq += 1
+        try:
+            reply = await self._script(
+                keys=self._keys, args=[self.worker_id, count, cap, ttl_ms, self._seq]
+            )
+        except RedisError as ex:
+            raise ConnectionError(f"Redis: {ex}") from ex
+        return [int(x) for x in reply]

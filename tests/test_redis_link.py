@@ -1,0 +1,309 @@
+"""SCRAPPEY_REDIS_URL: the account-wide session cap shared through a real Redis."""
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import pytest
+from scrapy.statscollectors import MemoryStatsCollector
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
+
+from scrapy_scrappey import Config, redis_link
+from scrapy_scrappey.client import ScrappeyClient
+from scrapy_scrappey.exceptions import ScrappeyConfigError
+from scrapy_scrappey.local import Faults
+from scrapy_scrappey.redis_link import RedisLink, RedisUnreachable, shown_url
+from scrapy_scrappey.sessions import SessionManager
+from tests.crawl import PagesSpider, crawl, settings_for
+
+
+def _max_open(server):
+    """The most sessions open at the server at once, replayed from its command log."""
+    now = most = 0
+    for entry in server.stats()["commands"]:
+        if entry.get("outcome") != "success":
+            continue
+        if entry["cmd"] == "sessions.create":
+            now += 1
+        elif entry["cmd"] == "sessions.destroy":
+            now -= 1
+        most = max(most, now)
+    return most
+
+
+def _over_limit(server):
+    """sessions.create calls the server refused with CODE-0029."""
+    return sum(
+        1
+        for e in server.stats()["commands"]
+        if e["cmd"] == "sessions.create" and "CODE-0029" in str(e.get("outcome"))
+    )
+
+
+async def _until(condition, what):
+    # A safeguard against a hang, not a timing assertion.
+    for _ in range(400):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+@contextlib.asynccontextmanager
+async def _worker(server, url, **config):
+    """A SessionManager sharing its cap through *url*, closed at the end."""
+    link = RedisLink(url, "k")
+    await link.open(config.get("max_sessions", 0))
+    client = ScrappeyClient(server.url, "k")
+    manager = SessionManager(
+        Config(api_key="k", api_url=server.url, redis_url=url, **config),
+        client,
+        MemoryStatsCollector(get_crawler()),
+        on_fatal=lambda *a: None,
+        shared=link,
+    )
+    try:
+        yield manager, link
+    finally:
+        await manager.close()
+        await client.close()
+        await link.close()
+
+
+# -- settings and the link ----------------------------------------------------
+
+
+def test_the_url_is_optional_checked_and_shown_without_its_password():
+    def config(**settings):
+        crawler = get_crawler(settings_dict={"SCRAPPEY_API_KEY": "k", **settings})
+        return Config.from_settings(crawler.settings)
+
+    assert config().redis_url is None
+    assert config(SCRAPPEY_REDIS_URL="redis://h/1").redis_url == "redis://h/1"
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL"):
+        config(SCRAPPEY_REDIS_URL="http://h")
+    assert shown_url("redis://user:s3cret@h:6379/0") == "redis://user:***@h:6379/0"
+    assert shown_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_worker_ids_name_the_host_and_pid_and_differ():
+    a, b = RedisLink("redis://h", "k"), RedisLink("redis://h", "k")
+    assert a.worker_id != b.worker_id
+    assert f"-{os.getpid()}-" in a.worker_id
+
+
+@deferred_f_from_coro_f
+async def test_an_unreachable_redis_is_named_without_its_password(free_port):
+    link = RedisLink(f"redis://:s3cret@127.0.0.1:{free_port}/0", "k")
+    with pytest.raises(RedisUnreachable) as info:
+        await link.open()
+    assert "SCRAPPEY_REDIS_URL" in str(info.value)
+    assert f"127.0.0.1:{free_port}" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+@deferred_f_from_coro_f
+async def test_the_worker_is_logged_and_a_missing_cap_warned(redis_server, caplog):
+    for cap, level in ((3, logging.INFO), (0, logging.WARNING)):
+        caplog.clear()
+        link = RedisLink(redis_server.url, "k")
+        with caplog.at_level(logging.INFO):
+            await link.open(cap)
+        await link.close()
+        (record,) = [r for r in caplog.records if link.worker_id in r.getMessage()]
+        assert record.levelno == level
+        assert ("nothing to share" in record.getMessage()) == (cap == 0)
+
+
+@deferred_f_from_coro_f
+async def test_claims_are_atomic_across_workers(redis_server):
+    links = [RedisLink(redis_server.url, "k") for _ in range(4)]
+    for link in links:
+        await link.open()
+    try:
+        # 4 workers race for 1 slot each under a cap of 2: exactly 2 win.
+        won = await asyncio.gather(*(link.claim(1, 2) for link in links))
+        assert sorted(won) == [False, False, True, True]
+        other = RedisLink(redis_server.url, "another key")
+        await other.open()
+        assert await other.claim(2, 2)  # another account: its own cap
+        await other.close()
+    finally:
+        for link in links:
+            await link.close()
+
+
+@deferred_f_from_coro_f
+async def test_a_dead_workers_slots_expire_after_the_ttl(redis_server, monkeypatch):
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 1.0)
+    dead, live = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
+    await dead.open()
+    await live.open()
+    try:
+        assert await dead.claim(3, 4)
+        await dead.close()  # killed: no release, no heartbeat
+        assert not await live.claim(2, 4)
+        assert await live.total() == 3
+        await asyncio.sleep(1.2)
+        assert await live.total() == 0
+        assert await live.claim(2, 4)
+    finally:
+        await live.close()
+
+
+# -- two session managers sharing one cap -------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_two_workers_never_exceed_the_shared_cap(redis_server, make_local_server):
+    server = await make_local_server(max_sessions=4)
+    kw = {"max_sessions": 4, "pool_size": 3}
+    async with contextlib.AsyncExitStack() as stack:
+        a, link_a = await stack.enter_async_context(
+            _worker(server, redis_server.url, **kw)
+        )
+        b, link_b = await stack.enter_async_context(
+            _worker(server, redis_server.url, **kw)
+        )
+        await asyncio.gather(a.start(["spider"]), b.start(["spider"]))
+        await _until(lambda: server.stats()["sessions"]["open"] == 4, "4 open")
+        await asyncio.sleep(1)  # the pools still want 2 more: they must wait
+        assert server.stats()["sessions"]["open"] == 4
+        assert await link_a.total() + await link_b.total() == 4
+        assert _over_limit(server) == 0, server.stats()["commands"]
+        await a.close()  # its sessions are destroyed: b takes the room
+        await _until(lambda: server.stats()["sessions"]["open"] == 3, "b's 3 open")
+        assert await link_b.total() == 0  # a released every slot
+    assert _over_limit(server) == 0
+    assert _max_open(server) == 4
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_heartbeats_keep_the_slots_of_a_live_worker(
+    redis_server, make_local_server, monkeypatch
+):
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.6)
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.05)
+    server = await make_local_server(max_sessions=2)
+    async with _worker(server, redis_server.url, max_sessions=2, pool_size=2) as (
+        a,
+        _,
+    ):
+        await a.start(["spider"])
+        await _until(lambda: server.stats()["sessions"]["open"] == 2, "2 open")
+        probe = RedisLink(redis_server.url, "k")
+        await probe.open()
+        await asyncio.sleep(1.5)  # over two TTLs
+        assert await probe.total() == 2
+        await probe.close()
+    assert _over_limit(server) == 0
+
+
+@deferred_f_from_coro_f
+async def test_redis_lost_mid_crawl_keeps_what_is_open_and_leaks_nothing(
+    redis_server, make_local_server, monkeypatch, caplog
+):
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.1)
+    server = await make_local_server(max_sessions=5)
+    async with _worker(server, redis_server.url, max_sessions=5) as (a, _):
+        await a.start(["spider"])
+        redis_server.stop()
+        session = await a.lease("spider")  # what is open keeps serving
+        a.release(session)
+        other = asyncio.ensure_future(a.lease("other"))  # a new pool waits for Redis
+        await asyncio.sleep(0.5)
+        assert not other.done()
+        redis_server.start()  # empty: the heartbeat writes the count again
+        a.release(await other)
+        await _until(lambda: server.stats()["sessions"]["open"] == 2, "2 open")
+        probe = RedisLink(redis_server.url, "k")
+        await probe.open()
+        await _until_async(probe, 2)
+        await probe.close()
+    assert server.stats()["sessions"]["open"] == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("SCRAPPEY_REDIS_URL" in m and "back-off" in m for m in messages)
+    assert any("Redis is back" in m for m in messages)
+
+
+async def _until_async(probe, total):
+    for _ in range(400):
+        if await probe.total() == total:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"Redis never held {total} slots")
+
+
+# -- real crawls ----------------------------------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_two_crawls_share_one_account_cap(
+    tmp_path, redis_server, make_local_server, target_site
+):
+    cap = 3
+    server = await make_local_server(
+        max_sessions=cap, faults=Faults(latency={"request.get": 0.05})
+    )
+    settings = settings_for(
+        server,
+        tmp_path,
+        SCRAPPEY_MAX_SESSIONS=cap,
+        SCRAPPEY_SESSION_POOL_SIZE=2,
+        SCRAPPEY_REDIS_URL=redis_server.url,
+        CONCURRENT_REQUESTS=4,
+    )
+    urls = [[target_site.url(f"/page/{w}-{i}") for i in range(15)] for w in "ab"]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(crawl(PagesSpider, settings, urls=u) for u in urls)),
+        timeout=60,
+    )
+    for result, wanted in zip(results, urls, strict=True):
+        assert sorted(i["request_url"] for i in result.items) == sorted(wanted)
+        assert result.stats.get("scrappey/sessions/over_limit", 0) == 0
+    assert _over_limit(server) == 0
+    assert _max_open(server) <= cap
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_an_unreachable_redis_stops_the_crawl_naming_the_setting(
+    tmp_path, caplog, free_port, local_server, target_site
+):
+    settings = settings_for(
+        local_server,
+        tmp_path,
+        SCRAPPEY_REDIS_URL=f"redis://:s3cret@127.0.0.1:{free_port}/0",
+    )
+    with caplog.at_level(logging.ERROR):
+        result = await crawl(PagesSpider, settings, urls=[target_site.url("/page/1")])
+    assert result.stats["finish_reason"] == "scrappey_redis_unreachable"
+    assert result.items == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("SCRAPPEY_REDIS_URL" in m for m in errors)
+    assert not any("s3cret" in m for m in errors)
+    # One error: closing does not then complain about the Redis it never had.
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any("back-off" in r.getMessage() for r in warnings)
+    assert local_server.stats()["sessions"]["created"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_late_write_cannot_overwrite_a_newer_count(redis_server):
+    link, probe = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
+    await link.open()
+    await probe.open()
+    try:
+        await link.sync(3)
+        link._seq -= 2  # a write sent before the last one, run by Redis after it
+        await link.sync(1)
+        assert await probe.total() == 3
+        link._seq += 2
+        await link.sync(1)
+        assert await probe.total() == 1
+    finally:
+        await link.close()
+        await probe.close()

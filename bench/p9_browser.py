@@ -16,8 +16,8 @@ cheapest way: one ``evaluate``) and the context's cookies. Rows:
 
 Both sides run in the same process at the same time and are measured
 alternately (bare, engine, engine, bare, ...) so that load from other
-programs on the machine falls on both alike; each ratio is the median of the
-rounds' ratios. Skipped (one row saying why) when the browser engine cannot
+programs on the machine falls on both alike. The pages/s and CPU ratios are
+the medians of the rounds' ratios, the others ratios of p50s. Skipped (one row saying why) when the browser engine cannot
 run here.
 """
 

@@ -138,7 +138,9 @@ class BrowserEngine:
         deadline = time.monotonic() + spec.timeout
         try:
             async with self._context(session, spec.user_agent) as context:
-                await context.add_cookies(_cookie_params(spec))
+                cookies = _cookie_params(spec)
+                if cookies:  # an empty call still costs a driver round trip
+                    await context.add_cookies(cookies)
                 if spec.browser.plain_request:
                     return await self._plain(context, spec)
                 async with self._pages, self._page(session, context) as page:

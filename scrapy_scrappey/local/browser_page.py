@@ -6,6 +6,11 @@ the status and headers come from the last main-frame navigation response
 seen, and :func:`navigate` only returns once the page has stopped navigating:
 no new main-frame navigation during a short quiet window and no challenge
 marker left in the DOM (or the deadline passed).
+
+Shared state: ``_watchers`` maps each page ever watched to the
+:class:`Navigation` of the request holding it (empty between requests); the
+page's two listeners, added once, feed that list and never reference the page,
+so a closed page and its entry are collected together.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import base64
 import contextlib
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +48,8 @@ _PROBE = """() => {
   const title = (document.title || "").toLowerCase();
   const challenge = ["just a moment", "checking your browser", "please wait"]
     .some((t) => title.includes(t));
-  return {challenge, html: document.documentElement ? document.documentElement.outerHTML : ""};
+  const html = document.documentElement ? document.documentElement.outerHTML : "";
+  return {challenge, html, loaded: document.readyState === "complete"};
 }"""
 
 
@@ -64,18 +71,40 @@ class Navigation:
             self.responses.append(response)
 
 
+# Listeners stay on the page: adding or removing one costs a driver message,
+# and pages are reused by later requests of the session.
+_watchers: weakref.WeakKeyDictionary[Page, list[Navigation]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextlib.contextmanager
 def watching(page: Page) -> Iterator[Navigation]:
     """Track *page*'s navigations for the duration of one request."""
+    navs = _watchers.get(page)
+    if navs is None:
+        navs = _watchers[page] = []
+        _listen(page, navs)
     nav = Navigation(page)
-    page.on("request", nav.on_request)
-    page.on("response", nav.on_response)
+    navs.append(nav)
     try:
         yield nav
     finally:
-        # Pages are reused by later requests of the session.
-        page.remove_listener("request", nav.on_request)
-        page.remove_listener("response", nav.on_response)
+        navs.remove(nav)
+
+
+def _listen(page: Page, navs: list[Navigation]) -> None:
+    # The listeners hold *navs*, never *page*: the page stays collectable.
+    def on_request(request: Request) -> None:
+        for nav in navs:
+            nav.on_request(request)
+
+    def on_response(response: Response) -> None:
+        for nav in navs:
+            nav.on_response(response)
+
+    page.on("request", on_request)
+    page.on("response", on_response)
 
 
 async def navigate(page: Page, url: str, deadline: float, nav: Navigation) -> str:
@@ -90,8 +119,12 @@ async def settle(page: Page, deadline: float, nav: Navigation) -> str:
         seen = nav.started
         await asyncio.sleep(QUIET)
         try:
-            await page.wait_for_load_state("load", timeout=_ms_left(deadline))
             state = await page.evaluate(_PROBE)
+            if not state["loaded"]:
+                # Only then: a load-state wait costs driver messages even when
+                # the page has loaded already.
+                await page.wait_for_load_state("load", timeout=_ms_left(deadline))
+                continue
         except PlaywrightError as exc:
             if not _navigating(exc):
                 raise
@@ -234,9 +267,12 @@ async def page_result(
 ) -> FetchResult:
     """What the page shows now, as the engine's result."""
     last = nav.responses[-1] if nav.responses else None
-    headers = (
-        [(h["name"], h["value"]) for h in await last.headers_array()] if last else []
+    # Two independent round trips to the driver: at once.
+    raw, cookies = await asyncio.gather(
+        last.headers_array() if last else _no_headers(),
+        page.context.cookies(page.url),
     )
+    headers = [(h["name"], h["value"]) for h in raw]
     # The body is the rendered DOM, so the original framing headers no longer apply.
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
     return FetchResult(
@@ -245,7 +281,7 @@ async def page_result(
         headers=headers,
         body=html.encode("utf-8"),
         redirects=[r.url for r in nav.responses] or [page.url],
-        cookies=cookie_dicts(await page.context.cookies(page.url)),
+        cookies=cookie_dicts(cookies),
         user_agent=spec.user_agent,
         engine="browser",
         extras=extras,
@@ -267,6 +303,10 @@ def cookie_dicts(cookies: list[Any]) -> list[dict[str, Any]]:
         }
         for c in cookies
     ]
+
+
+async def _no_headers() -> list[Any]:
+    return []
 
 
 def _navigating(exc: PlaywrightError) -> bool:

@@ -326,3 +326,23 @@ async def test_concurrent_first_requests_share_one_context(
     assert (engine["contexts"], engine["browser_contexts"]) == (1, 1)
     assert json.loads(echo["innerText"])["cookies"] == {"sid": "s1"}
     assert api.server.stats()["max_concurrent_by_session"] == {"twin": 2}
+
+
+@deferred_f_from_coro_f
+async def test_reused_page_keeps_one_listener_and_reports_its_own_load(
+    started, make_local_server, browser_engine, browser_site
+):
+    api = await _api(started, make_local_server, engine=browser_engine)
+    session = await api.create("reuse")
+    urls = [browser_site.url(p) for p in ("/challenge/0", "/js/1", "/js/2")]
+    seen = []
+    for url in urls:
+        solution = await _get(api, url, session=session)
+        seen.append((solution["statusCode"], solution["currentUrl"]))
+    assert seen == [(200, url) for url in urls]
+    # Listeners cost driver messages: added once per page, not per request.
+    (slot,) = api.server.engine._slots.values()  # type: ignore[attr-defined]
+    (page,) = slot.idle
+    events = page._impl_obj  # the public Page does not count listeners
+    counts = {e: events.listener_count(e) for e in ("request", "response")}
+    assert counts == {"request": 1, "response": 1}

@@ -55,6 +55,7 @@ from .exceptions import (
     ScrappeyAuthError,
     ScrappeyConfigError,
     ScrappeyError,
+    ScrappeyTransportError,
 )
 
 if TYPE_CHECKING:
@@ -244,6 +245,14 @@ class CostedClient(ScrappeyClient):
             # An HTTP 4xx, or a command never sent: nothing was charged.
             self.budget.settle(booking, None)
             self._check_credit(ex)
+            raise
+        except ScrappeyTransportError as ex:
+            # Only a call that may have run without its answer reaching us
+            # (a timeout, a cut reply) stays booked as possibly charged.
+            if ex.may_be_charged:
+                self.budget.lost(booking)
+            else:
+                self.budget.settle(booking, None)
             raise
         except BaseException:
             self.budget.lost(booking)

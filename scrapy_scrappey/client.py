@@ -201,7 +201,9 @@ def parse_reply(status: int, raw: bytes, *, key: str = "") -> ApiReply:
     if data is None:
         raise _unreadable(status, raw)
     if status in _RETRYABLE_HTTP or status >= 500:
-        raise ScrappeyTransportError(f"The Scrappey API answered HTTP {status}")
+        raise ScrappeyTransportError(
+            f"The Scrappey API answered HTTP {status}", may_be_charged=False
+        )
     reported = _reported(data, key)
     _check_path(status, data, reported, key)
     if status >= 400 and (reported is None or reported.kind is ErrorKind.BAD_REPLY):
@@ -257,8 +259,10 @@ def _unreadable(status: int, raw: bytes) -> ScrappeyError:
     if status in _NOT_THE_API:
         return _NotTheAPI(f"HTTP {status} with {what} body")
     if status < 400 or status in _RETRYABLE_HTTP or status >= 500:
+        # A cut 200 may be a charged success; an error status is not one.
         return ScrappeyTransportError(
-            f"The Scrappey API answered HTTP {status} with {what} body"
+            f"The Scrappey API answered HTTP {status} with {what} body",
+            may_be_charged=status < 400,
         )
     return ScrappeyAPIError(
         f"HTTP {status} with {what} body", code=None, kind=ErrorKind.CONFIG

@@ -26,6 +26,14 @@ class ScrappeyTransportError(ScrappeyError, OSError):
     Retried by Scrapy's ``RetryMiddleware`` like any other network error.
     """
 
+    #: Whether the command may have run and been charged: not when the API
+    #: answered an error status (429, 5xx) or was never reached.
+    may_be_charged: bool = True
+
+    def __init__(self, message: str, *, may_be_charged: bool = True) -> None:
+        super().__init__(message)
+        self.may_be_charged = may_be_charged
+
 
 class ScrappeyAPIUnreachable(ScrappeyTransportError):
     """Nothing was sent to the API: ``SCRAPPEY_API_URL`` is wrong or down.
@@ -34,6 +42,9 @@ class ScrappeyAPIUnreachable(ScrappeyTransportError):
     API (HTTP 404 or 405). Unlike a timeout after sending, such a call cannot
     have created anything remotely.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, may_be_charged=False)
 
 
 class ScrappeyAuthError(ScrappeyError):

@@ -289,3 +289,23 @@ async def test_charged_pages_retried_after_the_plugin_are_wasted(
     assert result.stats["scrappey/cost/total"] == 1.0
     # The follow-up carried a retried page's meta: it is no retry itself.
     assert result.stats["scrappey/cost/wasted"] == 0.4
+
+
+@deferred_f_from_coro_f
+async def test_error_statuses_the_api_answered_cost_nothing(
+    tmp_path, scripted_api, target_site
+):
+    # 429s and 503s came back: nothing ran, nothing is charged or held as
+    # uncertain, so four such answers do not use up a budget of two requests.
+    pages = _pages(target_site, 2)
+    scripted_api.answer(pages[0][0], 429, {"error": "Too many requests"})
+    scripted_api.answer(pages[1][0], 503, b"<html>Service Unavailable</html>")
+    settings = settings_for(
+        scripted_api, tmp_path, SCRAPPEY_MAX_REQUESTS=2, RETRY_TIMES=1
+    )
+    result = await crawl(PagesSpider, settings, urls=pages)
+    assert result.stats["retry/count"] == 2  # each page tried twice
+    assert result.stats["retry/max_reached"] == 2
+    assert "scrappey/cost/uncertain" not in result.stats
+    assert "scrappey/budget/refused" not in result.stats
+    assert result.stats["finish_reason"] == "finished"

@@ -64,12 +64,12 @@ class Router:
         """*choose_pool* is the spider's ``scrappey_session_pool`` method, if any."""
         self._config = config
         self._allowed = allowed_domains
-        # Subdomains share their domain's pool: the spider's allowed domains,
-        # then the domains SCRAPPEY_SESSION_POOLS configures (most specific first).
-        self._domains = [
-            *allowed_domains,
-            *(d for d in config.session_pools.domains() if d not in allowed_domains),
-        ]
+        # Subdomains share their domain's pool: of the spider's allowed
+        # domains and the domains SCRAPPEY_SESSION_POOLS configures, the most
+        # specific one that matches.
+        self._domains = sorted(
+            {*allowed_domains, *config.session_pools.domains()}, key=len, reverse=True
+        )
         self._pool_of = pool_of
         self._choose_pool = choose_pool if callable(choose_pool) else None
         self._api_root = url_root(config.api_url)

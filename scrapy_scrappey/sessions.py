@@ -407,10 +407,18 @@ class SessionManager:
         pool.sessions.append(session)
         self._known[session.id] = session
         if len(self._known) > _ID_MEMORY:
-            self._known.popitem(last=False)
+            self._forget_oldest_retired()
         if replaces is not None:
             _affinity.replaced(pool, replaces, session)
         _affinity.serve(pool, session)
+
+    def _forget_oldest_retired(self) -> None:
+        # A live session's id must keep leading to it (affinity, its pool's
+        # jar and fingerprint), however long the crawl: only retired ids go.
+        for session_id, known in self._known.items():
+            if known.retired:
+                del self._known[session_id]
+                return
 
     async def _prepared(self, pool: Pool, session: Session) -> bool:
         """Run the init on *session*; False (and the session retired) if it failed."""

@@ -448,3 +448,20 @@ async def test_a_lease_by_id_keeps_its_pool_s_own_concurrency(
         manager.release(session)
         assert await asyncio.wait_for(second, 2) is session
         manager.release(session)
+
+
+@deferred_f_from_coro_f
+async def test_a_live_session_s_id_is_never_forgotten(local_server, monkeypatch):
+    monkeypatch.setattr("scrapy_scrappey.sessions._ID_MEMORY", 2)
+    async with manager_for(local_server) as manager:
+        keep = await manager.lease("name:keep")  # the oldest id: still live
+        manager.release(keep)
+        retired = []
+        for _ in range(4):  # each retirement brings a new session, a new id
+            session = await manager.lease("spider")
+            manager.retire(session, "check")
+            manager.release(session)
+            retired.append(session)
+        manager.release(await manager.lease("spider"))
+        assert manager.pool_of(keep.id) == "name:keep"
+        assert manager.pool_of(retired[0].id) is None  # retired ids go first

@@ -57,8 +57,13 @@ def test_domain_scope_puts_subdomains_in_a_configured_domain_pool():
     assert r.route(Request("https://shop.de/")).pool == "domain:shop.de"
     assert r.route(Request("https://x.eu.shop.de/")).pool == "domain:eu.shop.de"
     assert r.route(Request("https://notshop.de/")).pool == "domain:notshop.de"
-    # The allowed domains keep their pools.
+    # The allowed domains keep their pools, except for a configured subdomain.
     assert r.route(Request("https://www.example.com/")).pool == "domain:example.com"
+    r = router("domain", pools={"shop.example.com": {"size": 3}})
+    assert r.route(Request("https://eu.shop.example.com/")).pool == (
+        "domain:shop.example.com"
+    )
+    assert r.route(Request("https://example.com/")).pool == "domain:example.com"
 
 
 def test_named_pools_and_known_session_ids():

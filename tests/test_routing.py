@@ -276,8 +276,10 @@ def test_pool_request_params_sit_between_the_defaults_and_the_meta_dict():
     assert fast.params == {"requestType": "request"}
     other = r.route(Request("https://x.org", meta={"scrappey_session": "slow"}))
     assert other.params == {"requestType": "browser", "retries": 1}
-    # A domain key's pool is the allowed domain's: www.shop.test is in shop.test's.
-    assert r.route(Request("https://www.shop.test/")).params["requestType"] == "browser"
+    # A configured subdomain has its own pool, more specific than shop.test's.
+    www = r.route(Request("https://www.shop.test/"))
+    assert (www.pool, www.params["requestType"]) == ("domain:www.shop.test", "request")
+    assert r.route(Request("https://shop.test/")).params["requestType"] == "browser"
     # Without a pool (own session), none of the pool's parameters apply.
     own = r.route(Request("https://x.org", meta={"scrappey": {"session": "mine"}}))
     assert own.pool is None

@@ -317,12 +317,17 @@ class BrowserEngine:
             timeout=spec.timeout * 1000,
             fail_on_status_code=False,
         )
-        headers = [(h["name"], h["value"]) for h in response.headers_array]
+        try:
+            headers = [(h["name"], h["value"]) for h in response.headers_array]
+            body = await response.body()
+        finally:
+            # Else the body stays in the browser's memory as long as the session.
+            await response.dispose()
         return FetchResult(
             status=response.status,
             url=response.url,
             headers=headers,
-            body=await response.body(),
+            body=body,
             redirects=[response.url],
             cookies=browser_page.cookie_dicts(await context.cookies(response.url)),
             user_agent=spec.user_agent,

@@ -43,6 +43,8 @@ POOL_FIELDS = (
 _INTS = {"size": 1, "concurrency": 1, "max_requests": 0, "max_errors": 1}
 #: request_params go into a request.* command: the plugin sets these itself.
 _RESERVED_REQUEST_PARAMS = ("cmd", "url", "session")
+#: What the plugin's own sessions.create sets.
+_RESERVED_CREATE_PARAMS = ("cmd", "session")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _T = TypeVar("_T", int, float)
 
@@ -191,7 +193,9 @@ def _entry(conf: object, where: str) -> PoolOverrides:
             conf, "idle_ttl", 0.0, allow_zero=True, label=f"{where}['idle_ttl']"
         )
     if "params" in conf:
-        values["params"] = _params(conf["params"], f"{where}['params']")
+        values["params"] = _params(
+            conf["params"], f"{where}['params']", reserved=_RESERVED_CREATE_PARAMS
+        )
     if "request_params" in conf:
         values["request_params"] = _params(
             conf["request_params"],

@@ -177,6 +177,10 @@ def test_the_spider_attribute_replaces_the_setting():
             r"SCRAPPEY_SESSION_POOLS\['bob'\]\['request_params'\] sets 'session'",
         ),
         (
+            {"bob": {"params": {"session": "mine"}}},
+            r"SCRAPPEY_SESSION_POOLS\['bob'\]\['params'\] sets 'session'",
+        ),
+        (
             {"bob": {"init": {"url": "https://e.com"}}},
             r"SCRAPPEY_SESSION_POOLS\['bob'\]\['init'\] must be a list of steps",
         ),

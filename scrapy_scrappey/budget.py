@@ -76,8 +76,13 @@ class BudgetExhausted(ScrappeyError, IgnoreRequest):
     """The budget (or the account's credit) cannot pay for one more call.
 
     An :class:`~scrapy.exceptions.IgnoreRequest`: the request is dropped
-    unsent and its errback gets this error.
+    and its errback gets this error; ``sent`` tells whether its call reached
+    the API (which then refused it for want of credit).
     """
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -181,12 +186,14 @@ class Budget:
         ):
             self.waste(Charge("", paid[2]))
 
-    def exhausted(self, why: str) -> BudgetExhausted:
-        """The error for a refused call; the budget is exhausted from now on."""
+    def exhausted(self, why: str, *, sent: bool = False) -> BudgetExhausted:
+        """The error for a refused call (*sent*: refused by the API itself);
+        the budget is exhausted from now on."""
         if self._exhausted is None:
             self._exhausted = why
             self._close_when_settled()
-        return BudgetExhausted(f"{self._exhausted}; request not sent")
+        outcome = "refused by the API" if sent else "request not sent"
+        return BudgetExhausted(f"{self._exhausted}; {outcome}", sent=sent)
 
     def _close_when_settled(self, *, now: bool = False) -> None:
         if self._exhausted is None or (self._open and not now) or self._closing:
@@ -265,5 +272,5 @@ class CostedClient(ScrappeyClient):
     def _check_credit(self, error: BaseException | None) -> None:
         if error is not None and out_of_credit(str(error)):
             raise self.budget.exhausted(
-                f"the Scrappey account is out of credit ({error})"
+                f"the Scrappey account is out of credit ({error})", sent=True
             ) from None

@@ -393,8 +393,9 @@ class ScrappeyMiddleware:
         started = time.monotonic()
         try:
             answer = await call
-        except BudgetExhausted:
-            self._pool_stats.inc("scrappey/requests", pool, -1)  # never sent
+        except BudgetExhausted as ex:
+            if not ex.sent:
+                self._pool_stats.inc("scrappey/requests", pool, -1)
             raise
         except asyncio.CancelledError:
             if self._closing:

@@ -143,6 +143,10 @@ async def test_an_account_out_of_credit_closes_the_crawl(
     assert "out of credit (Scrappey API error: Insufficient balance: 0 left" in str(
         error
     )
+    assert str(error).endswith("; refused by the API") and error.sent
+    # Every call the API received counts, the refused one included.
+    by_command = server.stats()["requests"]["by_command"]
+    assert result.stats["scrappey/requests"] == by_command["request.get"]
     assert server.stats()["sessions"]["open"] == 0
 
 

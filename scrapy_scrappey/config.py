@@ -246,8 +246,9 @@ class Config:
     def pool_settings(self, pool_key: str) -> PoolSettings:
         """The settings of the session manager's pool *pool_key* (``"spider"``,
         ``"domain:<d>"``, ``"name:<n>"``): its ``SCRAPPEY_SESSION_POOLS`` entry
-        over the global settings; a named pool has one session by default."""
-        return self.session_pools.settings(
+        over the global settings; a named pool has one session by default,
+        and no pool more than ``SCRAPPEY_MAX_SESSIONS``."""
+        own = self.session_pools.settings(
             pool_key,
             PoolSettings(
                 size=self.pool_size,
@@ -260,6 +261,9 @@ class Config:
                 max_errors=self.session_max_errors,
             ),
         )
+        if self.max_sessions and own.size > self.max_sessions:
+            return replace(own, size=self.max_sessions)
+        return own
 
     def timeout_for(self, request: Request) -> float:
         """Seconds an API call for *request* may take: its ``download_timeout`` meta key, else DOWNLOAD_TIMEOUT."""

@@ -236,13 +236,9 @@ class SessionManager:
         if key in self._pools:
             return self._pools[key]
         settings = self._config.pool_settings(key)
-        pool = self._pools[key] = Pool(key, self._pool_size(settings.size), settings)
+        pool = self._pools[key] = Pool(key, settings.size, settings)
         pool.waiters = WaiterQueue(lambda: self._take(pool), self.release)
         return pool
-
-    def _pool_size(self, size: int) -> int:
-        cap = self._config.max_sessions
-        return min(size, cap) if cap else size
 
     def _fitting(self, pool_keys: list[str]) -> int:
         """How many of the first *pool_keys* fill up within SCRAPPEY_MAX_SESSIONS (at least 1)."""

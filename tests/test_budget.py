@@ -143,7 +143,8 @@ async def test_an_account_out_of_credit_closes_the_crawl(
     assert "out of credit (Scrappey API error: Insufficient balance: 0 left" in str(
         error
     )
-    assert str(error).endswith("; refused by the API") and error.sent
+    assert str(error).endswith("; refused by the API")
+    assert error.sent
     # Every call the API received counts, the refused one included.
     by_command = server.stats()["requests"]["by_command"]
     assert result.stats["scrappey/requests"] == by_command["request.get"]

@@ -219,3 +219,14 @@ def test_a_bad_stats_per_pool_value_is_named():
         ScrappeyConfigError, match="SCRAPPEY_STATS_PER_POOL must be a boolean"
     ):
         config(SCRAPPEY_STATS_PER_POOL="sometimes")
+
+
+def test_no_pool_is_larger_than_the_session_cap():
+    c = config(
+        SCRAPPEY_SESSION_POOL_SIZE=3,
+        SCRAPPEY_MAX_SESSIONS=2,
+        SCRAPPEY_SESSION_POOLS={"alice": {"size": 5}, "bob": {}},
+    )
+    assert c.pool_settings("spider").size == 2
+    assert c.pool_settings("name:alice").size == 2
+    assert c.pool_settings("name:bob").size == 1

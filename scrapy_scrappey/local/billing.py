@@ -16,13 +16,16 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from scrapy_scrappey.cost import (
+    DEFAULT_PRICES,
+    extra_micros,
+    from_micros,
+    to_micros,
+)
 from scrapy_scrappey.local.protocol import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-_MICRO = 1_000_000
-DEFAULT_PRICES: dict[str, float] = {"browser": 1.0, "request": 0.2}
 
 
 class Billing:
@@ -30,13 +33,13 @@ class Billing:
 
     def __init__(self, balance: float, prices: Mapping[str, float] | None = None):
         self.prices = check_prices({**DEFAULT_PRICES, **(prices or {})})
-        self._balance = _micros(balance)
+        self._balance = to_micros(balance)
         self.reset()
 
     @property
     def balance(self) -> float:
         """Credits left."""
-        return self._balance / _MICRO
+        return from_micros(self._balance)
 
     def reset(self) -> None:
         """Zero the totals charged (the balance stays)."""
@@ -45,12 +48,12 @@ class Billing:
 
     def check(self, kind: str) -> None:
         """Refuse a ``request.*`` of *kind* that the balance cannot pay for."""
-        price = _micros(self.prices.get(kind, 0.0))
+        price = to_micros(self.prices.get(kind, 0.0))
         if self._balance < price or self._balance <= 0:
             raise ApiError(
                 None,
                 f"Insufficient balance: {self.balance:g} left, a {kind!r} request "
-                f"costs {price / _MICRO:g}; top up the account",
+                f"costs {from_micros(price):g}; top up the account",
             )
 
     def charge(self, solution: dict[str, Any]) -> float:
@@ -58,18 +61,18 @@ class Billing:
         if solution.get("verified") is False:
             return 0.0
         kind = str(solution.get("type"))
-        extra = solution.get("additionalCost", 0)
-        cost = _micros(self.prices.get(kind, 0.0)) + _micros(extra)
+        # The plugin's own rule for additionalCost (cost.py), so both agree.
+        cost = to_micros(self.prices.get(kind, 0.0)) + extra_micros(solution)
         self._balance -= cost
         self._charged[kind] += cost
         self._calls += 1
-        return cost / _MICRO
+        return from_micros(cost)
 
     def snapshot(self) -> dict[str, Any]:
         """The ``charged`` part of the stats document."""
         return {
-            "total": sum(self._charged.values()) / _MICRO,
-            "by_type": {kind: c / _MICRO for kind, c in self._charged.items()},
+            "total": from_micros(sum(self._charged.values())),
+            "by_type": {kind: from_micros(c) for kind, c in self._charged.items()},
             "calls": self._calls,
             "balance": self.balance,
         }
@@ -100,7 +103,3 @@ def parse_prices(text: str) -> dict[str, float]:
             raise ValueError(f"--prices wants TYPE=PRICE,…, got {item!r}")
         prices[kind.strip()] = price.strip()
     return check_prices(prices)
-
-
-def _micros(amount: float) -> int:
-    return round(float(amount) * _MICRO)

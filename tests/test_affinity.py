@@ -452,7 +452,7 @@ async def test_a_lease_by_id_keeps_its_pool_s_own_concurrency(
 
 @deferred_f_from_coro_f
 async def test_a_live_session_s_id_is_never_forgotten(local_server, monkeypatch):
-    monkeypatch.setattr("scrapy_scrappey.sessions._ID_MEMORY", 2)
+    monkeypatch.setattr("scrapy_scrappey._filling._ID_MEMORY", 2)
     async with manager_for(local_server) as manager:
         keep = await manager.lease("name:keep")  # the oldest id: still live
         manager.release(keep)

@@ -8,9 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals, version_info
-from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 
+from ._lifecycle import CrawlLifecycle, spider_of
+from ._outcomes import ReplyOutcomes, record_session
 from ._pool_stats import PoolStats
 from ._priority import warn_if_misplaced, warn_if_pools_share_fingerprints
 from ._redact import key_hint, redact_url
@@ -37,7 +38,7 @@ from .ledger import SessionLedger
 from .orphans import sweep_at_start
 from .payload import build_payload
 from .redis_link import RedisLink, RedisUnreachable
-from .responses import BAD_CURRENT_URL_FLAG, from_api_response, raw_response
+from .responses import BAD_CURRENT_URL_FLAG, from_api_response
 from .routing import Route, Router, allowed_domains
 from .session_check import CheckFailure, SessionChecks
 from .session_init import SessionInit
@@ -57,21 +58,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (
-    ErrorKind.TRANSIENT,
-    ErrorKind.SESSION,
-    ErrorKind.SESSION_BOUND,
-    ErrorKind.SESSION_LIMIT,
-    ErrorKind.BAD_REPLY,
-    ErrorKind.UNVERIFIED,
-)
-_CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
 # Scrapy >= 2.18 honours CloseSpider raised by a spider_opened handler; older
 # versions only log it, so the close is started from engine_started instead.
 _CLOSE_FROM_OPEN = version_info >= (2, 18)
 
 
-class ScrappeyMiddleware:
+class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
     """Downloader middleware that routes requests through Scrappey.
 
     Enable it with ``DOWNLOADER_MIDDLEWARES = {"scrapy_scrappey.ScrappeyMiddleware": 950}``
@@ -80,7 +72,7 @@ class ScrappeyMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        spider = _spider_of(crawler)
+        spider = spider_of(crawler)
         self.config = Config.from_settings(crawler.settings).for_spider(spider)
         require_asyncio()
         self._budget = Budget(self.config.cost, crawler.stats, self._on_fatal)
@@ -318,7 +310,7 @@ class ScrappeyMiddleware:
         if failure is not None:
             return self._retry(request, failure.retry_reason, failure.error(request))
         assert response is not None  # no error, no failure: a page
-        _record_session(request, route, session)
+        record_session(request, route, session)
         self._inc(f"scrappey/responses/status/{response.status}")
         return response
 
@@ -403,115 +395,3 @@ class ScrappeyMiddleware:
             raise
         request.meta["download_latency"] = time.monotonic() - started
         return answer
-
-    def _on_api_error(self, request: Request, error: ScrappeyAPIError) -> Request:
-        if error.kind in _RETRYABLE:
-            return self._retry(
-                request, f"scrappey/{error.code or error.kind.value}", error
-            )
-        raise error
-
-    def _retry(self, request: Request, reason: str, error: Exception) -> Request:
-        if request.meta.get("dont_retry", False):
-            raise error
-        spider = _spider_of(self.crawler)
-        assert spider is not None  # requests only flow while the spider is open
-        retry = get_retry_request(request, spider=spider, reason=reason)
-        if retry is None:
-            raise error
-        return retry
-
-    def _raw_reply(
-        self,
-        request: Request,
-        route: Route,
-        session: Session | None,
-        reply: ApiReply,
-        error: ScrappeyAPIError | None,
-    ) -> Request | Response:
-        """Raw mode hands the API's JSON back, except for what only we can fix."""
-        if error is not None and session is not None:
-            if error.kind is ErrorKind.SESSION:
-                return self._retry(request, "scrappey/session_gone", error)
-            if error.kind is ErrorKind.SESSION_BOUND and session.retired:
-                return self._retry(request, "scrappey/session_retired", error)
-        _record_session(request, route, session)
-        self._inc(f"scrappey/responses/status/{reply.status}")
-        response = raw_response(
-            reply.body,
-            status=reply.status,
-            request=request,
-            url=redact_url(request.url),
-        )
-        self._throttle.downloaded(request, response)
-        return response
-
-    # -- lifecycle helpers ---------------------------------------------------
-
-    def _on_fatal(self, reason: str, message: str) -> None:
-        if self._fatal is not None:
-            return
-        self._fatal = reason
-        logger.error(
-            "Closing the spider (%(reason)s): %(message)s",
-            {"reason": reason, "message": message},
-            extra={"spider": _spider_of(self.crawler)},
-        )
-        self._sessions.abort_waiters()
-        if self._opened:
-            self._close_spider(reason)
-
-    def _close_spider(self, reason: str) -> None:
-        engine = self.crawler.engine
-        if not self._closing and not _engine_closing(self.crawler) and engine.spider:
-            self._tasks.spawn(
-                engine.close_spider_async(reason=reason), name="scrappey-close-spider"
-            )
-
-    async def _watch_closing(self) -> None:
-        # spider_closed only fires once every in-flight request has finished,
-        # so requests parked waiting for a session would hold the close up
-        # (scrapy-zyte-api #328). Watch the engine instead.
-        while not self._closing:
-            await asyncio.sleep(_CLOSE_POLL)
-            if _engine_closing(self.crawler):
-                self._on_closing()
-
-    def _on_closing(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._sessions.abort_waiters()
-        self._throttle.abort()
-        for call in list(self._inflight):
-            call.cancel()
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(message, extra={"spider": _spider_of(self.crawler)})
-
-    def _inc(self, key: str, count: int = 1) -> None:
-        self.crawler.stats.inc_value(key, count)
-
-
-def _record_session(request: Request, route: Route, session: Session | None) -> None:
-    """The session used, for the response's meta; ``None`` when it went without one."""
-    used = session.id if session is not None else route.params.get("session")
-    request.meta["scrappey_session"] = used if isinstance(used, str) else None
-
-
-def _spider_of(crawler: Crawler) -> Spider | None:
-    try:
-        return crawler.spider
-    except (AttributeError, RuntimeError):  # not created yet (unit tests)
-        return None
-
-
-def _engine_closing(crawler: Crawler) -> bool:
-    # Private engine state: the only sign of a close that has begun but not
-    # yet sent spider_closed. Guarded so that a Scrapy refactor degrades to
-    # "notice the close at spider_closed" rather than an error.
-    engine = getattr(crawler, "engine", None)
-    slot = getattr(engine, "_slot", None)
-    return slot is not None and getattr(slot, "closing", None) is not None

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PoolFilling"]
 
-logger = logging.getLogger("scrapy_scrappey.sessions")
+logger = logging.getLogger(__name__)
 
 #: How many past session ids are still known (for copied meta).
 _ID_MEMORY = 10_000

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .throttle import TargetThrottle
 
 # The middleware's logger: moving code must not rename what users configure.
-logger = logging.getLogger("scrapy_scrappey.middleware")
+logger = logging.getLogger(__name__)
 
 _CLOSE_POLL = 0.1  # seconds between checks for an engine that started closing
 

@@ -243,7 +243,7 @@ async def test_raw_request_with_the_key_in_its_url_is_redacted_and_warned_once(
     mw = await opened(local_server, tmp_path)
     caplog.clear()
     try:
-        with caplog.at_level(logging.WARNING, logger=LOGGER):
+        with caplog.at_level(logging.WARNING, logger="scrapy_scrappey"):
             replaced = [
                 await mw.process_request(
                     Request(f"{local_server.url}?key={KEY}", method="POST", body=b"{}")
@@ -258,7 +258,7 @@ async def test_raw_request_with_the_key_in_its_url_is_redacted_and_warned_once(
         assert KEY[4:] not in request.url
         assert request.url.startswith(local_server.url)
         assert request.dont_filter
-    warnings = [r for r in caplog.records if r.name == LOGGER]
+    warnings = [r for r in caplog.records if r.name.startswith("scrapy_scrappey")]
     assert len(warnings) == 1
     assert "carries the API key" in warnings[0].getMessage()
     assert KEY not in caplog.text

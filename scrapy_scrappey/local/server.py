@@ -1,4 +1,4 @@
-"""The local Scrappey server: :class:`LocalScrappey` and its HTTP routes.
+"""The local Scrappey server: :class:`LocalScrappey` (handlers in ``routes.py``).
 
 Routes (all on ``base_url``):
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -29,32 +28,20 @@ from aiohttp import web
 
 from scrapy_scrappey._redact import key_hint
 from scrapy_scrappey.local.billing import Billing
-from scrapy_scrappey.local.commands import CommandHandler, Reply, UnknownSession
-from scrapy_scrappey.local.dashboard import (
-    DASHBOARD_HTML,
-    check_exposure,
-    dashboard_data,
-    needs_key,
-)
+from scrapy_scrappey.local.commands import CommandHandler, UnknownSession
+from scrapy_scrappey.local.dashboard import check_exposure, dashboard_data
 from scrapy_scrappey.local.engine import Engine, HttpEngine, StaticEngine
 from scrapy_scrappey.local.engine_choice import ENGINE_MODES, start_browser_engine
 from scrapy_scrappey.local.faults import FaultInjector, Faults
-from scrapy_scrappey.local.listener import json_error, json_errors, listen, read_body
-from scrapy_scrappey.local.protocol import (
-    API_PATH,
-    BALANCE_PATH,
-    INVALID_KEY_BODY,
-    ApiError,
-)
+from scrapy_scrappey.local.listener import json_errors, listen, read_body
+from scrapy_scrappey.local.protocol import API_PATH, BALANCE_PATH
+from scrapy_scrappey.local.routes import Routes
 from scrapy_scrappey.local.sessions import SessionRegistry
 from scrapy_scrappey.local.stats import Stats
-from scrapy_scrappey.local.validation import parse_body
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
-
-    from aiohttp.typedefs import Handler
 
     # typing.Self needs Python 3.11.
     from typing_extensions import Self
@@ -72,7 +59,7 @@ BROWSER_MAX_SESSIONS = 20
 _MAX_BODY = 64 * 1024 * 1024
 
 
-class LocalScrappey:
+class LocalScrappey(Routes):
     """A Scrappey-compatible API server on this machine, for tests and benchmarks.
 
     Use it inside a running event loop::
@@ -197,7 +184,8 @@ class LocalScrappey:
     @api_key.setter
     def api_key(self, key: str | None) -> None:
         self._api_key = key or None
-        logger.info("API key changed (now: %s)", _describe_key(self._api_key))
+        shown = key_hint(key) if key else "any key accepted"
+        logger.info("API key changed (now: %s)", shown)
 
     @property
     def port(self) -> int:
@@ -335,23 +323,8 @@ class LocalScrappey:
     async def _lose(self, session: LocalSession) -> None:
         await self._registry.expire(session, event="lost")
 
-    @web.middleware
-    async def _guard(
-        self, request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        if needs_key(request, self._host) and not self._key_ok(request):
-            return web.json_response(INVALID_KEY_BODY, status=401)
-        return await handler(request)
-
-    async def _dashboard(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
-
-    async def _video(self, request: web.Request) -> web.StreamResponse:
-        videos = getattr(self._engine, "videos", None)
-        if videos is None:
-            raise web.HTTPNotFound(text="videos need the browser engine")
-        response: web.StreamResponse = await videos.serve(request)
-        return response
+    async def _read_body(self, request: web.Request) -> bytes:
+        return await read_body(request, self._read_timeout, _MAX_BODY)
 
     async def _sweep_forever(self) -> None:
         ttl = self._registry.ttl
@@ -365,55 +338,6 @@ class LocalScrappey:
             except Exception:
                 # A dead sweeper would silently stop expiry; keep it alive.
                 logger.exception("Session sweep failed")
-
-    def _key_ok(self, request: web.Request) -> bool:
-        if self._api_key is None:
-            return True
-        given = request.query.get("key", "")
-        return hmac.compare_digest(given.encode(), self._api_key.encode())
-
-    async def _api(self, request: web.Request) -> web.StreamResponse:
-        if not self._key_ok(request):
-            logger.warning("Rejected a command with a wrong or missing API key")
-            return web.json_response(INVALID_KEY_BODY, status=401)
-        try:
-            raw = await read_body(request, self._read_timeout, _MAX_BODY)
-        except ApiError as error:
-            return _response(self._handler.refuse(error))
-        return _response(await self._handler.handle(raw))
-
-    async def _balance(self, request: web.Request) -> web.StreamResponse:
-        if not self._key_ok(request):
-            return web.json_response(INVALID_KEY_BODY, status=401)
-        return web.json_response({"balance": self._handler.billing.balance})
-
-    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.stats())
-
-    async def _reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response({"reset": True})
-
-    async def _get_faults(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.faults.to_dict())
-
-    async def _set_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            raw = await read_body(request, self._read_timeout, _MAX_BODY)
-            self.faults = Faults.from_dict(parse_body(raw))
-        except ApiError as error:
-            return json_error(400, error)
-        except (ValueError, TypeError) as exc:
-            return json_error(400, ApiError(None, str(exc)))
-        return web.json_response(self.faults.to_dict())
-
-
-def _response(reply: Reply) -> web.StreamResponse:
-    if reply.payload is not None:
-        return web.json_response(reply.payload, status=reply.status)
-    return web.Response(
-        text=reply.text or "", status=reply.status, content_type=reply.content_type
-    )
 
 
 def _url_host(host: str) -> str:

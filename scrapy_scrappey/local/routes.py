@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from scrapy_scrappey.local.commands import CommandHandler, Reply
     from scrapy_scrappey.local.engine import Engine
 
-logger = logging.getLogger("scrapy_scrappey.local.server")
+logger = logging.getLogger(__name__)
 
 
 class Routes:

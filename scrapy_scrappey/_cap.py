@@ -40,9 +40,9 @@ account's, over every worker sharing the Redis:
   under it, just before sending, and carries a sequence number that Redis
   checks: writes cannot overtake one another with stale counts, even when one
   timed out here and still runs there. A drop in the count schedules one write (``_sync_due``); the
-  heartbeat rewrites the count every ``HEARTBEAT_INTERVAL``, which also
+  heartbeat rewrites the count every ``SCRAPPEY_REDIS_HEARTBEAT``, which also
   repairs any write lost to a Redis outage, and keeps the slots alive (they
-  expire after ``SLOT_TTL`` without it: a dead worker's slots free themselves).
+  expire after three missed heartbeats: a dead worker's slots free themselves).
 * Peers holding the rest of the cap make a create wait (polling Redis), never
   evict: only the local cap evicts, as in one process. A Redis failure also
   makes a create wait, with back-off; what is already open keeps serving.
@@ -54,8 +54,6 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
-
-from . import redis_link
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -177,11 +175,12 @@ class SessionCap:
             await self._write(self._count(), 0)
 
     async def _heartbeat(self) -> None:
+        assert self._shared is not None
         while True:
             async with self._redis_lock:
                 await self._write(self._count(), 0)
             await asyncio.sleep(
-                redis_link.HEARTBEAT_INTERVAL  # read each time: tests shorten it
+                self._shared.heartbeat
                 if not self._redis_failures
                 else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
             )

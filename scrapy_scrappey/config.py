@@ -23,7 +23,7 @@ from .bans import BUILTIN_DETECTORS, Detector, read_detectors
 from .cost import CostConfig
 from .exceptions import ScrappeyConfigError
 from .pool_config import ATTRIBUTE, PoolSettings, SessionPools, read_pools
-from .redis_link import redis_url
+from .redis_link import redis_heartbeat, redis_url
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -154,6 +154,8 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     #: ``SCRAPPEY_REDIS_URL``: the Redis shared by the workers (``None``: one process).
     redis_url: str | None = None
+    #: ``SCRAPPEY_REDIS_HEARTBEAT``: seconds between a worker's heartbeats (``None``: 5).
+    redis_heartbeat: float | None = None
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
@@ -241,6 +243,7 @@ class Config:
             session_pools=SessionPools.from_settings(settings),
             cost=CostConfig.from_settings(settings),
             redis_url=redis_url(settings),
+            redis_heartbeat=redis_heartbeat(settings),
         )
 
     def pool_settings(self, pool_key: str) -> PoolSettings:

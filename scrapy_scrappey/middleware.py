@@ -94,7 +94,11 @@ class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
         )
         self._ledger = SessionLedger.for_config(self.config)
         url = self.config.redis_url
-        self._redis = RedisLink(url, self.config.api_key) if url else None
+        self._redis = (
+            RedisLink(url, self.config.api_key, heartbeat=self.config.redis_heartbeat)
+            if url
+            else None
+        )
         self._sessions = SessionManager(
             self.config,
             self._client,

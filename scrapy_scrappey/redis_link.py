@@ -36,6 +36,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._settings import read_float
 from .exceptions import ScrappeyConfigError, ScrappeyError
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two heartbeats of a worker (each rewrites its slot count).
+#: Seconds between two heartbeats of a worker (each rewrites its slot count),
+#: unless ``SCRAPPEY_REDIS_HEARTBEAT`` says otherwise.
 HEARTBEAT_INTERVAL = 5.0
 #: Seconds a worker's slots count without a heartbeat: three missed beats.
 SLOT_TTL = 15.0
@@ -109,6 +111,13 @@ def redis_url(settings: BaseSettings) -> str | None:
     return value
 
 
+def redis_heartbeat(settings: BaseSettings) -> float | None:
+    """``SCRAPPEY_REDIS_HEARTBEAT`` in seconds (``None``: :data:`HEARTBEAT_INTERVAL`)."""
+    if settings.get("SCRAPPEY_REDIS_HEARTBEAT") in (None, ""):
+        return None
+    return read_float(settings, "SCRAPPEY_REDIS_HEARTBEAT", HEARTBEAT_INTERVAL)
+
+
 def shown_url(url: str) -> str:
     """*url* without its password, for logs and errors."""
     parts = urlsplit(url)
@@ -129,13 +138,19 @@ def new_worker_id() -> str:
 class RedisLink:
     """One worker's connection to Redis and its share of the session slots."""
 
-    def __init__(self, url: str, api_key: str, *, worker_id: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        worker_id: str | None = None,
+        heartbeat: float | None = None,
+    ):
         self.url = url
         self.worker_id = worker_id or new_worker_id()
-        account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-        self._keys = [
-            f"scrappey:{{{account}}}:{name}" for name in ("slots", "alive", "seq")
-        ]
+        self._heartbeat = heartbeat
+        self._account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        self._keys = [self.key(name) for name in ("slots", "alive", "seq")]
         self._seq = 0
         self._client: Any = None
         self._script: Any = None
@@ -175,6 +190,27 @@ class RedisLink:
             extra=extra,
         )
 
+    def key(self, name: str) -> str:
+        """The Redis key *name* of this account (every key in one hash slot)."""
+        return f"scrappey:{{{self._account}}}:{name}"
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between two heartbeats (module default read each time: tests shorten it)."""
+        return self._heartbeat or HEARTBEAT_INTERVAL
+
+    @property
+    def slot_ttl(self) -> float:
+        """Seconds a worker's slots count without a heartbeat: three missed beats."""
+        return 3 * self._heartbeat if self._heartbeat else SLOT_TTL
+
+    @property
+    def client(self) -> Any:
+        """The open ``redis.asyncio.Redis`` client (``ConnectionError`` when closed)."""
+        if self._client is None:
+            raise ConnectionError("the Redis link is closed")
+        return self._client
+
     @property
     def is_open(self) -> bool:
         """Whether :meth:`open` succeeded and :meth:`close` has not run."""
@@ -204,7 +240,7 @@ class RedisLink:
             raise ConnectionError("the Redis link is closed")
         from redis.exceptions import RedisError
 
-        ttl_ms = int(SLOT_TTL * 1000)
+        ttl_ms = int(self.slot_ttl * 1000)
         self._seq += 1
         try:
             reply = await self._script(

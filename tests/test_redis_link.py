@@ -75,11 +75,12 @@ async def _worker(server, url, **config):
 # -- settings and the link ----------------------------------------------------
 
 
-def test_the_url_is_optional_checked_and_shown_without_its_password():
-    def config(**settings):
-        crawler = get_crawler(settings_dict={"SCRAPPEY_API_KEY": "k", **settings})
-        return Config.from_settings(crawler.settings)
+def config(**settings):
+    crawler = get_crawler(settings_dict={"SCRAPPEY_API_KEY": "k", **settings})
+    return Config.from_settings(crawler.settings)
 
+
+def test_the_url_is_optional_checked_and_shown_without_its_password():
     assert config().redis_url is None
     assert config(SCRAPPEY_REDIS_URL="redis://h/1").redis_url == "redis://h/1"
     with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL"):
@@ -307,3 +308,17 @@ async def test_a_late_write_cannot_overwrite_a_newer_count(redis_server):
     finally:
         await link.close()
         await probe.close()
+
+
+def test_the_heartbeat_setting_is_checked_and_sets_the_slot_ttl():
+    assert config().redis_heartbeat is None
+    assert RedisLink("redis://h", "k").heartbeat == redis_link.HEARTBEAT_INTERVAL
+    assert RedisLink("redis://h", "k").slot_ttl == redis_link.SLOT_TTL
+    beat = config(SCRAPPEY_REDIS_HEARTBEAT="0.5").redis_heartbeat
+    assert beat == 0.5
+    link = RedisLink("redis://h", "k", heartbeat=beat)
+    assert (link.heartbeat, link.slot_ttl) == (0.5, 1.5)
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_HEARTBEAT"):
+        config(SCRAPPEY_REDIS_HEARTBEAT="soon")
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_HEARTBEAT"):
+        config(SCRAPPEY_REDIS_HEARTBEAT=0)

@@ -224,6 +224,8 @@ class SharedBudget:
             booking.worst or booking.paid_request
         ):
             return  # never refused, or free: written with the next write
+        if self._script is None:  # Redis failed at start: the crawl is closing
+            raise self._budget.refuse(booking, "the shared budget was never joined")
         self._add_waiting(booking, 1)
         try:
             why = await self._claim(booking)

@@ -18,8 +18,9 @@ from scrapy_scrappey.cost import CostConfig
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.redis_link import RedisLink
 from scrapy_scrappey.shared_budget import SharedBudget
-from tests.crawl import PagesSpider, crawl, settings_for
+from tests.crawl import KEY, PagesSpider, crawl, settings_for
 from tests.redis_support import until
+from tests.test_middleware import close, opened
 
 CHEAP = {"scrappey": {"requestType": "request"}}  # 0.2 each, worst case too
 EXHAUSTED = "scrappey_budget_exhausted"
@@ -220,3 +221,30 @@ async def test_workers_of_another_spider_or_a_finished_crawl_do_not_count(
     async with _shared(redis_server.url, max_cost=0.4) as (c, shared_c, _):
         await _book(c, shared_c)  # no live member: a fresh budget
         await _book(c, shared_c)
+
+
+@deferred_f_from_coro_f
+async def test_the_middleware_joins_its_spiders_budget_and_leaves_at_close(
+    tmp_path, redis_server, local_server
+):
+    mw = await opened(
+        local_server, tmp_path, SCRAPPEY_REDIS_URL=redis_server.url, SCRAPPEY_MAX_COST=3
+    )
+    members = mw._redis.key("budget-members:unit")
+    try:
+        assert mw._client.shared is not None
+        assert await mw._redis.client.zrange(members, 0, -1) == [
+            mw._redis.worker_id.encode()
+        ]
+        assert mw.crawler.stats.get_value("scrappey/budget/shared_spent") == 0
+    finally:
+        probe = RedisLink(redis_server.url, KEY)
+        await probe.open()
+        await close(mw)
+    assert (
+        await probe.client.zrange(members, 0, -1) == []
+    )  # left: a later crawl starts afresh
+    await probe.close()
+    bare = await opened(local_server, tmp_path, SCRAPPEY_REDIS_URL=redis_server.url)
+    assert bare._client.shared is None  # no cap: nothing to share
+    await close(bare)

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cost import from_micros, to_micros
-from .redis_link import RedisUnreachable, shown_url
+from .redis_link import RedisUnreachable, command, shown_url
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -216,6 +216,8 @@ class SharedBudget:
             extra=self._extra,
         )
         self._beat = self._tasks.spawn(self._heartbeat(), name="scrappey-budget-beat")
+        if self._budget.reason is not None:  # joined a crawl whose budget is spent
+            raise self._budget.exhausted(self._budget.reason)
 
     async def claim(self, booking: Booking, payload: dict[str, Any]) -> None:
         """Claim *booking* (already reserved locally) in Redis, waiting while
@@ -224,8 +226,8 @@ class SharedBudget:
             booking.worst or booking.paid_request
         ):
             return  # never refused, or free: written with the next write
-        if self._script is None:  # Redis failed at start: the crawl is closing
-            raise self._budget.refuse(booking, "the shared budget was never joined")
+        if self._script is None or self._closing:  # the crawl is closing
+            raise self._budget.refuse(booking, "the shared budget is not open")
         self._add_waiting(booking, 1)
         try:
             why = await self._claim(booking)
@@ -242,6 +244,7 @@ class SharedBudget:
         self._closing = True
         if self._beat is not None:
             self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
         if self._script is None:
             return
         with contextlib.suppress(OSError):
@@ -324,15 +327,13 @@ class SharedBudget:
     async def _run(self, mode: str, booking: Booking | None = None) -> _Reply:
         """Run the script (a claim: of this worker's commitment plus *booking*);
         redis-py's errors become ``ConnectionError``."""
-        from redis.exceptions import RedisError
-
         micros, requests = self._commitment()
         if booking is not None:
             micros += booking.worst
             requests += booking.paid_request
         self._seq += 1
-        try:
-            raw = await self._script(
+        raw = await command(
+            self._script(
                 keys=self._keys,
                 args=[
                     self._link.worker_id,
@@ -343,8 +344,7 @@ class SharedBudget:
                     *self._limits(booking),
                 ],
             )
-        except RedisError as ex:
-            raise ConnectionError(f"Redis: {ex}") from ex
+        )
         code, others, others_requests, exhausted = raw
         text = exhausted.decode() if isinstance(exhausted, bytes) else str(exhausted)
         return _Reply(int(code), int(others), int(others_requests), text)

@@ -115,6 +115,32 @@ async def test_a_later_crawl_starts_afresh(
 
 
 @deferred_f_from_coro_f
+async def test_a_worker_joining_a_spent_budget_closes_at_once(
+    tmp_path, redis_server, local_server, target_site
+):
+    async with _shared(redis_server.url, name="pages", api_key=KEY, max_cost=0.4) as (
+        peer,
+        shared,
+        _,
+    ):
+        await _book(peer, shared)
+        await _book(peer, shared)
+        with pytest.raises(BudgetExhausted):
+            await _book(peer, shared)
+        (result,) = await _workers(
+            local_server,
+            target_site,
+            redis_server.url,
+            tmp_path,
+            count=1,
+            SCRAPPEY_MAX_COST=0.4,
+        )
+    assert result.stats["finish_reason"] == EXHAUSTED
+    assert result.items == []
+    assert "request.get" not in local_server.stats()["requests"]["by_command"]
+
+
+@deferred_f_from_coro_f
 async def test_redis_lost_mid_crawl_never_overspends(
     tmp_path, redis_server, make_local_server, target_site, caplog
 ):
@@ -164,12 +190,12 @@ async def test_without_a_cap_nothing_is_shared(
 
 
 @contextlib.asynccontextmanager
-async def _shared(url, name="spider", **cost):
+async def _shared(url, name="spider", api_key="k", **cost):
     """A Budget and its SharedBudget joined in Redis; the closes it gets."""
     closes: list[str] = []
     stats = MemoryStatsCollector(get_crawler())
     budget = Budget(CostConfig(**cost), stats, lambda reason, _: closes.append(reason))
-    link = RedisLink(url, "k", heartbeat=0.1)
+    link = RedisLink(url, api_key, heartbeat=0.1)
     await link.open()
     tasks = TaskGroup()
     shared = SharedBudget(budget, link, stats, tasks, name=name, extra={})

@@ -40,9 +40,7 @@ async def _workers(server, site, redis_url, tmp_path, count=2, pages=20, **extra
         server,
         tmp_path,
         SCRAPPEY_REDIS_URL=redis_url,
-        SCRAPPEY_REDIS_HEARTBEAT=0.2,
-        CONCURRENT_REQUESTS=4,
-        **extra,
+        **{"SCRAPPEY_REDIS_HEARTBEAT": 0.2, "CONCURRENT_REQUESTS": 4, **extra},
     )
     runs = [
         crawl(PagesSpider, settings, urls=_pages(site, str(w), pages))
@@ -54,21 +52,30 @@ async def _workers(server, site, redis_url, tmp_path, count=2, pages=20, **extra
 # -- real crawls sharing one budget --------------------------------------------
 
 
+@pytest.mark.parametrize("workers", [2, 3])
 @deferred_f_from_coro_f
-async def test_two_workers_share_max_cost(
-    tmp_path, redis_server, make_local_server, target_site
+async def test_workers_share_max_cost(
+    tmp_path, redis_server, make_local_server, target_site, api_calls, workers
 ):
     server = await make_local_server(faults=Faults(latency={"request.get": 0.05}))
     results = await _workers(
-        server, target_site, redis_server.url, tmp_path, SCRAPPEY_MAX_COST=1.0
+        server,
+        target_site,
+        redis_server.url,
+        tmp_path,
+        count=workers,
+        SCRAPPEY_MAX_COST=2.0,
+        SCRAPPEY_SESSION_SCOPE="none",
+        CONCURRENT_REQUESTS=8,
     )
-    # Each alone may spend 1.0; together they spent 1.0 and no more.
-    assert _charged(server)["total"] == 1.0
-    assert sum(r.stats.get("scrappey/cost/total", 0) for r in results) == 1.0
-    assert sum(len(r.items) for r in results) == 5
+    assert api_calls.max_in_flight("request.get") > workers  # claims raced
+    # Each alone may spend 2.0; together they spent 2.0 and no more.
+    assert _charged(server)["total"] == 2.0
+    assert sum(r.stats.get("scrappey/cost/total", 0) for r in results) == 2.0
+    assert sum(len(r.items) for r in results) == 10
     for result in results:
         assert result.stats["finish_reason"] == EXHAUSTED
-        assert result.stats["scrappey/budget/shared_spent"] == 1.0
+        assert result.stats["scrappey/budget/shared_spent"] == 2.0
     errors = [e for r in results for e in r.spider.errors]
     assert any("reached by the workers of spider 'pages'" in str(e) for e in errors)
     assert server.stats()["sessions"]["open"] == 0

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cost import from_micros, to_micros
+from .exceptions import SpiderClosing
 from .redis_link import RedisUnreachable, command, shown_url
 
 if TYPE_CHECKING:
@@ -227,7 +228,8 @@ class SharedBudget:
         ):
             return  # never refused, or free: written with the next write
         if self._script is None or self._closing:  # the crawl is closing
-            raise self._budget.refuse(booking, "the shared budget is not open")
+            self._budget.settle(booking, None)
+            raise SpiderClosing
         self._add_waiting(booking, 1)
         try:
             why = await self._claim(booking)
@@ -253,6 +255,8 @@ class SharedBudget:
 
     async def _claim(self, booking: Booking) -> str | None:
         while True:
+            if self._closing:
+                raise SpiderClosing
             async with self._lock:
                 reply = await self._try("claim", booking)
             if reply is not None and reply.code == 1:

@@ -15,6 +15,7 @@ from scrapy.utils.test import get_crawler
 from scrapy_scrappey._tasks import TaskGroup
 from scrapy_scrappey.budget import Budget, BudgetExhausted
 from scrapy_scrappey.cost import CostConfig
+from scrapy_scrappey.exceptions import SpiderClosing
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.redis_link import RedisLink
 from scrapy_scrappey.shared_budget import SharedBudget
@@ -281,3 +282,23 @@ async def test_the_middleware_joins_its_spiders_budget_and_leaves_at_close(
     bare = await opened(local_server, tmp_path, SCRAPPEY_REDIS_URL=redis_server.url)
     assert bare._client.shared is None  # no cap: nothing to share
     await close(bare)
+
+
+@deferred_f_from_coro_f
+async def test_a_claim_waits_for_redis_and_ends_when_the_crawl_closes(redis_server):
+    async with _shared(redis_server.url, max_cost=1.0) as (budget, shared, _):
+        redis_server.stop()
+        waiting = asyncio.ensure_future(_book(budget, shared))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # never a priced call without its claim
+        redis_server.start()  # empty: the claim waits for the state to be rebuilt
+        await asyncio.wait_for(waiting, 10)
+        assert budget.commitment == (200_000, 1)
+        redis_server.stop()
+        closed = asyncio.ensure_future(_book(budget, shared))
+        await asyncio.sleep(0.1)
+        await shared.close()
+        with pytest.raises(SpiderClosing):
+            await asyncio.wait_for(closed, 10)
+        assert budget.commitment == (200_000, 1)  # its booking was undone
+        assert budget.reason is None

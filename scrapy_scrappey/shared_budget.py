@@ -16,6 +16,8 @@ account's hash slot):
   the time their membership expires; each write moves it on by
   :attr:`.RedisLink.slot_ttl`, so three missed heartbeats).
 
+Both keys expire a day after the last write (a forgotten crawl's).
+
 Invariants (everything below runs on the event loop's thread):
 
 * Reserve before send: a priced call is sent only once Redis accepted this
@@ -72,8 +74,6 @@ logger = logging.getLogger(__name__)
 WAIT_POLL = 0.25
 #: The longest wait between two tries while Redis fails.
 _BACKOFF_MAX = 5.0
-#: Seconds a budget's keys outlive the last write (a forgotten crawl's).
-_KEYS_TTL_MS = 86_400_000
 
 # KEYS: the budget hash, the members zset. ARGV: worker id, mode ("join",
 # "claim", "write", "leave"), seq, micros, requests, max micros (0: none), max

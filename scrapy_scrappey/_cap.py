@@ -55,6 +55,8 @@ account's, over every worker sharing the Redis:
   heartbeat while it destroys them (the crawl's tasks, the heartbeat among
   them, are cancelled first), then writes the final count. Slots expired
   while sessions still exist would let peers create past the account's cap.
+  Each heartbeat also stops by itself once its flag says so, lest a lost
+  cancel keep it (and the close waiting for it) going for ever.
 """
 
 from __future__ import annotations
@@ -163,7 +165,9 @@ class SessionCap:
     def start(self) -> None:
         """Start the heartbeat that keeps this worker's shared slots alive."""
         if self._shared is not None:
-            self._tasks.spawn(self._heartbeat(), name="scrappey-redis-heartbeat")
+            self._tasks.spawn(
+                self._heartbeat(lambda: self._closing), name="scrappey-redis-heartbeat"
+            )
 
     async def _claim(self, cap: int) -> bool:
         """Whether one more create fits, locally and (when shared) account-wide."""
@@ -202,16 +206,18 @@ class SessionCap:
             self._sync_due = False
             await self._write(self._count(), 0)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, done: Callable[[], bool]) -> None:
+        """Rewrite this worker's count until *done*: its cancel may be lost too."""
         assert self._shared is not None
-        while True:
+        while not done():
             async with self._redis_lock:
                 await self._write(self._count(), 0)
-            await asyncio.sleep(
-                self._shared.heartbeat
-                if not self._redis_failures
-                else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
-            )
+            if not done():
+                await asyncio.sleep(
+                    self._shared.heartbeat
+                    if not self._redis_failures
+                    else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
+                )
 
     async def _write(self, count: int, cap: int) -> bool | None:
         """Claim (*cap*) or set this worker's count; ``None`` when Redis failed."""
@@ -305,10 +311,12 @@ class SessionCap:
         if self._shared is None or not self._shared.is_open:
             yield
             return
-        beat = asyncio.ensure_future(self._heartbeat())
+        done = False
+        beat = asyncio.ensure_future(self._heartbeat(lambda: done))
         try:
             yield
         finally:
+            done = True
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
 

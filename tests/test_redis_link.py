@@ -246,6 +246,33 @@ async def test_a_create_that_lost_its_cancel_is_not_admitted_once_closing(
 
 
 @deferred_f_from_coro_f
+async def test_a_heartbeat_that_lost_its_cancel_still_ends_with_the_close(
+    redis_server, make_local_server, monkeypatch
+):
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.01)
+    real_sync, lost = RedisLink.sync, []
+
+    async def sync_losing_one_cancel(self, count):
+        try:
+            await real_sync(self, count)
+            await asyncio.sleep(0.2)  # the heartbeat is mostly in here
+        except asyncio.CancelledError:
+            if lost:
+                raise
+            lost.append(count)  # as redis-py's asyncio.wait_for may, on 3.11
+
+    monkeypatch.setattr(RedisLink, "sync", sync_losing_one_cancel)
+    server = await make_local_server(max_sessions=2)
+    async with _worker(server, redis_server.url, max_sessions=2, pool_size=1) as (
+        a,
+        _,
+    ):
+        await a.start(["spider"])
+        await asyncio.wait_for(a.close(), 10)  # a safeguard against a hang
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
 async def test_a_closing_worker_keeps_its_slots_until_its_sessions_are_gone(
     redis_server, make_local_server, monkeypatch
 ):

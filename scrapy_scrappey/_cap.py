@@ -46,6 +46,17 @@ account's, over every worker sharing the Redis:
 * Peers holding the rest of the cap make a create wait (polling Redis), never
   evict: only the local cap evicts, as in one process. A Redis failure also
   makes a create wait, with back-off; what is already open keeps serving.
+* No create is admitted once the close began (``_closing``): the close cancels
+  the creates, and :meth:`SessionCap.room` also ends them itself, before each
+  claim and before admitting, because a cancel can be lost. Before Python 3.12
+  ``asyncio.wait_for`` drops a cancel that comes as its wait ends; redis-py
+  uses it, and ``_wait_peers`` must not.
+* A worker's slots outlive its sessions: :meth:`SessionCap.close` runs the
+  heartbeat while it destroys them (the crawl's tasks, the heartbeat among
+  them, are cancelled first), then writes the final count. Slots expired
+  while sessions still exist would let peers create past the account's cap.
+  Each heartbeat also stops by itself once its flag says so, lest a lost
+  cancel keep it (and the close waiting for it) going for ever.
 """
 
 from __future__ import annotations
@@ -128,7 +139,7 @@ class SessionCap:
             if not any(s.retired for s in self._open.values()):
                 self.evict()
             await self.wait_change()
-        self._admitted += 1
+        self._admit()
         try:
             yield
         finally:
@@ -139,13 +150,28 @@ class SessionCap:
     def _count(self) -> int:
         return len(self._open) + self._admitted
 
+    def _admit(self) -> None:
+        self._stop_if_closing()
+        self._admitted += 1
+
+    def _stop_if_closing(self) -> None:
+        """End a create once the close began, even if its task's cancel was lost."""
+        if self._closing:
+            # A cancel can be lost: redis-py's asyncio.wait_for drops one that
+            # comes as a send ends (Python < 3.12). The create would go on
+            # claiming, and close() would wait for it while the slots expire.
+            raise asyncio.CancelledError("the Scrappey sessions are closing")
+
     def start(self) -> None:
         """Start the heartbeat that keeps this worker's shared slots alive."""
         if self._shared is not None:
-            self._tasks.spawn(self._heartbeat(), name="scrappey-redis-heartbeat")
+            self._tasks.spawn(
+                self._heartbeat(lambda: self._closing), name="scrappey-redis-heartbeat"
+            )
 
     async def _claim(self, cap: int) -> bool:
         """Whether one more create fits, locally and (when shared) account-wide."""
+        self._stop_if_closing()
         if self._count() >= cap:
             return False
         if self._shared is None:
@@ -160,8 +186,14 @@ class SessionCap:
         delay = PEER_POLL
         if self._redis_failures:
             delay = min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.wait_change(), delay)
+        # Not asyncio.wait_for: before Python 3.12 it loses a cancel that comes
+        # once the wait is over (a notify() just before a close), and the
+        # create would go on claiming while its worker closes.
+        changed = asyncio.ensure_future(self.wait_change())
+        try:
+            await asyncio.wait({changed}, timeout=delay)
+        finally:
+            changed.cancel()
 
     def _release(self) -> None:
         """Tell Redis this worker's count dropped (one write for many drops)."""
@@ -174,16 +206,18 @@ class SessionCap:
             self._sync_due = False
             await self._write(self._count(), 0)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, done: Callable[[], bool]) -> None:
+        """Rewrite this worker's count until *done*: its cancel may be lost too."""
         assert self._shared is not None
-        while True:
+        while not done():
             async with self._redis_lock:
                 await self._write(self._count(), 0)
-            await asyncio.sleep(
-                self._shared.heartbeat
-                if not self._redis_failures
-                else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
-            )
+            if not done():
+                await asyncio.sleep(
+                    self._shared.heartbeat
+                    if not self._redis_failures
+                    else min(PEER_POLL * 2**self._redis_failures, _REDIS_BACKOFF_MAX)
+                )
 
     async def _write(self, count: int, cap: int) -> bool | None:
         """Claim (*cap*) or set this worker's count; ``None`` when Redis failed."""
@@ -251,7 +285,8 @@ class SessionCap:
         self._open.update(self._undestroyed)  # one more try for earlier failures
         self._undestroyed.clear()
         work = [self._destroy(s) for s in list(self._open.values())]
-        await _bounded([*work, self._api.settle()], self._config.close_timeout)
+        async with self._slots_kept():
+            await _bounded([*work, self._api.settle()], self._config.close_timeout)
         leaked = [*self._open, *self._undestroyed, *self._api.unsettled_ids()]
         if self._shared is not None and self._shared.is_open:
             # The leaked ones still hold their slots until their TTL ends.
@@ -269,6 +304,21 @@ class SessionCap:
                 },
                 extra=self._extra,
             )
+
+    @contextlib.asynccontextmanager
+    async def _slots_kept(self) -> AsyncIterator[None]:
+        """Run the heartbeat (cancelled with the other tasks) inside the block."""
+        if self._shared is None or not self._shared.is_open:
+            yield
+            return
+        done = False
+        beat = asyncio.ensure_future(self._heartbeat(lambda: done))
+        try:
+            yield
+        finally:
+            done = True
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
 
     async def _destroy(self, session: Session) -> None:
         gone = False

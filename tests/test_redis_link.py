@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 
 import pytest
 from scrapy.statscollectors import MemoryStatsCollector
@@ -195,6 +196,112 @@ async def test_two_workers_never_exceed_the_shared_cap(redis_server, make_local_
     assert _over_limit(server) == 0
     assert _max_open(server) == 4
     assert server.stats()["sessions"]["open"] == 0
+
+
+@contextlib.asynccontextmanager
+async def _two_under_a_cap_of_2(server, url):
+    """A worker whose pool of 1 is full, and one with 1 of 2 whose create waits."""
+    async with contextlib.AsyncExitStack() as stack:
+        full, _ = await stack.enter_async_context(
+            _worker(server, url, max_sessions=2, pool_size=1)
+        )
+        waiting, link = await stack.enter_async_context(
+            _worker(server, url, max_sessions=2, pool_size=2)
+        )
+        await full.start(["spider"])
+        await waiting.start(["spider"])
+        yield full, waiting, link
+
+
+def _created_after(server, t):
+    return [
+        e["session"]
+        for e in server.stats()["session_events"]
+        if e["event"] == "created" and e["t"] >= t
+    ]
+
+
+@deferred_f_from_coro_f
+async def test_a_closing_worker_stops_its_create_waiting_for_peers(
+    redis_server, make_local_server
+):
+    # The flake of test_two_workers_never_exceed_the_shared_cap: a wake-up
+    # just before the close made asyncio.wait_for (Python < 3.12) drop the
+    # cancel of a create waiting for peers; it went on claiming, the close
+    # waited for it, and the worker's slots expired with its sessions open.
+    server = await make_local_server(max_sessions=2)
+    async with _two_under_a_cap_of_2(server, redis_server.url) as (_, a, link_a):
+        await asyncio.sleep(0.3)  # a's second create: into its wait for peers
+        a.release(await a.lease("spider"))  # a wake-up for the waiting create...
+        closing = time.time()
+        await asyncio.wait_for(a.close(), 10)  # ...as the close cancels it
+        assert _created_after(server, closing) == []
+        assert await link_a.total() == 1  # b's session only
+        assert server.stats()["sessions"]["open"] == 1
+    assert server.stats()["over_limit"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_create_that_lost_its_cancel_is_not_admitted_once_closing(
+    redis_server, make_local_server
+):
+    # redis-py's asyncio.wait_for drops a cancel that comes as a send ends
+    # (Python < 3.12): the cap must stop such a create by itself.
+    server = await make_local_server(max_sessions=2)
+    async with _worker(server, redis_server.url, max_sessions=2, pool_size=1) as (
+        a,
+        _,
+    ):
+        await a.start(["spider"])
+        a.abort_waiters()  # the close begins
+        with pytest.raises(asyncio.CancelledError):
+            async with a._cap.room():  # a create whose cancel was lost
+                pytest.fail("admitted while closing")
+    assert server.stats()["sessions"]["created"] == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_heartbeat_that_lost_its_cancel_still_ends_with_the_close(
+    redis_server, make_local_server, monkeypatch
+):
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.01)
+    real_sync, lost = RedisLink.sync, []
+
+    async def sync_losing_one_cancel(self, count):
+        try:
+            await real_sync(self, count)
+            await asyncio.sleep(0.2)  # the heartbeat is mostly in here
+        except asyncio.CancelledError:
+            if lost:
+                raise
+            lost.append(count)  # as redis-py's asyncio.wait_for may, on 3.11
+
+    monkeypatch.setattr(RedisLink, "sync", sync_losing_one_cancel)
+    server = await make_local_server(max_sessions=2)
+    async with _worker(server, redis_server.url, max_sessions=2, pool_size=1) as (
+        a,
+        _,
+    ):
+        await a.start(["spider"])
+        await asyncio.wait_for(a.close(), 10)  # a safeguard against a hang
+    assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_closing_worker_keeps_its_slots_until_its_sessions_are_gone(
+    redis_server, make_local_server, monkeypatch
+):
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.8)
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.1)
+    server = await make_local_server(max_sessions=2)
+    async with _two_under_a_cap_of_2(server, redis_server.url) as (a, _, _):
+        # b's second create waits for a's slot. a's destroy outlasts two TTLs
+        # of that slot: it must stay alive until the session is gone.
+        server.faults = Faults(latency={"sessions.destroy": 2.0})
+        await a.close()
+        await _until(lambda: server.stats()["sessions"]["open"] == 2, "b's 2 open")
+        assert server.stats()["over_limit"] == 0
+    assert server.stats()["max_open"] == 2
 
 
 @deferred_f_from_coro_f

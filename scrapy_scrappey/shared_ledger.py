@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from .redis_link import new_worker_id
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 
     from scrapy.statscollectors import StatsCollector
 
@@ -358,46 +358,48 @@ def _log_taken(taken: dict[str, str], extra: dict[str, Any]) -> None:
 # -- the command line (blocking) ------------------------------------------------
 
 
-def _blocking_client(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
-
-
 def reap_blocking(
     link: RedisLink, destroy: Callable[[list[str]], Collection[str]]
 ) -> dict[str, str]:
     """Take and destroy the sessions of dead workers (``sessions cleanup --redis``).
 
-    *destroy* gets the ids and returns those gone; the others stay recorded,
-    for the next cleanup or a live worker. Returns {taken id: its dead owner}.
-    Raises ``redis.RedisError`` when Redis fails.
+    *destroy* gets the ids taken (maybe none) and returns those gone; the
+    others stay recorded, for the next cleanup or a live worker. Returns
+    {taken id: its dead owner}. Redis failures raise ``ConnectionError``.
     """
-    client = _blocking_client(link.url)
     me = "cli-" + new_worker_id()
-    try:
+    with _blocking_client(link.url) as client:
         script = client.register_script(TICK_LUA)
         args = tick_args(me, _CLI_LIVENESS_MS, reap=True)
         _, taken, dead = parse_tick(script(keys=_keys(link), args=args))
         gone: Collection[str] = ()
         try:
-            gone = destroy(sorted(taken)) if taken else ()
+            gone = destroy(sorted(taken))
         finally:
             done = tick_args(me, 0, forget=sorted(gone), release=dead)
             script(keys=_keys(link), args=done)
-        return taken
-    finally:
-        client.close()
+    return taken
 
 
 def owners_blocking(link: RedisLink) -> tuple[dict[str, str], set[str]]:
     """({session id: owner} recorded in Redis, the live workers), for ``sessions list``."""
-    client = _blocking_client(link.url)
-    try:
+    with _blocking_client(link.url) as client:
         seconds, micros = client.time()
         now = seconds * 1000 + micros // 1000
         owners = client.hgetall(link.key("owners"))
         alive = client.zrangebyscore(link.key("workers"), now, "+inf")
+    return {_text(k): _text(v) for k, v in owners.items()}, {_text(w) for w in alive}
+
+
+@contextlib.contextmanager
+def _blocking_client(url: str) -> Iterator[Any]:
+    """A blocking client (the command line); its failures become ``ConnectionError``."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    try:
+        yield client
+    except redis.RedisError as ex:
+        raise ConnectionError(f"Redis: {ex}") from ex
     finally:
         client.close()
-    return {_text(k): _text(v) for k, v in owners.items()}, {_text(w) for w in alive}

@@ -15,6 +15,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, redis_link
 from scrapy_scrappey.client import ScrappeyClient
+from scrapy_scrappey.local import Faults
 from scrapy_scrappey.redis_link import RedisLink, new_worker_id
 from scrapy_scrappey.session_api import SESSION_ID_PREFIX, SessionAPI
 from scrapy_scrappey.sessions import SessionManager
@@ -236,6 +237,42 @@ async def test_a_dead_workers_sessions_are_destroyed_once_within_two_heartbeats(
             assert set(owners.values()) == {w.link.worker_id for w in live}
             assert await probe.hget(key("slots"), dead.link.worker_id) is None
     assert server.stats()["sessions"]["open"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_reaper_that_dies_while_destroying_is_reaped_in_turn(
+    redis_server, make_local_server, caplog
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        (dead,) = await _started(stack, server, redis_server.url, 1)
+        doomed = _open_ids(server)
+        (first,) = await _started(stack, server, redis_server.url, 1, pool_size=1)
+        server.faults = Faults(latency={"sessions.destroy": 1.0})
+        await dead.kill()
+        async with _probe(redis_server.url) as (probe, key):
+
+            async def taken():
+                owners = await probe.hgetall(key("owners"))
+                return {owners.get(s) for s in doomed} == {first.link.worker_id}
+
+            await _until(taken, "taken by the first reaper", step=0.01)
+        await first.kill()  # while its destroys wait for the server
+        server.faults = Faults()
+        with caplog.at_level(logging.INFO):
+            (second,) = await _started(stack, server, redis_server.url, 1)
+            await _until(lambda: not doomed & _open_ids(server), "reaped again")
+            await _until(
+                # Those it took, and its own session.
+                lambda: second.stats.get_value("scrappey/redis/reaped") == 3,
+                "counted",
+            )
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(
+            f"worker {first.link.worker_id} stopped beating" in m
+            and all(s in m for s in doomed)
+            for m in lines
+        ), lines
 
 
 # -- (c) a live worker's sessions are never taken, even after an outage -------------

@@ -1,22 +1,31 @@
-"""``--redis`` of the command line: the workers' shared ledger (``shared_ledger.py``)."""
+"""``--redis`` of the command line: the workers' shared ledger, blocking.
+
+The same script as the workers' reaper (:data:`~scrapy_scrappey.shared_ledger.TICK_LUA`)
+takes the sessions of dead workers, so a cleanup and a live worker never both
+destroy one session.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import Settings
 
 from .exceptions import ScrappeyConfigError
-from .redis_link import RedisLink, redis_url, shown_url
+from .redis_link import RedisLink, new_worker_id, redis_url, shown_url
 from .session_api import SESSION_ID_PREFIX
-from .shared_ledger import owner_of, owners_blocking, reap_blocking
+from .shared_ledger import TICK_LUA, ledger_keys, owner_of, parse_tick, text, tick_args
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Iterator
 
     from ._cli_args import Parsers
+
+#: Milliseconds the command line counts as alive while it cleans up.
+_CLI_LIVENESS_MS = 300_000
 
 
 class RedisFailed(Exception):
@@ -52,12 +61,17 @@ class Workers:
 
     @classmethod
     def read(cls, link: RedisLink | None) -> Workers:
+        """The owners recorded in Redis and the live workers (none without *link*)."""
         if link is None:
             return cls({}, None)
-        try:
-            return cls(*owners_blocking(link))
-        except ConnectionError as exc:
-            raise RedisFailed(link, exc) from None
+        with _blocking_client(link) as client:
+            seconds, micros = client.time()
+            now = seconds * 1000 + micros // 1000
+            owners = client.hgetall(link.key("owners"))
+            alive = client.zrangebyscore(link.key("workers"), now, "+inf")
+        return cls(
+            {text(k): text(v) for k, v in owners.items()}, {text(w) for w in alive}
+        )
 
     def of(self, session_id: str) -> str:
         """The owner of *session_id*, and whether it is alive when Redis tells."""
@@ -68,10 +82,40 @@ class Workers:
 
 
 def reap_dead_workers(
-    link: RedisLink, sweep: Callable[[list[str]], Collection[str]]
+    link: RedisLink, destroy: Callable[[list[str]], Collection[str]]
 ) -> dict[str, str]:
-    """:func:`~scrapy_scrappey.shared_ledger.reap_blocking`, failures as :class:`RedisFailed`."""
+    """Take and destroy the sessions of dead workers (``sessions cleanup --redis``).
+
+    *destroy* gets the ids taken (maybe none) and returns those gone; the
+    others stay recorded, for the next cleanup or a live worker. Returns
+    {taken id: its dead owner}.
+    """
+    me = "cli-" + new_worker_id()
+    with _blocking_client(link) as client:
+        script = client.register_script(TICK_LUA)
+        args = tick_args(me, _CLI_LIVENESS_MS, reap=True)
+        _, taken, dead = parse_tick(script(keys=ledger_keys(link), args=args))
+        gone: Collection[str] = ()
+        try:
+            gone = destroy(sorted(taken))
+        finally:
+            # Leave: what was not destroyed is a dead worker's again.
+            done = tick_args(me, 0, forget=sorted(gone), release=dead)
+            script(keys=ledger_keys(link), args=done)
+    return taken
+
+
+@contextlib.contextmanager
+def _blocking_client(link: RedisLink) -> Iterator[Any]:
+    """A blocking client; its failures become :class:`RedisFailed`."""
+    import redis
+
+    client = redis.Redis.from_url(
+        link.url, socket_timeout=10, socket_connect_timeout=10
+    )
     try:
-        return reap_blocking(link, sweep)
-    except ConnectionError as exc:
-        raise RedisFailed(link, exc) from None
+        yield client
+    except redis.RedisError as ex:
+        raise RedisFailed(link, ex) from None
+    finally:
+        client.close()

@@ -47,10 +47,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .redis_link import new_worker_id
-
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from scrapy.statscollectors import StatsCollector
 
@@ -65,8 +63,6 @@ LIVENESS = 1.5
 TICKS_PER_BEAT = 2
 #: Successful ticks in a row before a worker reaps: one liveness period.
 _STEADY_TICKS = round(LIVENESS * TICKS_PER_BEAT)
-#: Milliseconds the command line counts as alive while it cleans up.
-_CLI_LIVENESS_MS = 300_000
 _KEY_NAMES = ("owners", "workers", "reaped", "slots", "alive")
 
 # KEYS: owners, workers, reaped, the cap's slots and alive (redis_link.py).
@@ -143,15 +139,16 @@ def tick_args(
 def parse_tick(reply: Any) -> tuple[bool, dict[str, str], list[str]]:
     """(judged dead, {taken id: its dead owner}, dead workers) from :data:`TICK_LUA`."""
     judged, flat, dead = reply
-    text = [_text(x) for x in flat]
+    words = [text(x) for x in flat]
     return (
         bool(int(judged)),
-        dict(zip(text[::2], text[1::2], strict=True)),
-        [_text(w) for w in dead],
+        dict(zip(words[::2], words[1::2], strict=True)),
+        [text(w) for w in dead],
     )
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply's string (redis-py answers bytes unless told otherwise)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -163,7 +160,8 @@ def owner_of(session_id: str, prefix: str) -> str | None:
     return worker if sep and worker else None
 
 
-def _keys(link: RedisLink) -> list[str]:
+def ledger_keys(link: RedisLink) -> list[str]:
+    """The KEYS of :data:`TICK_LUA` for *link*'s account."""
     return [link.key(name) for name in _KEY_NAMES]
 
 
@@ -187,6 +185,8 @@ class SharedLedger:
         self._steady = 0
         self._warned = False
         self._reaping = 0
+        self._retry_tick = 0  # leftovers are retried from this tick on
+        self._retry_gap = 1
         self._script: Any = None
         self._destroy: Callable[[list[str]], Awaitable[list[str]]] | None = None
         self._tasks: TaskGroup | None = None
@@ -267,7 +267,8 @@ class SharedLedger:
         # Their slots count until their sessions are destroyed: no peer may
         # create in their room before that (CODE-0029).
         self._release.update(w for w in dead if w not in taken.values())
-        retry = [] if self._reaping else sorted(self._leftover)
+        due = not self._reaping and self.ticks >= self._retry_tick
+        retry = sorted(self._leftover) if due else []
         if taken or retry:
             self._held.update(taken)
             self._reaping += 1
@@ -285,6 +286,9 @@ class SharedLedger:
         self._stats.inc_value("scrappey/redis/reaped", len(gone & set(ids)))
         self._leftover.update(i for i in ids if i not in gone and i in self._held)
         self._release.update(taken.values())
+        # A destroy that keeps failing is retried ever less often (warned each time).
+        self._retry_gap = min(self._retry_gap * 2, 64) if self._leftover else 1
+        self._retry_tick = self.ticks + self._retry_gap
 
     async def _write(
         self, record: list[str], *, reap: bool = False, live: bool = True
@@ -305,7 +309,9 @@ class SharedLedger:
         try:
             if self._script is None:
                 self._script = self._link.client.register_script(TICK_LUA)
-            reply = parse_tick(await self._script(keys=_keys(self._link), args=args))
+            reply = parse_tick(
+                await self._script(keys=ledger_keys(self._link), args=args)
+            )
         except (RedisError, OSError) as ex:
             self._failed(ex, record)
             return None
@@ -353,53 +359,3 @@ def _log_taken(taken: dict[str, str], extra: dict[str, Any]) -> None:
             {"worker": worker, "n": len(ids), "ids": ", ".join(sorted(ids)[:10])},
             extra=extra,
         )
-
-
-# -- the command line (blocking) ------------------------------------------------
-
-
-def reap_blocking(
-    link: RedisLink, destroy: Callable[[list[str]], Collection[str]]
-) -> dict[str, str]:
-    """Take and destroy the sessions of dead workers (``sessions cleanup --redis``).
-
-    *destroy* gets the ids taken (maybe none) and returns those gone; the
-    others stay recorded, for the next cleanup or a live worker. Returns
-    {taken id: its dead owner}. Redis failures raise ``ConnectionError``.
-    """
-    me = "cli-" + new_worker_id()
-    with _blocking_client(link.url) as client:
-        script = client.register_script(TICK_LUA)
-        args = tick_args(me, _CLI_LIVENESS_MS, reap=True)
-        _, taken, dead = parse_tick(script(keys=_keys(link), args=args))
-        gone: Collection[str] = ()
-        try:
-            gone = destroy(sorted(taken))
-        finally:
-            done = tick_args(me, 0, forget=sorted(gone), release=dead)
-            script(keys=_keys(link), args=done)
-    return taken
-
-
-def owners_blocking(link: RedisLink) -> tuple[dict[str, str], set[str]]:
-    """({session id: owner} recorded in Redis, the live workers), for ``sessions list``."""
-    with _blocking_client(link.url) as client:
-        seconds, micros = client.time()
-        now = seconds * 1000 + micros // 1000
-        owners = client.hgetall(link.key("owners"))
-        alive = client.zrangebyscore(link.key("workers"), now, "+inf")
-    return {_text(k): _text(v) for k, v in owners.items()}, {_text(w) for w in alive}
-
-
-@contextlib.contextmanager
-def _blocking_client(url: str) -> Iterator[Any]:
-    """A blocking client (the command line); its failures become ``ConnectionError``."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
-    try:
-        yield client
-    except redis.RedisError as ex:
-        raise ConnectionError(f"Redis: {ex}") from ex
-    finally:
-        client.close()

@@ -244,8 +244,9 @@ class SharedLedger:
         self._stop.set()
 
     async def _ticking(self) -> None:
-        # A cancellation that arrives while redis-py connects can be turned
-        # into a ConnectionError (seen in tests): the stop event ends the loop.
+        # A cancellation can get lost in redis-py's timeouts (asyncio.wait_for
+        # before Python 3.12; seen in tests, Redis cut off): the stop event
+        # still ends the loop.
         while not self._stop.is_set():
             await self._tick()
             beat = self._link.heartbeat

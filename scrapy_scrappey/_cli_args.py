@@ -60,6 +60,13 @@ def _common_options(*, ledger: bool = True) -> Parser:
     )
     if ledger:
         _add_ledger_dir(common)
+        common.add_argument(
+            "--redis",
+            metavar="URL",
+            help="the SCRAPPEY_REDIS_URL of workers sharing this key: list shows "
+            "which are alive, cleanup also destroys the sessions of dead ones "
+            "(of all of them when none is alive)",
+        )
     common.add_argument(
         "--timeout",
         type=_positive_float,
@@ -116,7 +123,7 @@ def build_parsers() -> Parsers:
         description="Print the balance the API reports for the key "
         "(GET <api-url>/balance).",
     )
-    balance.set_defaults(action="balance", ledger_dir=None)
+    balance.set_defaults(action="balance", ledger_dir=None, redis=None)
     return Parsers(
         main, sessions, {"list": listing, "cleanup": cleanup, "balance": balance}
     )

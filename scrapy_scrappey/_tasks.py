@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seconds :meth:`TaskGroup.close` waits before cancelling a task again.
+RECANCEL = 0.5
+
 
 class TaskGroup:
     """Fire-and-forget tasks whose failures are logged, not lost."""
@@ -43,11 +46,18 @@ class TaskGroup:
                 task.cancel()
 
     async def close(self) -> None:
-        """Cancel every task still running and wait until they have ended."""
-        pending = list(self._tasks)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        """Cancel every task still running and wait until they have ended.
+
+        A cancellation can get lost (``asyncio.wait_for`` before Python 3.12,
+        which redis-py uses, returns the result of an inner call that had just
+        finished): a task still running :data:`RECANCEL` seconds later is
+        cancelled again, so that a loop cannot hold the close for ever.
+        """
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -26,6 +26,13 @@ from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings, inside_project
 
 from scrapy_scrappey._cli_args import PROG, Parsers, build_parsers, check_args
+from scrapy_scrappey._cli_redis import (
+    RedisFailed,
+    Workers,
+    check_redis,
+    reap_dead_workers,
+    redis_link,
+)
 from scrapy_scrappey._redact import key_hint, redact_text, redact_url
 from scrapy_scrappey.client import parse_balance, parse_reply
 from scrapy_scrappey.codes import ErrorKind
@@ -37,11 +44,13 @@ from scrapy_scrappey.exceptions import (
     ScrappeyTransportError,
 )
 from scrapy_scrappey.ledger import SessionLedger
-from scrapy_scrappey.orphans import destroy_orphans_blocking
+from scrapy_scrappey.orphans import Sweep, destroy_orphans_blocking
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
+    from scrapy_scrappey.redis_link import RedisLink
 
 AUTH_MESSAGE = "the API rejected the key (HTTP 401); check SCRAPPEY_API_KEY"
 
@@ -73,6 +82,8 @@ class _Context:
     client: _ApiClient
     ledger: SessionLedger
     out: _Output
+    #: ``--redis``: the shared ledger of the workers (``None``: not asked).
+    redis: RedisLink | None = None
 
 
 class _Output:
@@ -193,18 +204,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _session_rows(
-    api: dict[str, str], ledger: dict[str, bool]
-) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for session_id in [*api, *(sid for sid in ledger if sid not in api)]:
-        in_api, in_ledger = session_id in api, session_id in ledger
-        source = "+".join(
-            n for n, found in (("api", in_api), ("ledger", in_ledger)) if found
+    api: dict[str, str], ledger: dict[str, bool], workers: Workers
+) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for session_id in dict.fromkeys([*api, *ledger, *workers.owners]):
+        found = (
+            ("api", session_id in api),
+            ("ledger", session_id in ledger),
+            ("redis", session_id in workers.owners),
         )
+        source = "+".join(n for n, yes in found if yes)
         state = "-"
-        if in_ledger:
+        if session_id in ledger:
             state = "live run" if ledger[session_id] else "orphan (run dead)"
-        rows.append((session_id, source, state, api.get(session_id, "-")))
+        last = api.get(session_id, "-")
+        rows.append((session_id, source, state, last, workers.of(session_id)))
     return rows
 
 
@@ -214,9 +228,10 @@ def _cmd_list(ctx: _Context) -> int:
         f"Scrappey API {redact_url(ctx.client.api_url)}, key {ctx.client.key_hint}"
     )
     known = {entry.session_id: live for entry, live in ctx.ledger.inspect()}
-    rows = _session_rows(api, known)
+    rows = _session_rows(api, known, Workers.read(ctx.redis))
     if rows:
-        for line in _table(("SESSION", "SOURCE", "STATE", "LAST ACCESSED"), rows):
+        header = ("SESSION", "SOURCE", "STATE", "LAST ACCESSED", "WORKER")
+        for line in _table(header, rows):
             ctx.out.line(line)
     else:
         ctx.out.line("No open sessions.")
@@ -259,11 +274,25 @@ def _cmd_cleanup(ctx: _Context, everything: bool) -> int:
     # is claimed, and shows what a plain cleanup leaves alone.
     listed = _api_listing(ctx.client)[0]
     outcomes: Counter[str] = Counter()
-    sweep = destroy_orphans_blocking(
-        ctx.ledger,
-        partial(_destroy_each, ctx, outcomes),
-        also=listed if everything else (),
-    )
+    sweeps: list[Sweep] = []
+
+    def sweep_with(taken: list[str]) -> frozenset[str]:
+        # One destroy per id, whether a dead run's ledger or Redis names it.
+        also = [*taken, *(listed if everything else ())]
+        destroy = partial(_destroy_each, ctx, outcomes)
+        sweeps.append(destroy_orphans_blocking(ctx.ledger, destroy, also=also))
+        return sweeps[-1].gone
+
+    if ctx.redis is None:
+        sweep_with([])
+    else:
+        taken = reap_dead_workers(ctx.redis, sweep_with)
+        if taken:
+            workers = ", ".join(sorted(set(taken.values())))
+            ctx.out.line(
+                f"{len(taken)} session(s) of dead worker(s) {workers} in Redis"
+            )
+    sweep = sweeps[0]
     if sweep.targets:
         ctx.out.line(
             f"{outcomes['destroyed']} destroyed, {outcomes['already gone']} already gone, "
@@ -333,15 +362,15 @@ def _run(args: argparse.Namespace, account: Account) -> int:
             account.ledger_dir, api_url=account.api_url, api_key=account.api_key
         )
         try:
-            ctx = _Context(client, ledger, out)
+            ctx = _Context(client, ledger, out, redis_link(args, account.api_key))
             if args.action == "list":
                 return _cmd_list(ctx)
             return _cmd_cleanup(ctx, args.all)
         finally:
             ledger.close()
-    except _CliError as exc:
+    except (_CliError, RedisFailed) as exc:
         out.error(str(exc))
-        return exc.exit_code
+        return getattr(exc, "exit_code", 1)
     except OSError as exc:
         # API failures never get here (_ApiClient turns them into _CliError),
         # so this is the ledger directory: missing permissions, full disk.
@@ -357,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parsers.main.parse_args(argv)
         check_args(parsers, args)
+        check_redis(parsers, args)
         account = _account(parsers, args)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2

@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,6 +59,7 @@ SLOT_TTL = 15.0
 COMMAND_TIMEOUT = 5.0
 
 _SCHEMES = ("redis", "rediss", "unix")
+_HOST_JUNK = re.compile(r"[^a-z0-9-]+")
 
 # KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
 # -1: read only), ttl ms, the write's sequence number. A write older than the
@@ -136,8 +138,13 @@ def shown_url(url: str) -> str:
 
 
 def new_worker_id() -> str:
-    """This process's worker id: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """A worker id for this process: host, pid and a random part (pids are reused).
+
+    The host is cut to [a-z0-9-] and 24 characters: the id is part of every
+    session id the worker creates.
+    """
+    host = _HOST_JUNK.sub("-", socket.gethostname().lower()).strip("-")[:24]
+    return f"{host.strip('-') or 'host'}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class RedisLink:

@@ -2,7 +2,8 @@
 
 The ledger is kept in step with the API: an id is recorded before its create
 is sent and forgotten only once the API confirmed the destroy, or said the
-session does not exist, or the create never reached the API.
+session does not exist, or the create never reached the API; so is the shared
+ledger in Redis (``shared_ledger.py``) when there is one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .exceptions import (
     ScrappeyError,
     ScrappeyTransportError,
 )
+from .redis_link import new_worker_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
     from .client import ApiReply, ScrappeyClient
     from .config import Config
+    from .shared_ledger import SharedLedger
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ class SessionAPI:
         *,
         ledger: Ledger | None,
         extra: dict[str, Any],
+        worker_id: str | None = None,
+        shared: SharedLedger | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -65,6 +70,8 @@ class SessionAPI:
             stats, per_pool=config.session_pools.stats_per_pool
         )
         self._ledger = ledger
+        self._shared = shared
+        self._worker_id = worker_id or new_worker_id()
         self._extra = extra
         self._slots = asyncio.Semaphore(config.api_concurrency)
         # Creates sent but not seen through (their caller was cancelled), and
@@ -87,7 +94,8 @@ class SessionAPI:
     ) -> str:
         """One ``sessions.create`` for *pool* with *params* (default:
         ``SCRAPPEY_SESSION_PARAMS``); the id of the new session, or a ScrappeyError."""
-        session_id = SESSION_ID_PREFIX + secrets.token_hex(8)
+        # Named after its worker, so that `sessions list` shows who owns it.
+        session_id = f"{SESSION_ID_PREFIX}{self._worker_id}-{secrets.token_hex(8)}"
         if params is None:
             params = self._config.session_params or {}
         payload = {
@@ -97,6 +105,7 @@ class SessionAPI:
         }
         async with self._slots:
             self._record(session_id)  # before the API can have it
+            await self._record_shared(session_id)
             call = asyncio.ensure_future(self._call(payload))
             self._unsettled[call] = session_id
             # Once sent, the API may create the session whether or not we wait
@@ -242,8 +251,21 @@ class SessionAPI:
     def _record(self, session_id: str) -> None:
         if self._ledger is not None:
             self._ledger.record(session_id)
+        if self._shared is not None:
+            self._shared.hold(session_id)
+
+    async def _record_shared(self, session_id: str) -> None:
+        if self._shared is None:
+            return
+        try:
+            await self._shared.flush()
+        except BaseException:
+            self._forget(session_id)  # cancelled: no create was sent
+            raise
 
     def _forget(self, session_id: str) -> None:
+        if self._shared is not None:
+            self._shared.forget(session_id)
         if self._ledger is None:
             return
         try:

@@ -17,7 +17,8 @@ The work is split by seam, each module stating its invariants: pools and
 leases (state and invariants in ``_pools.py``, the logic here), creating one
 session with retries (``_creation.py``), filling pools with new sessions:
 refill, init, joining and failure (``_filling.py``), and the open sessions
-under SCRAPPEY_MAX_SESSIONS with eviction and destruction (``_cap.py``).
+under SCRAPPEY_MAX_SESSIONS with eviction and destruction (``_cap.py``), and,
+with Redis, the sessions recorded per worker (``shared_ledger.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .exceptions import (
     SpiderClosing,
 )
 from .session_api import Ledger, SessionAPI
+from .shared_ledger import SharedLedger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -81,7 +83,18 @@ class SessionManager(PoolFilling):
         self._on_fatal = on_fatal
         self._extra = extra or {}
         self._tasks = TaskGroup(extra=self._extra)
-        self._api = SessionAPI(config, client, stats, ledger=ledger, extra=self._extra)
+        self._shared = (
+            SharedLedger(shared, stats, extra=self._extra) if shared else None
+        )
+        self._api = SessionAPI(
+            config,
+            client,
+            stats,
+            ledger=ledger,
+            extra=self._extra,
+            worker_id=shared.worker_id if shared else None,
+            shared=self._shared,
+        )
         self._cap = SessionCap(
             config,
             self._api,
@@ -108,6 +121,8 @@ class SessionManager(PoolFilling):
     async def start(self, pool_keys: list[str]) -> None:
         """Create the initial pools concurrently; raise if one cannot be filled."""
         self._cap.start()
+        if self._shared is not None:
+            self._shared.start(self._tasks, self.destroy_ids)
         cap = self._config.max_sessions
         fit = self._fitting(pool_keys) if cap else len(pool_keys)
         if len(pool_keys) > fit:
@@ -218,8 +233,12 @@ class SessionManager(PoolFilling):
     async def close(self) -> None:
         """Destroy every session this crawl created, within ``close_timeout``."""
         self.abort_waiters()
+        if self._shared is not None:
+            self._shared.stop()
         await self._tasks.close()
         await self._cap.close()
+        if self._shared is not None:
+            await self._shared.close()
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""

@@ -16,6 +16,7 @@ import requests
 
 from scrapy_scrappey.cli import AUTH_MESSAGE, main
 from scrapy_scrappey.ledger import SessionLedger
+from scrapy_scrappey.redis_link import RedisLink
 from tests.ledger_support import recorded_ids
 from tests.ledger_support import run_and_kill as _run_and_kill
 
@@ -142,13 +143,13 @@ def table(out: str) -> dict[str, list[str]]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("SESSION"))
     header = re.split(r"\s{2,}", lines[start])
-    assert header == ["SESSION", "SOURCE", "STATE", "LAST ACCESSED"]
+    assert header == ["SESSION", "SOURCE", "STATE", "LAST ACCESSED", "WORKER"]
     rows = {}
     for line in lines[start + 1 :]:
         if line.startswith("open "):
             break
         cells = re.split(r"\s{2,}", line)
-        assert len(cells) == 4, line
+        assert len(cells) == 5, line
         rows[cells[0]] = cells[1:]
     return rows
 
@@ -175,7 +176,7 @@ def test_list_merges_api_and_ledger(
     assert rows[api_only][:2] == ["api", "-"]
     assert rows[crashed][:2] == ["api+ledger", "orphan (run dead)"]
     assert rows[live][:2] == ["api+ledger", "live run"]
-    assert rows["ledger-only"] == ["ledger", "orphan (run dead)", "-"]
+    assert rows["ledger-only"] == ["ledger", "orphan (run dead)", "-", "-"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[api_only][2])
     assert "open 3 of limit 10" in out.splitlines()
     assert "2 orphaned session(s)" in out
@@ -216,7 +217,7 @@ def test_list_uses_the_default_ledger_directory(
     run_and_kill(default, api.url, ["crashed"])
     code, out, _ = cli(capsys, "sessions", "list", "--api-url", api.url)
     assert code == 0
-    assert table(out)["crashed"] == ["ledger", "orphan (run dead)", "-"]
+    assert table(out)["crashed"] == ["ledger", "orphan (run dead)", "-", "-"]
 
 
 # -- sessions cleanup ------------------------------------------------------------
@@ -317,6 +318,122 @@ def test_cleanup_reports_failures_and_keeps_them_in_the_ledger(
     assert lines[-1] == "1 destroyed, 0 already gone, 1 failed (of 2)"
     remaining = SessionLedger(ledger_dir, api_url=api.url, api_key=KEY).orphans()
     assert [e.session_id for e in remaining] == [stuck]
+
+
+# -- --redis: the workers' shared ledger -----------------------------------------
+
+
+@pytest.fixture
+def workers(redis_server: Any) -> Iterator[Workers]:
+    ledger = Workers(redis_server.url)
+    yield ledger
+    ledger.client.close()
+
+
+class Workers:
+    """The shared ledger of KEY's workers, written as workers would."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.key = RedisLink(url, KEY).key
+
+    def now_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def record(self, worker: str, session_id: str, *, alive: bool) -> None:
+        deadline = self.now_ms() + (60_000 if alive else -1_000)
+        self.client.zadd(self.key("workers"), {worker: deadline})
+        self.client.hset(self.key("owners"), session_id, worker)
+        self.client.hset(self.key("slots"), worker, 1)
+
+    def owners(self) -> dict[str, str]:
+        return dict(self.client.hgetall(self.key("owners")))
+
+
+def test_list_with_redis_names_each_owner_alive_or_dead(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path, workers: Workers
+) -> None:
+    dead, live, plain = api.create(), api.create(), api.create()
+    workers.record("w-dead", dead, alive=False)
+    workers.record("w-live", live, alive=True)
+    workers.record("w-dead", "gone-meanwhile", alive=False)
+    argv = ("--redis", workers.url)
+    code, out, _ = sessions(capsys, "list", api.url, ledger_dir, *argv)
+    assert code == 0
+    rows = table(out)
+    assert rows[dead][0] == "api+redis"
+    assert rows[dead][3] == "w-dead (dead)"
+    assert rows[live][3] == "w-live (alive)"
+    assert rows[plain][:1] + rows[plain][3:] == ["api", "-"]
+    assert rows["gone-meanwhile"] == ["redis", "-", "-", "w-dead (dead)"]
+    # Without --redis, the owner comes from the id alone.
+    ours = "scrapy-scrappey-box-12-abcdef-0123456789abcdef"
+    run_and_kill(ledger_dir, api.url, [ours])
+    rows = table(sessions(capsys, "list", api.url, ledger_dir)[1])
+    assert rows[ours][3] == "box-12-abcdef"
+    assert rows[dead][3] == "-"
+
+
+def test_cleanup_with_redis_destroys_the_sessions_of_dead_workers(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path, workers: Workers
+) -> None:
+    dead, live, plain = api.create(), api.create(), api.create()
+    workers.record("w-dead", dead, alive=False)
+    workers.record("w-live", live, alive=True)
+    argv = ("--redis", workers.url)
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir, *argv)
+    assert code == 0
+    lines = out.splitlines()
+    assert f"destroyed     {dead}" in lines
+    assert "1 session(s) of dead worker(s) w-dead in Redis" in lines
+    assert "1 destroyed, 0 already gone, 0 failed (of 1)" in lines
+    assert sorted(api.open_ids()) == sorted([live, plain])
+    assert workers.owners() == {live: "w-live"}
+    assert workers.client.zrange(workers.key("workers"), 0, -1) == ["w-live"]
+    assert workers.client.hkeys(workers.key("slots")) == ["w-live"]
+    # No worker alive: every recorded session is a dead worker's.
+    workers.client.zrem(workers.key("workers"), "w-live")
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir, *argv)
+    assert code == 0
+    assert f"destroyed     {live}" in out.splitlines()
+    assert api.open_ids() == [plain]
+    assert workers.owners() == {}
+
+
+def test_cleanup_with_redis_keeps_what_it_could_not_destroy(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path, workers: Workers
+) -> None:
+    dead = api.create()
+    workers.record("w-dead", dead, alive=False)
+    api.set_faults(fail_destroys=1)
+    argv = ("--redis", workers.url)
+    code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir, *argv)
+    assert code == 1
+    assert f"failed        {dead}: CODE-0031" in out
+    assert api.open_ids() == [dead]
+    # Owned by the cleanup that gave up, which is gone: the next one retries.
+    (owner,) = workers.owners().values()
+    assert owner.startswith("cli-")
+    assert workers.client.zcard(workers.key("workers")) == 0
+
+
+def test_redis_unreachable_or_malformed(
+    capsys: pytest.CaptureFixture[str], api: Api, ledger_dir: Path, free_port: int
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port}/0"
+    for action in ("list", "cleanup"):
+        code, _, err = sessions(capsys, action, api.url, ledger_dir, "--redis", url)
+        assert code == 1
+        assert f"cannot use Redis at redis://:***@127.0.0.1:{free_port}/0" in err
+        assert "--redis" in err
+        assert "s3cret" not in err
+    code, _, err = sessions(capsys, "list", api.url, ledger_dir, "--redis", "http://h")
+    assert code == 2
+    assert "--redis must be a redis://" in err
 
 
 # -- errors ----------------------------------------------------------------------
@@ -587,7 +704,7 @@ def test_project_settings_are_used(api: Api, tmp_path: Path) -> None:
         cmd, cwd=project, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert table(result.stdout)["crashed"] == ["ledger", "orphan (run dead)", "-"]
+    assert table(result.stdout)["crashed"] == ["ledger", "orphan (run dead)", "-", "-"]
     assert KEY not in result.stdout + result.stderr
     # The options win over the project's settings.
     other = tmp_path / "other-ledger"

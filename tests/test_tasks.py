@@ -49,3 +49,24 @@ async def test_cancel_by_prefix_and_close_cancels_the_rest(caplog):
     assert destroy.cancelled()
     assert len(group) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@deferred_f_from_coro_f
+async def test_close_cancels_again_a_task_that_lost_its_cancellation():
+    group = TaskGroup()
+    lost = []
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            lost.append(True)  # as a cancellation lost inside a library
+        await asyncio.sleep(30)  # the loop goes on
+
+    task = group.spawn(stubborn(), name="scrappey-loop")
+    await asyncio.sleep(0)
+    # The bound only guards against a hang.
+    await asyncio.wait_for(group.close(), 30)
+    assert lost == [True]
+    assert task.cancelled()
+    assert len(group) == 0

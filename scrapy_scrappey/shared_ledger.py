@@ -47,6 +47,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .redis_link import command
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
@@ -295,8 +297,6 @@ class SharedLedger:
         self, record: list[str], *, reap: bool = False, live: bool = True
     ) -> tuple[bool, dict[str, str], list[str]] | None:
         """One run of the tick script; ``None`` when Redis failed (retried later)."""
-        from redis.exceptions import RedisError
-
         forget, release = sorted(self._forgotten), sorted(self._release)
         live_ms = round(LIVENESS * self._link.heartbeat * 1000) if live else 0
         args = tick_args(
@@ -311,9 +311,9 @@ class SharedLedger:
             if self._script is None:
                 self._script = self._link.client.register_script(TICK_LUA)
             reply = parse_tick(
-                await self._script(keys=ledger_keys(self._link), args=args)
+                await command(self._script(keys=ledger_keys(self._link), args=args))
             )
-        except (RedisError, OSError) as ex:
+        except OSError as ex:
             self._failed(ex, record)
             return None
         self._forgotten.difference_update(forget)

@@ -347,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         if run.problems() and not args.verbose:
             print(f"\n--- log of {run.spider} (last 40 lines) ---", file=sys.stderr)
             print("\n".join(run.log.splitlines()[-40:]), file=sys.stderr)
+    return verdict(failures, started)
+
+
+def verdict(failures: list[str], started: float, where: str = "") -> int:
+    """Print whether a demo passed (and where its output is); its exit code."""
     elapsed = time.monotonic() - started
     if failures:
-        print(f"\nDemo FAILED in {elapsed:.1f} s:", file=sys.stderr)
+        print(f"\nDemo FAILED in {elapsed:.1f} s{where}:", file=sys.stderr)
         for failure in failures:
             print(f"  - {failure}", file=sys.stderr)
         return 1
-    print(f"\nDemo OK in {elapsed:.1f} s.")
+    print(f"\nDemo OK in {elapsed:.1f} s{where}.")
     return 0
 
 

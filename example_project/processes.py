@@ -132,7 +132,8 @@ class RedisServer:
             parts = [f"*{len(words)}\r\n"]
             parts += [f"${len(w.encode())}\r\n{w}\r\n" for w in words]
             s.sendall("".join(parts).encode())
-            return _read_reply(s.makefile("rb"))
+            with s.makefile("rb") as stream:
+                return _read_reply(stream)
 
     def _answers(self) -> bool:
         try:

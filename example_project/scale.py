@@ -192,6 +192,8 @@ class ScaleRun:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
             self.redis.stop()
 
     @property

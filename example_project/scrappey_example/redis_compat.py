@@ -34,8 +34,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from scrapy import Request, signals
 from scrapy.core.engine import ExecutionEngine
 from scrapy.exceptions import DontCloseSpider
@@ -54,6 +56,28 @@ logger = logging.getLogger(__name__)
 #: Redis did not answer (refused, reset, timed out, still loading its data).
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 DRAIN_GRACE = 8.0
+
+#: The settings of a worker using this module (the spider's ``custom_settings``).
+REDIS_WORKER_SETTINGS: dict[str, Any] = {
+    "SCHEDULER": "scrappey_example.redis_compat.Scheduler",
+    "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+    # The first worker to close would flush the shared queue otherwise.
+    "SCHEDULER_PERSIST": True,
+    "REDIS_ENGINE_HEARTBEAT": 1.0,
+    "REDIS_DRAIN_GRACE": 3.0,
+    # scrapy-redis calls Redis from the reactor thread with the blocking client:
+    # fail fast while Redis is down (Scheduler holds the requests) instead of
+    # redis-py's default 10 retries with back-off, seconds of a frozen crawl.
+    "REDIS_PARAMS": {
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "retry": Retry(NoBackoff(), 0),
+    },
+    # Items as they come, not a feed a kill -9 empties (problem 6).
+    "FEEDS": {},
+    "ITEM_PIPELINES": {"scrappey_example.worker_output.ItemLines": 100},
+    "EXTENSIONS": {"scrappey_example.worker_output.StatsFile": 0},
+}
 
 
 @dataclass

@@ -24,27 +24,13 @@ import socket
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from ..redis_compat import DrainingRedisSpider
+from ..redis_compat import REDIS_WORKER_SETTINGS, DrainingRedisSpider
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from scrapy import Request
     from scrapy.http import TextResponse
-
-#: What a scrapy-redis worker needs (scale-out.md problems 1-5).
-REDIS_WORKER_SETTINGS: dict[str, Any] = {
-    "SCHEDULER": "scrappey_example.redis_compat.Scheduler",
-    "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
-    # The first worker to close would flush the shared queue otherwise.
-    "SCHEDULER_PERSIST": True,
-    "REDIS_ENGINE_HEARTBEAT": 1.0,
-    "REDIS_DRAIN_GRACE": 3.0,
-    # Items as they come, not a feed a kill -9 empties (problem 6).
-    "FEEDS": {},
-    "ITEM_PIPELINES": {"scrappey_example.worker_output.ItemLines": 100},
-    "EXTENSIONS": {"scrappey_example.worker_output.StatsFile": 0},
-}
 
 
 class ShopsSpider(DrainingRedisSpider):

@@ -24,6 +24,7 @@ from scrapy_scrappey.local.engine_choice import (
     EngineUnavailable,
 )
 from scrapy_scrappey.local.faults import Faults
+from scrapy_scrappey.local.resolve import parse_resolve_args
 from scrapy_scrappey.local.server import LocalScrappey
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,14 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         default=None,
         help=f"Chromium executable (default: ${CHROMIUM_ENV}, else chromium on PATH)",
+    )
+    add(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="PATTERN=ADDRESS",
+        help="connect to the IP ADDRESS for target hosts matching PATTERN (* and ? "
+        "wildcards), keeping the URL's port and Host; repeatable, first match wins",
     )
 
 
@@ -269,6 +278,7 @@ def _server_from_args(args: argparse.Namespace) -> LocalScrappey:
         read_timeout=args.read_timeout,
         engine=args.engine,
         chromium=args.chromium,
+        resolve=parse_resolve_args(args.resolve),
     )
 
 

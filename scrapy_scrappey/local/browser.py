@@ -92,8 +92,11 @@ class BrowserEngine:
         executable: str,
         *,
         on_lost: Callable[[LocalSession], Awaitable[None]] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.executable = executable
+        #: Chromium switches beyond :data:`LAUNCH_ARGS` (host resolver rules).
+        self.extra_args = extra_args
         #: Called for every session whose context died with the browser.
         self.on_lost = on_lost
         #: How many times Chromium was launched (1 + relaunches after a crash).
@@ -186,7 +189,9 @@ class BrowserEngine:
             if self._playwright is None:
                 self._playwright = await async_playwright().start()
             browser = await self._playwright.chromium.launch(
-                executable_path=self.executable, args=list(LAUNCH_ARGS), headless=True
+                executable_path=self.executable,
+                args=[*LAUNCH_ARGS, *self.extra_args],
+                headless=True,
             )
             browser.on("disconnected", self._on_disconnected)
             self._browser = browser

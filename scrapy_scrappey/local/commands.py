@@ -123,6 +123,11 @@ class CommandHandler:
             return await handler(cmd, body, started)
         except ApiError as error:
             logger.info("Answering with an error: %s", error.text)
+            if (
+                error.code == SESSION_LIMIT_CODE
+                and body.get("cmd") == "sessions.create"
+            ):
+                self._stats.over_limit += 1
             return _error(error, started, body)
         except Exception:
             logger.exception("Internal error in the local Scrappey server")

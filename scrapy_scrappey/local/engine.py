@@ -29,10 +29,12 @@ import aiohttp
 from yarl import URL
 
 from scrapy_scrappey.local.browser_params import BrowserParams
+from scrapy_scrappey.local.resolve import PinnedResolver
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractCookieJar
 
+    from scrapy_scrappey.local.resolve import HostRule
     from scrapy_scrappey.local.sessions import LocalSession
     from scrapy_scrappey.local.validation import CookieSpec
 
@@ -98,11 +100,16 @@ class Engine(Protocol):
 
 
 class HttpEngine:
-    """Fetch targets with aiohttp, one cookie jar per session."""
+    """Fetch targets with aiohttp, one cookie jar per session.
+
+    *resolve*: host overrides (see ``resolve.py``) applied to every fetch.
+    """
 
     name = "request"
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: tuple[HostRule, ...] = ()) -> None:
+        self._resolve = resolve
+        self._resolver: PinnedResolver | None = None
         self._connector: aiohttp.TCPConnector | None = None
         self._clients: dict[LocalSession, aiohttp.ClientSession] = {}
 
@@ -132,13 +139,17 @@ class HttpEngine:
         if self._connector is not None:
             await self._connector.close()
             self._connector = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
     def _client_for(self, session: LocalSession | None) -> aiohttp.ClientSession:
         if session is not None and session in self._clients:
             return self._clients[session]
         if self._connector is None:
             # Created lazily: a connector wants a running event loop.
-            self._connector = aiohttp.TCPConnector(limit=0)
+            self._resolver = PinnedResolver(self._resolve) if self._resolve else None
+            self._connector = aiohttp.TCPConnector(limit=0, resolver=self._resolver)
         client = aiohttp.ClientSession(
             connector=self._connector,
             connector_owner=False,

@@ -71,12 +71,16 @@ async def start_browser_engine(
     mode: EngineMode,
     chromium: str | None,
     on_lost: Callable[[LocalSession], Awaitable[None]],
+    extra_args: tuple[str, ...] = (),
 ) -> BrowserEngine | None:
-    """A launched browser engine, or ``None`` when *mode* settles on http."""
+    """A launched browser engine, or ``None`` when *mode* settles on http.
+
+    *extra_args*: Chromium switches beyond the defaults.
+    """
     if mode == "http":
         return None
     try:
-        engine = await _launch(chromium, on_lost)
+        engine = await _launch(chromium, on_lost, extra_args)
     except EngineUnavailable as exc:
         if mode == "browser":
             raise
@@ -89,7 +93,9 @@ async def start_browser_engine(
 
 
 async def _launch(
-    chromium: str | None, on_lost: Callable[[LocalSession], Awaitable[None]]
+    chromium: str | None,
+    on_lost: Callable[[LocalSession], Awaitable[None]],
+    extra_args: tuple[str, ...],
 ) -> BrowserEngine:
     missing = missing_browser(chromium)
     if missing is not None:
@@ -100,7 +106,7 @@ async def _launch(
 
     from scrapy_scrappey.local.browser import BrowserEngine
 
-    engine = BrowserEngine(executable, on_lost=on_lost)
+    engine = BrowserEngine(executable, on_lost=on_lost, extra_args=extra_args)
     try:
         await engine.start()
     except PlaywrightError as exc:

@@ -35,6 +35,7 @@ from scrapy_scrappey.local.engine_choice import ENGINE_MODES, start_browser_engi
 from scrapy_scrappey.local.faults import FaultInjector, Faults
 from scrapy_scrappey.local.listener import json_errors, listen, read_body
 from scrapy_scrappey.local.protocol import API_PATH, BALANCE_PATH
+from scrapy_scrappey.local.resolve import chromium_args, parse_resolve
 from scrapy_scrappey.local.routes import Routes
 from scrapy_scrappey.local.sessions import SessionRegistry
 from scrapy_scrappey.local.stats import Stats
@@ -98,6 +99,9 @@ class LocalScrappey(Routes):
     * ``read_timeout``: seconds a client has to send a request's headers,
       then its body (default 30); a connection that stalls is closed, a
       stalled body answered with HTTP 408.
+    * ``resolve``: ``{host pattern: IP address}``, e.g. ``{"*.test":
+      "127.0.0.1"}``: both engines connect to that address for matching hosts
+      (keeping the URL's port, Host header and cookies; see ``resolve.py``).
 
     Session rules in short (details in ``sessions.py``): ids come from the
     client or are uuid4s; re-creating an open id succeeds with the same id;
@@ -123,8 +127,15 @@ class LocalScrappey(Routes):
         read_timeout: float = 30.0,
         engine: EngineMode | Engine = "http",
         chromium: str | None = None,
+        resolve: Mapping[str, str] | None = None,
     ) -> None:
         _check_args(session_ttl, max_sessions, unknown_session, read_timeout)
+        self._resolve = parse_resolve(resolve)
+        if self._resolve and not isinstance(engine, str):
+            raise ValueError(
+                "resolve applies to the engines the server creates; pass it to "
+                "the engine object (HttpEngine(resolve=...)) instead"
+            )
         check_exposure(host, api_key)
         self._engine_mode = _engine_mode(engine, static_body)
         self._owns_engine = isinstance(engine, str)
@@ -136,7 +147,7 @@ class LocalScrappey(Routes):
         self._requested_port = port
         self._stats = Stats()
         self._injector = FaultInjector(faults or Faults())
-        self._engine: Engine = HttpEngine()
+        self._engine: Engine = HttpEngine(self._resolve)
         if not isinstance(engine, str):
             self._engine = engine
         elif static_body is not None:
@@ -307,7 +318,7 @@ class LocalScrappey(Routes):
 
     async def _choose_engine(self) -> None:
         browser = await start_browser_engine(
-            self._engine_mode, self._chromium, self._lose
+            self._engine_mode, self._chromium, self._lose, chromium_args(self._resolve)
         )
         if browser is not None:
             self._engine = browser

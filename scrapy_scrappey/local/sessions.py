@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy_scrappey.codes import SESSION_LIMIT_CODE
 from scrapy_scrappey.local.protocol import ApiError
+from scrapy_scrappey.local.stats import clip
 
 if TYPE_CHECKING:
     from scrapy_scrappey.local.stats import Stats
@@ -118,7 +119,7 @@ class SessionRegistry:
             user_agent=user_agent_for(params),
         )
         self._open[session.id] = session
-        self._stats.session_event("created")
+        self._note(session, "created")
         return session
 
     async def get(self, session_id: str) -> LocalSession | None:
@@ -138,16 +139,13 @@ class SessionRegistry:
         session = await self.get(session_id)
         if session is None or (only is not None and session is not only):
             return False
-        self._stats.session_event("destroyed")
-        await self._retire(session)
+        await self._retire(session, "destroyed")
         return True
 
     async def expire(self, session: LocalSession, event: str = "expired") -> None:
         """Remove *session* and count it as *event* (``lost``: its browser died)."""
         if self._open.get(session.id) is session:
-            logger.info("Session %s %s", session.id, event)
-            self._stats.session_event(event)
-            await self._retire(session)
+            await self._retire(session, event)
 
     async def sweep(self) -> int:
         """Expire every idle session; return how many."""
@@ -181,11 +179,16 @@ class SessionRegistry:
             session.closed = True
             await self._closer(session)
 
-    async def _retire(self, session: LocalSession) -> None:
+    async def _retire(self, session: LocalSession, event: str) -> None:
         del self._open[session.id]
+        self._note(session, event)
         session.closed = True
         if session.inflight == 0:
             await self._closer(session)
+
+    def _note(self, session: LocalSession, event: str) -> None:
+        logger.info("Session %s %s", clip(session.id), event)
+        self._stats.session_event(event, session.id, len(self._open))
 
     def _is_idle(self, session: LocalSession) -> bool:
         if self.ttl is None or session.inflight:

@@ -2,7 +2,10 @@
 
 Tests read them (``server.stats()`` or ``GET /__local__/stats``) to prove
 client behaviour: that every command named its session, that a session was
-created before it was used, how many requests ran at once on one session.
+created before it was used, how many requests ran at once on one session,
+how many sessions were ever open at once (``max_open``), how many
+``sessions.create`` got CODE-0029 (``over_limit``, injected ones included),
+and when each session was created and closed (``session_events``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class Stats:
     def reset(self) -> None:
         """Zero every counter and clear the command log."""
         self.sessions: Counter[str] = Counter()
+        self.max_open = 0
+        self.over_limit = 0
+        self.session_events: deque[dict[str, Any]] = deque(maxlen=COMMAND_LOG_SIZE)
         self.by_command: Counter[str] = Counter()
         self.total = 0
         self.per_session: Counter[str] = Counter()
@@ -70,9 +76,14 @@ class Stats:
         self.commands.append(entry)
         return entry
 
-    def session_event(self, event: str) -> None:
-        """Count ``created``, ``destroyed`` or ``expired``."""
+    def session_event(self, event: str, session: str, open_now: int) -> None:
+        """Record *session* ``created``, ``destroyed``, ``expired`` or ``lost``,
+        leaving *open_now* sessions open."""
         self.sessions[event] += 1
+        self.max_open = max(self.max_open, open_now)
+        self.session_events.append(
+            {"event": event, "session": clip(session), "t": time.time()}
+        )
 
     def fault(self, name: str) -> None:
         """Count one injected fault (a key of the ``faults`` object)."""
@@ -109,6 +120,9 @@ class Stats:
                 "open": len(open_sessions),
             },
             "open_sessions": open_sessions,
+            "max_open": self.max_open,
+            "over_limit": self.over_limit,
+            "session_events": list(self.session_events),
             "requests": {"total": self.total, "by_command": dict(self.by_command)},
             "requests_per_session": dict(self.per_session),
             "max_concurrent_per_session": max(self.max_concurrent.values(), default=0),

@@ -105,6 +105,8 @@ class Worker:
     stats_path: Path
     log_path: Path
     killed_at: float | None = None
+    #: Still running at the runner's timeout (then stopped by it).
+    timed_out: bool = False
 
     def items(self) -> list[dict[str, Any]]:
         if not self.items_path.exists():
@@ -124,6 +126,7 @@ class WorkerResult:
     errors: list[str]
     log_path: Path
     killed_at: float | None
+    timed_out: bool
 
 
 @dataclass
@@ -149,6 +152,11 @@ class ScaleResult:
             for w in self.workers
             if w.killed_at is None
             and (w.returncode != 0 or w.finish_reason != expect_reason)
+        ]
+        found += [
+            f"{w.name}: still running at the timeout"
+            for w in self.workers
+            if w.timed_out
         ]
         found += [f"{w.name}: {e}" for w in self.workers for e in w.errors[:3]]
         if self.server["sessions"]["open"]:
@@ -240,7 +248,7 @@ class ScaleRun:
         """Wait for every worker (killed past *timeout* seconds), then collect."""
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            _wait(worker.proc, deadline)
+            worker.timed_out = not _wait(worker.proc, deadline)
         elapsed = time.monotonic() - self._started_at
         return ScaleResult(
             workers=[_result(w) for w in self.workers],
@@ -292,11 +300,15 @@ def _result(worker: Worker) -> WorkerResult:
         errors=_ERROR_RE.findall(log),
         log_path=worker.log_path,
         killed_at=worker.killed_at,
+        timed_out=worker.timed_out,
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], deadline: float) -> None:
+def _wait(proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Whether *proc* ended by *deadline* (else it is stopped)."""
     try:
         proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         stop_process(proc)
+        return False
+    return True

@@ -11,6 +11,7 @@ stats and command log, and each worker's items (written as they come).
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 
 import pytest
@@ -23,20 +24,21 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 120.0
 
 
-def _destroyed_at(server_stats):
-    """Session id → when the local server received its (successful) destroy."""
-    return {
-        entry["session"]: entry["t"]
-        for entry in server_stats["commands"]
-        if entry["cmd"] == "sessions.destroy" and entry.get("outcome") == "success"
-    }
+def _needs(module, what):
+    # Parts of issue #14 built on other branches; without them these tests
+    # cannot pass (once merged, the marks do nothing).
+    missing = importlib.util.find_spec(f"scrapy_scrappey.{module}") is None
+    return pytest.mark.skipif(
+        missing, reason=f"needs {what} (scrapy_scrappey/{module}.py)"
+    )
 
 
-def _created(server_stats):
+def _events(server_stats, event):
+    """Session id → when the local server recorded *event* for it."""
     return {
-        entry["session"]
-        for entry in server_stats["commands"]
-        if entry["cmd"] == "sessions.create" and entry.get("outcome") == "success"
+        e["session"]: e["t"]
+        for e in server_stats["session_events"]
+        if e["event"] == event
     }
 
 
@@ -57,6 +59,7 @@ def test_three_workers_crawl_every_page_once_under_the_account_cap(make_scale_ru
     assert sum(map(len, sessions)) == len(set().union(*sessions))
 
 
+@_needs("shared_ledger", "the shared ledger and its reaper")
 def test_a_killed_workers_sessions_are_reaped_and_the_others_finish(make_scale_run):
     heartbeat = 1.0
     run = make_scale_run(
@@ -80,16 +83,17 @@ def test_a_killed_workers_sessions_are_reaped_and_the_others_finish(make_scale_r
     lost = set(range(300)) - set(crawled)
     assert len(lost) <= run.config.concurrent_requests, sorted(lost)
     # The victim's sessions open at the kill were destroyed by a live worker
-    # within two heartbeats (the server's receive times of the destroys).
+    # within two heartbeats (the server's destroy events).
     mark = f"-{victim.proc.pid}-"
     orphans = {s for s in at_kill["open_sessions"] if mark in s}
     assert orphans  # it held sessions when it died
-    destroyed = _destroyed_at(result.server)
+    destroyed = _events(result.server, "destroyed")
     assert orphans <= set(destroyed)
     late = {s: destroyed[s] - killed_at for s in orphans}
     assert max(late.values()) <= 2 * heartbeat, late
 
 
+@_needs("shared_budget", "the shared budget")
 def test_a_shared_budget_stops_every_worker(make_scale_run):
     run = make_scale_run(
         workers=3,
@@ -102,6 +106,7 @@ def test_a_shared_budget_stops_every_worker(make_scale_run):
     run.start_workers()
     result = run.finish(TIMEOUT)
 
+    assert not any(w.timed_out for w in result.workers)
     assert result.server["charged"]["total"] <= 10.0
     assert [w.finish_reason for w in result.workers] == [
         "scrappey_budget_exhausted"
@@ -126,4 +131,6 @@ def test_the_crawl_survives_a_redis_restart(make_scale_run):
     assert max(result.fetched.values()) == 1
     assert result.server["sessions"]["open"] == 0
     assert set(result.server["open_sessions"]) == set()
-    assert _created(result.server) <= set(_destroyed_at(result.server))  # none leaked
+    assert set(_events(result.server, "created")) <= set(  # none leaked
+        _events(result.server, "destroyed")
+    )

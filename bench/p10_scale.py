@@ -79,7 +79,6 @@ def _rows(
         and not result.problems()
     )
     label = f"{workers} worker{'s' if workers > 1 else ''}"
-    ratio = round(pps / base, 2) if base else None
     rows = [
         Row(BENCH, f"{label}: pages/s ({pages} pages)", round(pps, 1), "p/s", check=ok),
         Row(BENCH, f"{label}: worker CPU per page", round(1000 * cpu / pages, 2), "ms"),
@@ -98,6 +97,7 @@ def _rows(
         ),
     ]
     if base:
+        ratio = round(pps / base, 2)
         rows.insert(
             1,
             Row(
@@ -108,7 +108,7 @@ def _rows(
                 1.0,
                 ratio,
                 f">= {0.9 * workers:.1f}x (0.9 x workers, not CPU-bound)",
-                ratio is not None and ratio >= 0.9 * workers,
+                ratio >= 0.9 * workers,
             ),
         )
     return rows

@@ -87,7 +87,7 @@ class ScaleConfig:
 
     def server_args(self) -> tuple[str, ...]:
         cap = self.server_max_sessions or self.max_sessions
-        args = ("--api-key", KEY, "--max-sessions", str(cap))
+        args: tuple[str, ...] = ("--api-key", KEY, "--max-sessions", str(cap))
         args += ("--resolve", "*.test=127.0.0.1", "--engine", "http")
         if self.api_latency:
             for cmd in ("request.get", "request.post"):

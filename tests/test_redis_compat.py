@@ -12,6 +12,7 @@ import time
 
 import pytest
 from scrapy import Request
+from scrapy.core.engine import ExecutionEngine
 from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.test import get_crawler
 
@@ -26,6 +27,13 @@ from example_project.scrappey_example.redis_compat import (
 
 class _Spider(DrainingRedisSpider):
     name = "compat"
+
+
+@pytest.fixture(autouse=True)
+def _engine_heartbeat(monkeypatch):
+    # REDIS_ENGINE_HEARTBEAT sets it class-wide (a worker runs one crawl): put
+    # it back for the other tests of this process.
+    monkeypatch.setattr(ExecutionEngine, "_SLOT_HEARTBEAT_INTERVAL", 5.0)
 
 
 def _open(redis_server, **settings):
@@ -119,6 +127,11 @@ def test_a_worker_closes_only_after_the_drain_grace(redis_server, monkeypatch):
     monkeypatch.setattr(time, "monotonic", lambda: now + 10.0)
     with pytest.raises(DontCloseSpider):  # Redis down: not drained, unknown
         spider.spider_idle()
+
+
+def test_idle_workers_poll_the_queue_every_redis_engine_heartbeat(redis_server):
+    _open(redis_server, REDIS_ENGINE_HEARTBEAT=0.5)
+    assert ExecutionEngine._SLOT_HEARTBEAT_INTERVAL == 0.5
 
 
 def test_bad_drain_settings_are_named(redis_server):

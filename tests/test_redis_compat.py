@@ -11,6 +11,7 @@ import logging
 import time
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from scrapy import Request
 from scrapy.core.engine import ExecutionEngine
 from scrapy.exceptions import DontCloseSpider
@@ -76,21 +77,42 @@ def test_requests_found_while_redis_is_down_are_queued_once_it_is_back(
     assert not scheduler.has_pending_requests()
 
 
-def test_a_request_the_filter_saw_before_the_outage_is_not_dropped(
-    redis_server, monkeypatch
-):
+def _reply_lost(script):
+    """*script*, run by Redis, whose reply is lost as Redis goes away."""
+
+    def run(**kw):
+        script(**kw)
+        raise RedisConnectionError("Connection closed by server.")
+
+    return run
+
+
+def test_an_enqueue_whose_reply_was_lost_is_queued_once(redis_server, monkeypatch):
     _, _, scheduler = _open(redis_server)
-    push = scheduler.queue.push
+    script = scheduler._enqueue_script
+    monkeypatch.setattr(scheduler, "_enqueue_script", _reply_lost(script))
+    assert scheduler.enqueue_request(Request("http://a.test/1"))  # held
+    monkeypatch.setattr(scheduler, "_enqueue_script", script)
+    assert _urls(scheduler) == ["http://a.test/1"]  # Redis had it: once
 
-    def push_after_the_filter(request):
-        redis_server.stop()  # the fingerprint is in, the push fails
-        return push(request)
 
-    monkeypatch.setattr(scheduler.queue, "push", push_after_the_filter)
-    assert scheduler.enqueue_request(Request("http://a.test/1"))
-    monkeypatch.setattr(scheduler.queue, "push", push)
-    redis_server.start()
-    assert _urls(scheduler) == ["http://a.test/1"]
+def test_a_pop_whose_reply_was_lost_is_recovered(redis_server, monkeypatch):
+    _, _, scheduler = _open(redis_server)
+    for n in (1, 2):
+        scheduler.enqueue_request(Request(f"http://a.test/{n}"))
+    assert scheduler.next_request().url == "http://a.test/1"
+    script = scheduler._pop_script
+    monkeypatch.setattr(scheduler, "_pop_script", _reply_lost(script))
+    assert scheduler.next_request() is None  # Redis popped it, the reply is lost
+    assert scheduler.has_pending_requests()
+    monkeypatch.setattr(scheduler, "_pop_script", script)
+    assert _urls(scheduler) == ["http://a.test/2"]  # from the receipt
+    assert not scheduler.has_pending_requests()
+
+
+def test_only_the_priority_queue_is_supported(redis_server):
+    with pytest.raises(TypeError, match=r"SCHEDULER_QUEUE_CLASS.*FifoQueue"):
+        _open(redis_server, SCHEDULER_QUEUE_CLASS="scrapy_redis.queue.FifoQueue")
 
 
 def test_seeds_are_filtered_requests_and_bad_ones_are_named(redis_server, caplog):

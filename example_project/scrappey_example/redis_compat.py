@@ -21,8 +21,10 @@ its number there:
 And :class:`Scheduler` calls ``inc_value`` without the deprecated ``spider=``
 and survives a Redis outage: while Redis does not answer, ``next_request``
 returns ``None`` instead of crashing the engine, and ``enqueue_request`` keeps
-requests in this worker, in order, and puts them in Redis once it answers;
-none is dropped.
+requests in this worker, in order, and puts them in Redis once it answers.
+None is dropped, not even by a command Redis ran but whose reply was lost
+when it went away (the dupefilter and the queue change in one script; a pop
+leaves a receipt).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.backoff import NoBackoff
@@ -41,7 +43,9 @@ from redis.retry import Retry
 from scrapy import Request, signals
 from scrapy.core.engine import ExecutionEngine
 from scrapy.exceptions import DontCloseSpider
+from scrapy.utils.misc import load_object
 from scrapy_redis import scheduler
+from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.spiders import RedisSpider
 from scrapy_redis.utils import bytes_to_str
 
@@ -80,35 +84,60 @@ REDIS_WORKER_SETTINGS: dict[str, Any] = {
 }
 
 
-@dataclass
-class _Held:
-    """A request accepted while Redis was down; *seen*: the dupefilter has it."""
-
-    request: Request
-    seen: bool = False
+# KEYS: dupefilter set, queue. ARGV: fingerprint ("" = unfiltered), request,
+# score. The filter and the queue change together or not at all, so a reply
+# lost to an outage never leaves a fingerprint without its request.
+_ENQUEUE_LUA = """
+if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+# KEYS: queue, this worker's receipt. Pops the first request and keeps it in
+# the receipt, so a pop whose reply was lost can be recovered.
+_POP_LUA = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+if #first == 0 then return false end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
+redis.call('SET', KEYS[2], first[1], 'EX', 86400)
+return first[1]
+"""
 
 
 class Scheduler(scheduler.Scheduler):  # type: ignore[misc]
-    """scrapy-redis's scheduler, which outlives a Redis outage.
+    """scrapy-redis's scheduler (its priority queue), which outlives a Redis outage.
 
-    Invariant: ``_held`` holds, in arrival order, the requests accepted while
-    Redis was down; they go to Redis before any newer request, and an entry
-    leaves ``_held`` only once Redis has it (or its dupefilter refused it).
+    Invariants: ``_held`` holds, in arrival order, the requests accepted while
+    Redis was down; they go to Redis before any newer request and leave
+    ``_held`` only once Redis has them (or its dupefilter refused them).
+    Enqueueing (filter and queue) and popping are each one script, and a pop
+    also writes this worker's receipt: after a pop that failed, the receipt
+    tells whether Redis ran it (then the request is taken from the receipt),
+    so a lost reply loses no request.
     """
 
     def open(self, spider: Any) -> None:
-        self._held: deque[_Held] = deque()
-        self._down_since: float | None = None
+        queue_cls = load_object(self.queue_cls)
+        if not issubclass(queue_cls, PriorityQueue):
+            raise TypeError(
+                f"{type(self).__qualname__} needs SCHEDULER_QUEUE_CLASS "
+                f"scrapy_redis.queue.PriorityQueue, got {self.queue_cls!r}"
+            )
         super().open(spider)
+        self._held: deque[Request] = deque()
+        self._down_since: float | None = None
+        self._enqueue_script = self.server.register_script(_ENQUEUE_LUA)
+        self._pop_script = self.server.register_script(_POP_LUA)
+        self._receipt = f"{self.queue.key}:receipt:{uuid.uuid4().hex}"
+        self._last_popped: bytes | None = None
+        self._pop_failed = False
 
     def enqueue_request(self, request: Request) -> bool:
-        entry = _Held(request)
         if self._put_back():
             try:
-                return self._enqueue(entry)
+                return self._enqueue(request)
             except REDIS_DOWN as exc:
                 self._outage(exc)
-        self._held.append(entry)
+        self._held.append(request)
         if self.stats:
             self.stats.inc_value("scheduler/redis/held")
         return True
@@ -117,16 +146,24 @@ class Scheduler(scheduler.Scheduler):  # type: ignore[misc]
         if not self._put_back():
             return None
         try:
-            request: Request | None = self.queue.pop(0)
+            popped = self._recovered() if self._pop_failed else None
+            if popped is None:
+                self._pop_failed = True  # until its reply arrives
+                popped = self._pop_script(keys=[self.queue.key, self._receipt])
+                self._pop_failed = False
         except REDIS_DOWN as exc:
             self._outage(exc)
             return None
-        if request is not None and self.stats:
+        if not popped:
+            return None
+        self._last_popped = popped
+        if self.stats:
             self.stats.inc_value("scheduler/dequeued/redis")
+        request: Request = self.queue._decode_request(popped)
         return request
 
     def has_pending_requests(self) -> bool:
-        if self._held:
+        if self._held or self._pop_failed:
             return True
         try:
             return bool(len(self) > 0)
@@ -145,18 +182,33 @@ class Scheduler(scheduler.Scheduler):  # type: ignore[misc]
             )
         super().close(reason)
 
-    def _enqueue(self, entry: _Held) -> bool:
-        """Queue *entry* in Redis (``False``: a duplicate); raises :data:`REDIS_DOWN`."""
-        request = entry.request
-        if not entry.seen:
-            if not request.dont_filter and self.df.request_seen(request):
-                self.df.log(request, self.spider)
-                return False
-            entry.seen = True
-        self.queue.push(request)
+    def _enqueue(self, request: Request) -> bool:
+        """Queue *request* in Redis (``False``: a duplicate); raises :data:`REDIS_DOWN`."""
+        fingerprint = (
+            "" if request.dont_filter else self.df.request_fingerprint(request)
+        )
+        member = self.queue._encode_request(request)
+        keys = [self.df.key, self.queue.key]
+        if not self._enqueue_script(
+            keys=keys, args=[fingerprint, member, -request.priority]
+        ):
+            self.df.log(request, self.spider)
+            return False
         if self.stats:
             self.stats.inc_value("scheduler/enqueued/redis")
         return True
+
+    def _recovered(self) -> bytes | None:
+        """The request of a pop whose reply was lost, if Redis ran it."""
+        receipt: bytes | None = self.server.get(self._receipt)
+        self._pop_failed = False
+        if receipt is None or receipt == self._last_popped:
+            return None
+        logger.warning(
+            "Recovered a request popped from Redis when it went away",
+            extra={"spider": self.spider},
+        )
+        return receipt
 
     def _put_back(self) -> bool:
         """Move the held requests to Redis, oldest first; whether none is left."""

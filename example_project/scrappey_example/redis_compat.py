@@ -29,6 +29,7 @@ leaves a receipt).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -180,6 +181,8 @@ class Scheduler(scheduler.Scheduler):  # type: ignore[misc]
                 len(self._held),
                 extra={"spider": self.spider},
             )
+        with contextlib.suppress(*REDIS_DOWN):
+            self.server.delete(self._receipt)  # else it expires in a day
         super().close(reason)
 
     def _enqueue(self, request: Request) -> bool:

@@ -30,6 +30,10 @@ thread with no ``await`` between a check and its update):
   session must be freed whatever the budget (its price, 0 by default, is
   still counted). A refused ``sessions.create`` (priced sessions) closes the
   crawl at once: its pool could not go on anyway.
+
+With ``SCRAPPEY_REDIS_URL`` and a cap, the caps are every worker's together:
+a booking is also claimed in Redis before its call is sent, and undone by
+:meth:`Budget.refuse` when it does not fit (``shared_budget.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ if TYPE_CHECKING:
 
     from scrapy import Request
     from scrapy.statscollectors import StatsCollector
+
+    from .shared_budget import SharedBudget
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +123,8 @@ class Budget:
         self._open = 0  # bookings not settled yet, of any kind
         self._exhausted: str | None = None  # why, once exhausted
         self._closing = False
+        #: Called whenever a booking is closed (the shared budget's write).
+        self.on_change: Callable[[], None] | None = None
 
     def reserve(self, payload: dict[str, Any]) -> Booking:
         """Book *payload*'s worst case, or raise :class:`BudgetExhausted`."""
@@ -127,17 +135,36 @@ class Budget:
             None if payload.get("cmd") == "sessions.destroy" else self._refusal(booking)
         )
         if why is not None:
-            self._stats.inc_value("scrappey/budget/refused")
-            error = self.exhausted(why)
-            if kind == "sessions":
-                # Its pool would close the crawl at once as "sessions
-                # unavailable": close it now, and for the real reason.
-                self._close_when_settled(now=True)
-            raise error
+            raise self._refuse(kind, why)
         self.reserved += booking.worst
         self.pending += booking.paid_request
         self._open += 1
         return booking
+
+    def refuse(self, booking: Booking, why: str) -> BudgetExhausted:
+        """Undo *booking* (its call was not sent) and refuse it as :meth:`reserve`
+        refuses: the shared budget (``shared_budget.py``) had no room for it."""
+        self.settle(booking, None)
+        return self._refuse(booking.kind, why)
+
+    @property
+    def commitment(self) -> tuple[int, int]:
+        """``(charged + uncertain + reserved, paid + pending)``: what the caps count."""
+        return self.charged + self.uncertain + self.reserved, self.paid + self.pending
+
+    @property
+    def reason(self) -> str | None:
+        """Why the budget is exhausted (``None``: it is not)."""
+        return self._exhausted
+
+    def _refuse(self, kind: str, why: str) -> BudgetExhausted:
+        self._stats.inc_value("scrappey/budget/refused")
+        error = self.exhausted(why)
+        if kind == "sessions":
+            # Its pool would close the crawl at once as "sessions
+            # unavailable": close it now, and for the real reason.
+            self._close_when_settled(now=True)
+        return error
 
     def settle(self, booking: Booking, charge: Charge | None) -> None:
         """Close *booking*: *charge* is what the reply cost (``None``: nothing)."""
@@ -224,6 +251,8 @@ class Budget:
         self.reserved -= booking.worst
         self.pending -= booking.paid_request
         self._open -= 1
+        if self.on_change is not None:
+            self.on_change()
         self._close_when_settled()
 
     def _add(self, key: str, micros: int) -> None:
@@ -237,6 +266,8 @@ class CostedClient(ScrappeyClient):
     def __init__(self, api_url: str, api_key: str, budget: Budget) -> None:
         super().__init__(api_url, api_key)
         self.budget = budget
+        #: The budget shared with other workers through Redis, when there is one.
+        self.shared: SharedBudget | None = None
 
     async def call(self, payload: dict[str, Any], *, timeout: float) -> ApiReply:
         return (await self.costed_call(payload, timeout=timeout))[0]
@@ -246,6 +277,9 @@ class CostedClient(ScrappeyClient):
     ) -> tuple[ApiReply, Charge]:
         """:meth:`call`, and what the reply cost."""
         booking = self.budget.reserve(payload)
+        if self.shared is not None:
+            # Reserve before send, account-wide (shared_budget.py).
+            await self.shared.claim(booking, payload)
         try:
             reply = await super().call(payload, timeout=timeout)
         except (ScrappeyAPIError, ScrappeyAuthError, ScrappeyConfigError) as ex:

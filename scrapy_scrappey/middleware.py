@@ -43,6 +43,7 @@ from .routing import Route, Router, allowed_domains
 from .session_check import CheckFailure, SessionChecks
 from .session_init import SessionInit
 from .sessions import Session, SessionManager
+from .shared_budget import SharedBudget
 from .throttle import TargetThrottle
 
 if TYPE_CHECKING:
@@ -135,6 +136,14 @@ class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
             on_low=self._on_fatal,
             spawn=self._tasks.spawn,
         )
+        self._client.shared = SharedBudget.for_crawl(
+            self._budget,
+            self._redis,
+            crawler.stats,
+            self._tasks,
+            name=getattr(spider, "name", None) or "spider",
+            extra={"spider": spider},
+        )
         self._watcher: asyncio.Future[None] | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.engine_started, signal=signals.engine_started)
@@ -188,6 +197,8 @@ class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
             return
         try:
             await self._redis.open(self.config.max_sessions, extra={"spider": spider})
+            if self._client.shared is not None:
+                await self._client.shared.open()
         except RedisUnreachable as ex:
             self._on_fatal("scrappey_redis_unreachable", str(ex))
             raise
@@ -201,6 +212,8 @@ class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
         if self._watcher is not None:
             self._watcher.cancel()
         await self._sessions.close()
+        if self._client.shared is not None:
+            await self._client.shared.close()
         if self._redis is not None:
             await self._redis.close()
         if self._ledger is not None:

@@ -27,22 +27,27 @@ take the last slot.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import logging
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._settings import read_float
 from .exceptions import ScrappeyConfigError, ScrappeyError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Seconds between two heartbeats of a worker (each rewrites its slot count),
 #: unless ``SCRAPPEY_REDIS_HEARTBEAT`` says otherwise.
@@ -238,14 +243,34 @@ class RedisLink:
         """Run the script; redis-py's errors become ``OSError`` (retried by callers)."""
         if self._client is None:
             raise ConnectionError("the Redis link is closed")
-        from redis.exceptions import RedisError
-
         ttl_ms = int(self.slot_ttl * 1000)
         self._seq += 1
-        try:
-            reply = await self._script(
+        reply = await command(
+            self._script(
                 keys=self._keys, args=[self.worker_id, count, cap, ttl_ms, self._seq]
             )
-        except RedisError as ex:
-            raise ConnectionError(f"Redis: {ex}") from ex
+        )
         return [int(x) for x in reply]
+
+
+async def command(call: Awaitable[T]) -> T:
+    """Await one redis-py command: its errors become ``ConnectionError`` (an
+    ``OSError``, retried by callers), and a cancellation it lost is raised.
+
+    redis-py sends through ``asyncio.wait_for``, which before Python 3.12
+    drops a cancel that arrives as the send completes (CPython gh-86296):
+    a cancelled heartbeat loop would then never end, and its crawl never
+    close. ``Task.cancelling()`` (3.11+) tells that a cancel was requested.
+    """
+    from redis.exceptions import RedisError
+
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", lambda: 0)
+    before = cancelling()
+    try:
+        result = await call
+    except RedisError as ex:
+        raise ConnectionError(f"Redis: {ex}") from ex
+    if cancelling() > before:
+        raise asyncio.CancelledError
+    return result

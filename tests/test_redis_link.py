@@ -96,6 +96,21 @@ def test_worker_ids_name_the_host_and_pid_and_differ():
 
 
 @deferred_f_from_coro_f
+async def test_a_command_keeps_a_cancel_that_redis_py_dropped():
+    async def dropping():  # as asyncio.wait_for before Python 3.12 (gh-86296)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "sent"
+
+    task = asyncio.ensure_future(redis_link.command(dropping()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@deferred_f_from_coro_f
 async def test_an_unreachable_redis_is_named_without_its_password(free_port):
     link = RedisLink(f"redis://:s3cret@127.0.0.1:{free_port}/0", "k")
     with pytest.raises(RedisUnreachable) as info:

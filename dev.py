@@ -4,8 +4,10 @@
     python3 dev.py test      # lint, format check, type check and the whole test suite
     python3 dev.py test-min  # the test suite on the oldest supported Scrapy (2.14)
     python3 dev.py demo      # run the example project's demo crawl (see README)
+    python3 dev.py demo-redis  # 3 scrapy-redis workers sharing a real redis-server
     python3 dev.py bench     # run the benchmarks (add --quick for a smoke run)
-    python3 dev.py ci        # what .ci/run runs: test, test-min, demo, quick benchmarks
+    python3 dev.py ci        # what .ci/run runs: test, test-min, demo, demo-redis,
+                             # quick benchmarks
                              # (installs Chromium and redis-server with apt-get first
                              # when root and missing)
 
@@ -79,6 +81,10 @@ def demo(args: list[str]) -> None:
     _run([_ensure_venv(VENV), "-m", "example_project.demo", *args])
 
 
+def demo_redis(args: list[str]) -> None:
+    _run([_ensure_venv(VENV), "-m", "example_project.demo_redis", *args])
+
+
 def bench(args: list[str]) -> None:
     _run([_ensure_venv(VENV), "-m", "bench", *args])
 
@@ -117,10 +123,18 @@ def ci(args: list[str]) -> None:
     test(args)
     test_min([])
     demo([])
+    demo_redis([])
     bench(["--quick"])
 
 
-COMMANDS = {"test": test, "test-min": test_min, "demo": demo, "bench": bench, "ci": ci}
+COMMANDS = {
+    "test": test,
+    "test-min": test_min,
+    "demo": demo,
+    "demo-redis": demo_redis,
+    "bench": bench,
+    "ci": ci,
+}
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ BENCHMARKS = {
     "p7": ("bench.p7_pools", "P7 many named pools: fairness, per-pool concurrency"),
     "p8": ("bench.p8_detectors", "P8 ban detectors: time per response"),
     "p9": ("bench.p9_browser", "P9 browser engine vs bare Playwright"),
+    "p10": ("bench.p10_scale", "P10 scale-out: 1, 2, 3 scrapy-redis workers"),
 }
 TIMEOUT = {"quick": 120, "full": 600}
 

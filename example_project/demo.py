@@ -45,6 +45,7 @@ from scrapy_scrappey.local import Faults, LocalScrappey
 from scrapy_scrappey.local.engine_choice import missing_browser
 
 from .demo_site import BAN_AFTER, LOGOUT_AFTER, DemoSite
+from .processes import stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -222,7 +223,7 @@ def run_spider(
     except subprocess.TimeoutExpired:
         run.errors.append(f"timed out after {SPIDER_TIMEOUT:.0f} s")
     finally:
-        _stop(process)
+        stop_process(process)
     if verbose:
         print(run.log, file=sys.stderr)
     after = servers.stats(server)
@@ -279,17 +280,6 @@ def _row(run: Run, shows: str) -> str:
         f"{f'{run.created}/{run.destroyed}':<27} {run.inits:>5} "
         f"{run.retired:>7} {run.bans.total():>4} {run.cost:>5g}  {shows}"
     )
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         if run.problems() and not args.verbose:
             print(f"\n--- log of {run.spider} (last 40 lines) ---", file=sys.stderr)
             print("\n".join(run.log.splitlines()[-40:]), file=sys.stderr)
+    return verdict(failures, started)
+
+
+def verdict(failures: list[str], started: float, where: str = "") -> int:
+    """Print whether a demo passed (and where its output is); its exit code."""
     elapsed = time.monotonic() - started
     if failures:
-        print(f"\nDemo FAILED in {elapsed:.1f} s:", file=sys.stderr)
+        print(f"\nDemo FAILED in {elapsed:.1f} s{where}:", file=sys.stderr)
         for failure in failures:
             print(f"  - {failure}", file=sys.stderr)
         return 1
-    print(f"\nDemo OK in {elapsed:.1f} s.")
+    print(f"\nDemo OK in {elapsed:.1f} s{where}.")
     return 0
 
 

@@ -43,9 +43,13 @@ account's, over every worker sharing the Redis:
   heartbeat rewrites the count every ``SCRAPPEY_REDIS_HEARTBEAT``, which also
   repairs any write lost to a Redis outage, and keeps the slots alive (they
   expire after three missed heartbeats: a dead worker's slots free themselves).
-* Peers holding the rest of the cap make a create wait (polling Redis), never
-  evict: only the local cap evicts, as in one process. A Redis failure also
-  makes a create wait, with back-off; what is already open keeps serving.
+* Peers holding the rest of the cap make a create wait (polling Redis), except
+  the first session of a pool while this worker has an idle session of another
+  pool: that one is evicted (least recently used, as the local cap does), so
+  workers that each hold idle sessions while waiting for a new pool (domain
+  scope over many domains) cannot deadlock. A worker never evicts another's
+  sessions. A Redis failure also makes a create wait, with back-off; what is
+  already open keeps serving.
 * No create is admitted once the close began (``_closing``): the close cancels
   the creates, and :meth:`SessionCap.room` also ends them itself, before each
   claim and before admitting, because a cancel can be lost. Before Python 3.12
@@ -129,11 +133,15 @@ class SessionCap:
         await self._changed.wait()
 
     @contextlib.asynccontextmanager
-    async def room(self) -> AsyncIterator[None]:
-        """Admit one create under SCRAPPEY_MAX_SESSIONS, evicting one session at a time."""
+    async def room(self, pool: str | None = None) -> AsyncIterator[None]:
+        """Admit one create (for *pool*) under SCRAPPEY_MAX_SESSIONS, evicting one
+        session at a time."""
         cap = self._config.max_sessions
         while cap and not await self._claim(cap):
-            if self._count() < cap:
+            # Redis down: wait for it rather than evict on a count not read.
+            if self._count() < cap and (
+                self._redis_failures or not self._idle_elsewhere(pool)
+            ):
                 await self._wait_peers()
                 continue
             if not any(s.retired for s in self._open.values()):
@@ -161,6 +169,18 @@ class SessionCap:
             # comes as a send ends (Python < 3.12). The create would go on
             # claiming, and close() would wait for it while the slots expire.
             raise asyncio.CancelledError("the Scrappey sessions are closing")
+
+    def _idle_elsewhere(self, pool: str | None) -> bool:
+        """Whether *pool* has no session here while another pool has an idle one.
+
+        Then the peers' share of the cap is no reason to wait: evicting that
+        idle session (this worker's own) makes room. Filling a pool that has
+        a session already never evicts for peers, or pools would churn.
+        """
+        live = [s for s in self._open.values() if not s.retired]
+        if pool is None or any(s.pool == pool for s in live):
+            return False
+        return any(not s.preparing and not s.in_flight for s in live)
 
     def start(self) -> None:
         """Start the heartbeat that keeps this worker's shared slots alive."""

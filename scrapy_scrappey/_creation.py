@@ -71,7 +71,7 @@ class SessionCreator:
         wait = _OverLimitWait(self._config.session_over_limit_wait)
         while True:
             try:
-                async with self._cap.room():
+                async with self._cap.room(pool_key):
                     session_id = await self._api.create(params, pool=pool_key)
                     return self._created(session_id, pool_key)
             except (ScrappeyTransportError, ScrappeyAPIError) as ex:

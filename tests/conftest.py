@@ -28,6 +28,12 @@ is stopped after it, whether the test passed or not.
   when ``redis-server`` (or the ``redis`` extra) is not installed.
 * ``free_port``: a port of 127.0.0.1 that nothing listens on (connections
   to it are refused).
+* ``make_scale_run(**config)``: the scale-out runner
+  (:class:`example_project.scale.ScaleRun`: redis-server, the shops site, the
+  local server as a process; ``start_workers()`` then starts ``scrapy crawl
+  shops`` processes), with a :class:`~example_project.scale.ScaleConfig` of
+  *config*, stopped after the test. Skipped, with the reason, only when
+  ``redis-server`` or scrapy-redis is not installed.
 
 Servers started as processes use the http engine unless a test passes
 ``--engine`` (``SCRAPPEY_LOCAL_ENGINE`` is set to ``http`` here), so that
@@ -52,6 +58,7 @@ import pytest_twisted
 from scrapy.utils.defer import deferred_from_coro
 
 from example_project.demo_site import DemoSite
+from example_project.scale import ScaleConfig, ScaleRun
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import LocalScrappey
 from scrapy_scrappey.local.engine_choice import (
@@ -225,6 +232,24 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with RedisServer(binary, tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def make_scale_run(tmp_path: Path) -> Iterator[Callable[..., ScaleRun]]:
+    """``make_scale_run(**config)``: a started scale-out run (see the module docstring)."""
+    pytest.importorskip("scrapy_redis", reason="scrapy-redis is not installed")
+    if find_redis_server() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with contextlib.ExitStack() as stack:
+        runs: list[ScaleRun] = []
+
+        def make(**config: Any) -> ScaleRun:
+            folder = tmp_path / f"run-{len(runs) + 1}"
+            folder.mkdir()
+            runs.append(stack.enter_context(ScaleRun(ScaleConfig(**config), folder)))
+            return runs[-1]
+
+        yield make
 
 
 @pytest.fixture(scope="module")

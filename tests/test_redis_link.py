@@ -305,6 +305,39 @@ async def test_a_closing_worker_keeps_its_slots_until_its_sessions_are_gone(
 
 
 @deferred_f_from_coro_f
+async def test_a_new_pool_evicts_an_idle_session_of_its_own_worker_not_a_peers(
+    redis_server, make_local_server
+):
+    # Domain scope over more domains than the account cap: each worker holds
+    # an idle session while it needs one for a new domain. Waiting for the
+    # peers would deadlock; each evicts its own idle session instead.
+    server = await make_local_server(max_sessions=2)
+    async with contextlib.AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(
+            _worker(server, redis_server.url, max_sessions=2)
+        )
+        b, _ = await stack.enter_async_context(
+            _worker(server, redis_server.url, max_sessions=2)
+        )
+        await asyncio.gather(a.start(["x"]), b.start(["y"]))
+        await _until(lambda: server.stats()["sessions"]["open"] == 2, "2 open")
+        opened = set(server.stats()["open_sessions"])
+        held = await b.lease("y")  # b's session is busy, a's is idle
+        session = await asyncio.wait_for(a.lease("z"), 20)
+        a.release(session)
+        assert held.id in server.stats()["open_sessions"]  # the peer's stays
+        assert set(server.stats()["open_sessions"]) == {held.id, session.id}
+        assert opened - {held.id} <= {
+            e["session"]
+            for e in server.stats()["commands"]
+            if e["cmd"] == "sessions.destroy"
+        }
+        b.release(held)
+    assert _over_limit(server) == 0
+    assert _max_open(server) == 2
+
+
+@deferred_f_from_coro_f
 async def test_heartbeats_keep_the_slots_of_a_live_worker(
     redis_server, make_local_server, monkeypatch
 ):

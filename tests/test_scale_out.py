@@ -12,26 +12,15 @@ stats and command log, and each worker's items (written as they come).
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-import scrapy_scrappey
 from tests.reliability_support import wait_for
 
 pytestmark = pytest.mark.slow
 
 #: A safeguard against a hang, not a timing assertion.
 TIMEOUT = 120.0
-
-
-def _needs(module, what):
-    # Parts of issue #14 built on other branches; without them these tests
-    # cannot pass (once merged, the marks do nothing).
-    missing = not Path(scrapy_scrappey.__file__).with_name(f"{module}.py").exists()
-    return pytest.mark.skipif(
-        missing, reason=f"needs {what} (scrapy_scrappey/{module}.py)"
-    )
 
 
 def _events(server_stats, event):
@@ -60,7 +49,6 @@ def test_three_workers_crawl_every_page_once_under_the_account_cap(make_scale_ru
     assert sum(map(len, sessions)) == len(set().union(*sessions))
 
 
-@_needs("shared_ledger", "the shared ledger and its reaper")
 def test_a_killed_workers_sessions_are_reaped_and_the_others_finish(make_scale_run):
     heartbeat = 1.0
     run = make_scale_run(
@@ -109,7 +97,6 @@ def test_a_killed_workers_sessions_are_reaped_and_the_others_finish(make_scale_r
     assert max(late.values()) <= 2 * heartbeat, late
 
 
-@_needs("shared_budget", "the shared budget")
 def test_a_shared_budget_stops_every_worker(make_scale_run):
     run = make_scale_run(
         workers=3,

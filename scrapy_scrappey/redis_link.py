@@ -171,7 +171,7 @@ class RedisLink:
         """Connect and ping; raise :class:`RedisUnreachable` naming the setting.
 
         *cap* (``SCRAPPEY_MAX_SESSIONS``) is only logged: without one, the
-        link shares nothing yet, which is worth a warning.
+        workers' sessions are not capped together, which is worth a warning.
         """
         # redis is an optional extra, needed only with the setting (checked by redis_url).
         import redis.asyncio as aioredis
@@ -191,13 +191,16 @@ class RedisLink:
             ) from None
         logger.log(
             logging.INFO if cap else logging.WARNING,
-            "Scrappey: worker %(worker)s shares SCRAPPEY_MAX_SESSIONS (%(cap)s) "
-            "through Redis at %(url)s%(note)s",
+            "Scrappey: worker %(worker)s shares its sessions, SCRAPPEY_MAX_SESSIONS "
+            "(%(cap)s) and the budget through Redis at %(url)s%(note)s",
             {
                 "worker": self.worker_id,
                 "cap": cap or "unset",
                 "url": shown_url(self.url),
-                "note": "" if cap else ": without a cap there is nothing to share",
+                "note": ""
+                if cap
+                else ": without it the workers together may open more sessions "
+                "than the account allows (CODE-0029)",
             },
             extra=extra,
         )

@@ -131,7 +131,7 @@ async def test_the_worker_is_logged_and_a_missing_cap_warned(redis_server, caplo
         await link.close()
         (record,) = [r for r in caplog.records if link.worker_id in r.getMessage()]
         assert record.levelno == level
-        assert ("nothing to share" in record.getMessage()) == (cap == 0)
+        assert ("CODE-0029" in record.getMessage()) == (cap == 0)
 
 
 @deferred_f_from_coro_f

@@ -1,8 +1,19 @@
-"""The one INFO line a crawl logs about Scrappey when the spider closes."""
+"""The INFO lines a crawl logs about Scrappey when the spider opens and closes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._redact import key_hint
+from ._speed import capacity
+
+if TYPE_CHECKING:
+    from .config import Config
+
+_START = (
+    "Scrappey: routing %(what)s requests through %(url)s with the key %(key)r, "
+    "session scope %(scope)r, %(capacity)s"
+)
 
 _SUMMARY = (
     "Scrappey: %(requests)d API request(s); sessions created %(created)d, destroyed "
@@ -17,6 +28,17 @@ _COST = (
 _ORPHANS = (
     "; sessions of earlier crawls: found %(orphans)d, destroyed %(orphans_destroyed)d"
 )
+
+
+def start_line(config: Config) -> tuple[str, dict[str, Any]]:
+    """The line logged when the spider opens (the key shown as a hint only)."""
+    return _START, {
+        "what": "all" if config.transparent else "opted-in",
+        "url": config.api_url,
+        "key": key_hint(config.api_key),
+        "scope": config.session_scope,
+        "capacity": capacity(config),
+    }
 
 
 def summary(stats: dict[str, Any]) -> tuple[str, dict[str, Any]]:

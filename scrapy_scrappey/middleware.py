@@ -14,9 +14,9 @@ from ._lifecycle import CrawlLifecycle, spider_of
 from ._outcomes import ReplyOutcomes, record_session
 from ._pool_stats import PoolStats
 from ._priority import warn_if_misplaced, warn_if_pools_share_fingerprints
-from ._redact import key_hint, redact_url
-from ._speed import SlowLeaseHint, capacity
-from ._summary import summary
+from ._redact import redact_url
+from ._speed import SlowLeaseHint
+from ._summary import start_line, summary
 from ._tasks import TaskGroup
 from .balance import BalanceWatch
 from .budget import Budget, BudgetExhausted, CostedClient
@@ -156,18 +156,8 @@ class ScrappeyMiddleware(ReplyOutcomes, CrawlLifecycle):
     # -- signals -------------------------------------------------------------
 
     async def spider_opened(self, spider: Spider) -> None:
-        logger.info(
-            "Scrappey: routing %(what)s requests through %(url)s with the key %(key)r, "
-            "session scope %(scope)r, %(capacity)s",
-            {
-                "what": "all" if self.config.transparent else "opted-in",
-                "url": self.config.api_url,
-                "key": key_hint(self.config.api_key),
-                "scope": self.config.session_scope,
-                "capacity": capacity(self.config),
-            },
-            extra={"spider": spider},
-        )
+        message, args = start_line(self.config)
+        logger.info(message, args, extra={"spider": spider})
         warn_if_misplaced(self.crawler, self, extra={"spider": spider})
         warn_if_pools_share_fingerprints(self.crawler, self.config, {"spider": spider})
         self._watcher = self._tasks.spawn(

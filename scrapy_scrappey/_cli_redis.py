@@ -97,10 +97,9 @@ def reap_dead_workers(
     """Take and destroy the sessions of dead workers (``sessions cleanup --redis``).
 
     *destroy* gets the ids taken (maybe none) and returns those gone; the
-    others stay recorded, for the next cleanup or a live worker, and their
-    dead owners' cap slots stay pinned one slot TTL more. A dead owner's
-    slots are released once all its sessions are gone. Returns {taken id: its
-    dead owner}.
+    others stay recorded, for the next cleanup or a live worker, their dead
+    owners' cap slots pinned one slot TTL more (released once all its
+    sessions are gone). Returns {taken id: its dead owner}.
     """
     me = "cli-" + new_worker_id()
     pin_ms = round(link.slot_ttl * 1000)
@@ -112,22 +111,21 @@ def reap_dead_workers(
     try:
         gone = destroy(sorted(taken))
     finally:
-        left = {w for i, w in taken.items() if i not in gone}
-        done = tick_args(
-            me,
-            0,
-            forget=sorted(gone),
-            release=sorted(set(taken.values()) - left),
-            pin=sorted(left),
-            pin_ms=pin_ms,
-        )
-        _leave(link, done)
+        _leave(link, me, taken, gone, pin_ms)
     return taken
 
 
-def _leave(link: RedisLink, args: list[str | int]) -> None:
-    """The last write, tried again on a new connection: until it runs, the ids
-    taken stay this command's, held for :data:`_CLI_LIVENESS_MS`."""
+def _leave(
+    link: RedisLink, me: str, taken: dict[str, str], gone: Collection[str], pin: int
+) -> None:
+    """The last write (forget, release, pin, leave), tried again on a new
+    connection: until it runs, the ids taken stay this command's, held for
+    :data:`_CLI_LIVENESS_MS`."""
+    left = {w for i, w in taken.items() if i not in gone}
+    freed = sorted(set(taken.values()) - left)
+    args = tick_args(
+        me, 0, forget=sorted(gone), release=freed, pin=sorted(left), pin_ms=pin
+    )
     for _ in range(_LEAVE_TRIES - 1):
         if _written(link, args):
             return

@@ -27,10 +27,11 @@ Invariants:
   its destroy is confirmed; its owner entry is then deleted by a later write
   (``_forgotten``), and only if this worker still owns it.
 * The writes of one worker hold ``_lock``: a record cannot overtake the
-  delete that followed it. Each write gives up after :func:`_call_timeout`
-  (a quarter heartbeat at most) and the next try comes half a heartbeat
-  later, so one lost write never leaves a live worker 1.5 heartbeats
-  without a beat. (A write that timed out here may still run there late and
+  delete that followed it. Each write gives up after :meth:`_call_timeout`
+  (half a heartbeat at most) and the next try comes a quarter heartbeat
+  later: a tick half a heartbeat after the last beat, its timeout and the
+  retry stay under the 1.5 heartbeats of :data:`LIVENESS`, so one lost
+  write never makes a live worker dead. (A write that timed out here may still run there late and
   leave a stale entry: it is destroyed, "not found", once this worker is gone.)
 * A write never takes an id back from another worker: an owner changes only
   when the tick script's reap takes every id of the dead workers for the
@@ -213,8 +214,8 @@ class SharedLedger:
             await self._tick(reap)
             beat = self._link.heartbeat
             delay = beat / TICKS_PER_BEAT
-            if self._failures:
-                delay = min(delay * 2 ** (self._failures - 1), beat)
+            if self._failures:  # a quarter heartbeat first: see the invariants
+                delay = min(beat / 4 * 2 ** (self._failures - 1), beat)
             waiter = asyncio.ensure_future(done.wait())
             try:
                 await asyncio.wait({waiter}, timeout=delay)
@@ -262,20 +263,10 @@ class SharedLedger:
     ) -> tuple[bool, dict[str, str], list[str]] | None:
         """One run of the tick script; ``None`` when Redis failed (retried later)."""
         forget, release = sorted(self._forgotten), sorted(self._release)
-        live_ms = round(LIVENESS * self._link.heartbeat * 1000) if live else 0
-        args = tick_args(
-            self.worker_id,
-            live_ms,
-            reap=reap,
-            record=record,
-            forget=forget,
-            release=release,
-            pin=sorted(set(self._taken.values())),
-            pin_ms=round(self._link.slot_ttl * 1000),
-        )
         try:
             if self._script is None:
                 self._script = self._link.client.register_script(TICK_LUA)
+            args = self._args(record, forget, release, reap=reap, live=live)
             call = self._script(keys=ledger_keys(self._link), args=args)
             reply = parse_tick(await _within(command(call), self._call_timeout()))
         except OSError as ex:
@@ -289,9 +280,30 @@ class SharedLedger:
             self._judged_dead()
         return reply
 
+    def _args(
+        self,
+        record: list[str],
+        forget: list[str],
+        release: list[str],
+        *,
+        reap: bool,
+        live: bool,
+    ) -> list[str | int]:
+        live_ms = round(LIVENESS * self._link.heartbeat * 1000) if live else 0
+        return tick_args(
+            self.worker_id,
+            live_ms,
+            reap=reap,
+            record=record,
+            forget=forget,
+            release=release,
+            pin=sorted(set(self._taken.values())),
+            pin_ms=round(self._link.slot_ttl * 1000),
+        )
+
     def _call_timeout(self) -> float:
         """Seconds one ledger write may take: well within a tick (see the invariants)."""
-        return min(redis_link.COMMAND_TIMEOUT, self._link.heartbeat / 4)
+        return min(redis_link.COMMAND_TIMEOUT, self._link.heartbeat / 2)
 
     def _failed(self, error: Exception, record: list[str]) -> None:
         self._unwritten.update(i for i in record if i in self._held)

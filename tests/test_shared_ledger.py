@@ -409,6 +409,33 @@ async def test_the_last_worker_closing_during_a_reap_leaves_nothing_open(
 
 
 @deferred_f_from_coro_f
+async def test_what_the_last_worker_cannot_destroy_at_close_is_counted_leaked(
+    redis_server, make_local_server, caplog
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        (dead,) = await _started(stack, server, redis_server.url, 1, pool_size=3)
+        doomed = _open_ids(server)
+        last = await stack.enter_async_context(
+            _worker(server, redis_server.url, pool_size=1, close_timeout=0.5)
+        )
+        await last.manager.start(["spider"])
+        await dead.kill()
+        server.faults = Faults(fail_destroys=10_000)  # the API never destroys
+        await _until(lambda: doomed <= set(last.ledger._taken), "taken")
+        with caplog.at_level(logging.ERROR):
+            await last.manager.close()
+            last.killed = True  # closed already
+    assert doomed <= _open_ids(server)
+    # The 3 taken, and its own session.
+    assert last.stats.get_value("scrappey/sessions/leaked") == 4
+    (line,) = [
+        r.getMessage() for r in caplog.records if "of dead workers" in r.getMessage()
+    ]
+    assert all(s in line for s in doomed)
+
+
+@deferred_f_from_coro_f
 async def test_a_closing_worker_is_not_reaped_while_it_destroys_its_own_sessions(
     redis_server, make_local_server, api_calls
 ):

@@ -1,6 +1,6 @@
 """``--redis`` of the command line: the workers' shared ledger, blocking.
 
-The same script as the workers' reaper (:data:`~scrapy_scrappey.shared_ledger.TICK_LUA`)
+The same script as the workers' reaper (:data:`~scrapy_scrappey._ledger_script.TICK_LUA`)
 takes the sessions of dead workers, so a cleanup and a live worker never both
 destroy one session.
 """
@@ -8,15 +8,23 @@ destroy one session.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import Settings
 
+from ._ledger_script import (
+    TICK_LUA,
+    ledger_keys,
+    owner_of,
+    parse_tick,
+    text,
+    tick_args,
+)
 from .exceptions import ScrappeyConfigError
 from .redis_link import RedisLink, new_worker_id, redis_url, shown_url
 from .session_api import SESSION_ID_PREFIX
-from .shared_ledger import TICK_LUA, ledger_keys, owner_of, parse_tick, text, tick_args
 
 if TYPE_CHECKING:
     import argparse
@@ -26,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Milliseconds the command line counts as alive while it cleans up.
 _CLI_LIVENESS_MS = 300_000
+#: Tries of the last write (it releases the ids taken).
+_LEAVE_TRIES = 3
 
 
 class RedisFailed(Exception):
@@ -87,22 +97,48 @@ def reap_dead_workers(
     """Take and destroy the sessions of dead workers (``sessions cleanup --redis``).
 
     *destroy* gets the ids taken (maybe none) and returns those gone; the
-    others stay recorded, for the next cleanup or a live worker. Returns
-    {taken id: its dead owner}.
+    others stay recorded, for the next cleanup or a live worker, their dead
+    owners' cap slots pinned one slot TTL more (released once all its
+    sessions are gone). Returns {taken id: its dead owner}.
     """
     me = "cli-" + new_worker_id()
+    pin_ms = round(link.slot_ttl * 1000)
     with _blocking_client(link) as client:
         script = client.register_script(TICK_LUA)
-        args = tick_args(me, _CLI_LIVENESS_MS, reap=True)
-        _, taken, dead = parse_tick(script(keys=ledger_keys(link), args=args))
-        gone: Collection[str] = ()
-        try:
-            gone = destroy(sorted(taken))
-        finally:
-            # Leave: what was not destroyed is a dead worker's again.
-            done = tick_args(me, 0, forget=sorted(gone), release=dead)
-            script(keys=ledger_keys(link), args=done)
+        args = tick_args(me, _CLI_LIVENESS_MS, reap=True, pin_ms=pin_ms)
+        _, taken, _ = parse_tick(script(keys=ledger_keys(link), args=args))
+    gone: Collection[str] = ()
+    try:
+        gone = destroy(sorted(taken))
+    finally:
+        _leave(link, me, taken, gone, pin_ms)
     return taken
+
+
+def _leave(
+    link: RedisLink, me: str, taken: dict[str, str], gone: Collection[str], pin: int
+) -> None:
+    """The last write (forget, release, pin, leave), tried again on a new
+    connection: until it runs, the ids taken stay this command's, held for
+    :data:`_CLI_LIVENESS_MS`."""
+    left = {w for i, w in taken.items() if i not in gone}
+    freed = sorted(set(taken.values()) - left)
+    args = tick_args(
+        me, 0, forget=sorted(gone), release=freed, pin=sorted(left), pin_ms=pin
+    )
+    for _ in range(_LEAVE_TRIES - 1):
+        if _written(link, args):
+            return
+        time.sleep(1.0)  # the command line blocks anyway: no reactor here
+    with _blocking_client(link) as client:
+        client.register_script(TICK_LUA)(keys=ledger_keys(link), args=args)
+
+
+def _written(link: RedisLink, args: list[str | int]) -> bool:
+    with contextlib.suppress(RedisFailed), _blocking_client(link) as client:
+        client.register_script(TICK_LUA)(keys=ledger_keys(link), args=args)
+        return True
+    return False
 
 
 @contextlib.contextmanager

@@ -122,7 +122,7 @@ class SessionManager(PoolFilling):
         """Create the initial pools concurrently; raise if one cannot be filled."""
         self._cap.start()
         if self._shared is not None:
-            self._shared.start(self._tasks, self.destroy_ids)
+            self._shared.start(self._tasks, self.destroy_ids, self._fenced)
         cap = self._config.max_sessions
         fit = self._fitting(pool_keys) if cap else len(pool_keys)
         if len(pool_keys) > fit:
@@ -236,13 +236,24 @@ class SessionManager(PoolFilling):
         if self._shared is not None:
             self._shared.stop()
         await self._tasks.close()
-        await self._cap.close()
-        if self._shared is not None:
-            await self._shared.close()
+        if self._shared is None:
+            await self._cap.close()
+            return
+        async with self._shared.kept():  # peers must not reap a closing worker
+            timeout = self._config.close_timeout
+            await asyncio.gather(self._cap.close(), self._shared.destroy_taken(timeout))
+        await self._shared.close()
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""
         return await self._api.destroy_many(session_ids, orphans=True)
+
+    def _fenced(self, session_ids: list[str]) -> None:
+        """Retire the sessions a peer took: this worker was judged dead."""
+        for session_id in session_ids:
+            session = self._known.get(session_id)
+            if session is not None:
+                self.retire(session, "judged_dead")
 
     # -- leasing -------------------------------------------------------------
 

@@ -27,17 +27,29 @@ Invariants:
   its destroy is confirmed; its owner entry is then deleted by a later write
   (``_forgotten``), and only if this worker still owns it.
 * The writes of one worker hold ``_lock``: a record cannot overtake the
-  delete that followed it. (A write that timed out here may still run there
-  late and leave a stale entry: it is destroyed, "not found", once this
-  worker is gone.)
-* Only the tick script changes an owner, atomically taking every id of the
-  dead workers for the caller, so one worker at a time destroys a session;
-  if it dies meanwhile, the ids are its own and the next live worker takes
-  them. A worker reaps only after :data:`_STEADY_TICKS` successful ticks in a
-  row: after an outage, its peers get one liveness period to beat again (their
-  retries are at most one heartbeat apart).
-* At close the worker writes its last state and leaves ``workers``: what its
-  close could not destroy is at once a dead worker's, for a peer or the CLI.
+  delete that followed it. Each write gives up after :meth:`_call_timeout`
+  (half a heartbeat at most) and the next try comes a quarter heartbeat
+  later: a tick half a heartbeat after the last beat, its timeout and the
+  retry stay under the 1.5 heartbeats of :data:`LIVENESS`, so one lost
+  write never makes a live worker dead. (A write that timed out here may still run there late and
+  leave a stale entry: it is destroyed, "not found", once this worker is gone.)
+* A write never takes an id back from another worker: an owner changes only
+  when the tick script's reap takes every id of the dead workers for the
+  caller, so one worker at a time destroys a session; if it dies meanwhile,
+  the ids are its own and the next live worker takes them. A worker reaps
+  only after :data:`_STEADY_TICKS` successful ticks in a row: after an
+  outage, its peers get one liveness period to beat again.
+* A worker told it was judged dead retires the sessions it held (fenced:
+  their ids were taken, they are or will be destroyed) and its pools refill.
+* ``_taken`` holds the ids taken from dead workers whose destroy is not
+  confirmed; each write pins (keeps counting) the cap slots of their dead
+  owners for one slot TTL, and a dead worker's slots are released only once
+  none of its ids is left in ``_taken``. If this worker dies too, the pin
+  expires and the next reaper takes the ids (and pins again).
+* At close the worker keeps beating (without reaping) while its sessions and
+  ``_taken`` are destroyed, then writes its last state and leaves
+  ``workers``: what it could not destroy is at once a dead worker's, for a
+  peer or the CLI.
 """
 
 from __future__ import annotations
@@ -45,12 +57,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import redis_link
+from ._ledger_script import TICK_LUA, ledger_keys, parse_tick, tick_args
 from .redis_link import command
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from scrapy.statscollectors import StatsCollector
 
@@ -59,112 +73,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Heartbeats a worker stays alive after its last write.
 LIVENESS = 1.5
 #: Ticks (beat, then reap) per heartbeat.
 TICKS_PER_BEAT = 2
 #: Successful ticks in a row before a worker reaps: one liveness period.
 _STEADY_TICKS = round(LIVENESS * TICKS_PER_BEAT)
-_KEY_NAMES = ("owners", "workers", "reaped", "slots", "alive")
-
-# KEYS: owners, workers, reaped, the cap's slots and alive (redis_link.py).
-# ARGV: me, liveness ms (0: leave), reap (1/0), #records, #forgets, then the
-# ids to record, the ids to forget, the dead workers whose slots to release.
-# Returns {judged dead since the last write (1/0), {id, owner, ...} taken,
-# {dead worker, ...}}.
-TICK_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local me, live = ARGV[1], tonumber(ARGV[2])
-local nrec, nfor = tonumber(ARGV[4]), tonumber(ARGV[5])
-if live > 0 then
-  redis.call('ZADD', KEYS[2], now + live, me)
-else
-  redis.call('ZREM', KEYS[2], me)
-end
-local judged = redis.call('HDEL', KEYS[3], me)
-for i = 6, 5 + nrec do redis.call('HSET', KEYS[1], ARGV[i], me) end
-for i = 6 + nrec, 5 + nrec + nfor do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == me then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-for i = 6 + nrec + nfor, #ARGV do
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  redis.call('ZREM', KEYS[5], ARGV[i])
-end
-local taken, dead = {}, {}
-if ARGV[3] == '1' then
-  local gone = {}
-  for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)) do
-    redis.call('ZREM', KEYS[2], w)
-    gone[w] = true
-  end
-  local flat = redis.call('HGETALL', KEYS[1])
-  for i = 1, #flat, 2 do
-    local w = flat[i + 1]
-    if w ~= me then
-      if gone[w] == nil then gone[w] = not redis.call('ZSCORE', KEYS[2], w) end
-      if gone[w] then
-        redis.call('HSET', KEYS[1], flat[i], me)
-        table.insert(taken, flat[i])
-        table.insert(taken, w)
-      end
-    end
-  end
-  for w, d in pairs(gone) do
-    if d then
-      table.insert(dead, w)
-      redis.call('HSET', KEYS[3], w, now)
-    end
-  end
-  redis.call('PEXPIRE', KEYS[3], 86400000)
-end
-return {judged, taken, dead}
-"""
-
-
-def tick_args(
-    me: str,
-    live_ms: int,
-    *,
-    reap: bool = False,
-    record: Sequence[str] = (),
-    forget: Sequence[str] = (),
-    release: Sequence[str] = (),
-) -> list[str | int]:
-    """The ARGV of :data:`TICK_LUA`."""
-    head: list[str | int] = [me, live_ms, int(reap), len(record), len(forget)]
-    return [*head, *record, *forget, *release]
-
-
-def parse_tick(reply: Any) -> tuple[bool, dict[str, str], list[str]]:
-    """(judged dead, {taken id: its dead owner}, dead workers) from :data:`TICK_LUA`."""
-    judged, flat, dead = reply
-    words = [text(x) for x in flat]
-    return (
-        bool(int(judged)),
-        dict(zip(words[::2], words[1::2], strict=True)),
-        [text(w) for w in dead],
-    )
-
-
-def text(value: bytes | str) -> str:
-    """A Redis reply's string (redis-py answers bytes unless told otherwise)."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def owner_of(session_id: str, prefix: str) -> str | None:
-    """The worker id a session id names (``None``: not one of ours, or older)."""
-    if not session_id.startswith(prefix):
-        return None
-    worker, sep, _ = session_id[len(prefix) :].rpartition("-")
-    return worker if sep and worker else None
-
-
-def ledger_keys(link: RedisLink) -> list[str]:
-    """The KEYS of :data:`TICK_LUA` for *link*'s account."""
-    return [link.key(name) for name in _KEY_NAMES]
 
 
 class SharedLedger:
@@ -179,7 +95,7 @@ class SharedLedger:
         self._held: set[str] = set()
         self._unwritten: set[str] = set()
         self._forgotten: set[str] = set()
-        self._leftover: set[str] = set()  # taken, their destroy failed
+        self._taken: dict[str, str] = {}  # id → its dead owner, not yet destroyed
         self._release: set[str] = set()  # dead workers whose slots to free
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -187,10 +103,11 @@ class SharedLedger:
         self._steady = 0
         self._warned = False
         self._reaping = 0
-        self._retry_tick = 0  # leftovers are retried from this tick on
+        self._retry_tick = 0  # failed destroys are retried from this tick on
         self._retry_gap = 1
         self._script: Any = None
         self._destroy: Callable[[list[str]], Awaitable[list[str]]] | None = None
+        self._fence: Callable[[list[str]], None] = lambda ids: None
         self._tasks: TaskGroup | None = None
         #: Ticks so far (:data:`TICKS_PER_BEAT` per heartbeat), for tests and logs.
         self.ticks = 0
@@ -200,11 +117,16 @@ class SharedLedger:
         return self._link.worker_id
 
     def start(
-        self, tasks: TaskGroup, destroy: Callable[[list[str]], Awaitable[list[str]]]
+        self,
+        tasks: TaskGroup,
+        destroy: Callable[[list[str]], Awaitable[list[str]]],
+        fence: Callable[[list[str]], None] | None = None,
     ) -> None:
-        """Beat and reap in the background; *destroy* destroys ids, returns those gone."""
+        """Beat and reap in the background; *destroy* destroys ids, returns those
+        gone; *fence* retires this worker's sessions once it was judged dead."""
         self._tasks, self._destroy = tasks, destroy
-        tasks.spawn(self._ticking(), name="scrappey-redis-ledger")
+        self._fence = fence or self._fence
+        tasks.spawn(self._ticking(self._stop, reap=True), name="scrappey-redis-ledger")
 
     def hold(self, session_id: str) -> None:
         """Hold *session_id* (written by the next :meth:`flush` or tick)."""
@@ -216,8 +138,10 @@ class SharedLedger:
         """Drop *session_id*, destroyed or known gone (deleted by the next write)."""
         self._held.discard(session_id)
         self._unwritten.discard(session_id)
-        self._leftover.discard(session_id)
         self._forgotten.add(session_id)
+        owner = self._taken.pop(session_id, None)
+        if owner is not None and owner not in self._taken.values():
+            self._release.add(owner)  # its last session is gone: free its slots
 
     async def flush(self) -> None:
         """Write the held ids not yet in Redis; while Redis fails, leave them to the tick."""
@@ -226,6 +150,43 @@ class SharedLedger:
         async with self._lock:
             if self._unwritten and not self._failures:
                 await self._write(sorted(self._unwritten))
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        """Beat, without reaping, inside the block (the close destroys meanwhile)."""
+        if not self._link.is_open:
+            yield
+            return
+        done = asyncio.Event()
+        beat = asyncio.ensure_future(self._ticking(done, reap=False))
+        try:
+            yield
+        finally:
+            done.set()
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def destroy_taken(self, timeout: float) -> list[str]:
+        """Destroy the ids taken from dead workers (the crawl closes); return those left.
+
+        What is left is counted as leaked and logged; it stays recorded for a
+        live worker or ``sessions cleanup --redis``.
+        """
+        ids = sorted(self._taken)
+        if ids and self._destroy is not None:
+            with contextlib.suppress(OSError):
+                await _within(self._destroy(ids), timeout)
+        left = sorted(i for i in ids if i in self._taken)
+        if left:
+            self._stats.inc_value("scrappey/sessions/leaked", len(left))
+            logger.error(
+                "Could not destroy %(n)d session(s) of dead workers within "
+                "SCRAPPEY_CLOSE_TIMEOUT (%(timeout)gs): %(ids)s. They stay recorded "
+                "in Redis for a live worker or `sessions cleanup --redis`.",
+                {"n": len(left), "timeout": timeout, "ids": ", ".join(left[:10])},
+                extra=self._extra,
+            )
+        return left
 
     async def close(self) -> None:
         """Write the last state and leave: what is still held is a dead worker's now."""
@@ -245,33 +206,36 @@ class SharedLedger:
         """End the ticks (the crawl closes), even if a cancellation got lost."""
         self._stop.set()
 
-    async def _ticking(self) -> None:
+    async def _ticking(self, done: asyncio.Event, *, reap: bool) -> None:
         # A cancellation can get lost in redis-py's timeouts (asyncio.wait_for
-        # before Python 3.12; seen in tests, Redis cut off): the stop event
-        # still ends the loop.
-        while not self._stop.is_set():
-            await self._tick()
+        # before Python 3.12; seen in tests, Redis cut off): *done* still ends
+        # the loop, and the pause below is no wait_for, which could lose one too.
+        while not done.is_set():
+            await self._tick(reap)
             beat = self._link.heartbeat
             delay = beat / TICKS_PER_BEAT
-            if self._failures:
-                delay = min(delay * 2 ** (self._failures - 1), beat)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._failures:  # a quarter heartbeat first: see the invariants
+                delay = min(beat / 4 * 2 ** (self._failures - 1), beat)
+            waiter = asyncio.ensure_future(done.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=delay)
+            finally:
+                waiter.cancel()
 
-    async def _tick(self) -> None:
+    async def _tick(self, may_reap: bool) -> None:
         self.ticks += 1
-        reap = self._steady >= _STEADY_TICKS
+        reap = may_reap and self._steady >= _STEADY_TICKS
         async with self._lock:
             reply = await self._write(sorted(self._held), reap=reap)
         if reply is None:
             return
         self._steady += 1
-        _, taken, dead = reply
-        # Their slots count until their sessions are destroyed: no peer may
-        # create in their room before that (CODE-0029).
-        self._release.update(w for w in dead if w not in taken.values())
-        due = not self._reaping and self.ticks >= self._retry_tick
-        retry = sorted(self._leftover) if due else []
+        # A dead worker without recorded ids keeps its slots until they expire
+        # (its last ids may be unwritten): released only after a destroy.
+        taken = reply[1]
+        due = may_reap and not self._reaping and self.ticks >= self._retry_tick
+        retry = sorted(i for i in self._taken if i not in taken) if due else []
+        self._taken.update(taken)
         if taken or retry:
             self._held.update(taken)
             self._reaping += 1
@@ -287,10 +251,11 @@ class SharedLedger:
         finally:
             self._reaping -= 1
         self._stats.inc_value("scrappey/redis/reaped", len(gone & set(ids)))
-        self._leftover.update(i for i in ids if i not in gone and i in self._held)
-        self._release.update(taken.values())
-        # A destroy that keeps failing is retried ever less often (warned each time).
-        self._retry_gap = min(self._retry_gap * 2, 64) if self._leftover else 1
+        for session_id in gone & set(self._taken):
+            self.forget(session_id)
+        # A destroy that keeps failing is retried ever less often (warned each
+        # time); the dead owners' slots stay pinned meanwhile.
+        self._retry_gap = min(self._retry_gap * 2, 64) if self._taken else 1
         self._retry_tick = self.ticks + self._retry_gap
 
     async def _write(
@@ -298,21 +263,12 @@ class SharedLedger:
     ) -> tuple[bool, dict[str, str], list[str]] | None:
         """One run of the tick script; ``None`` when Redis failed (retried later)."""
         forget, release = sorted(self._forgotten), sorted(self._release)
-        live_ms = round(LIVENESS * self._link.heartbeat * 1000) if live else 0
-        args = tick_args(
-            self.worker_id,
-            live_ms,
-            reap=reap,
-            record=record,
-            forget=forget,
-            release=release,
-        )
         try:
             if self._script is None:
                 self._script = self._link.client.register_script(TICK_LUA)
-            reply = parse_tick(
-                await command(self._script(keys=ledger_keys(self._link), args=args))
-            )
+            args = self._args(record, forget, release, reap=reap, live=live)
+            call = self._script(keys=ledger_keys(self._link), args=args)
+            reply = parse_tick(await _within(command(call), self._call_timeout()))
         except OSError as ex:
             self._failed(ex, record)
             return None
@@ -323,6 +279,31 @@ class SharedLedger:
         if reply[0]:
             self._judged_dead()
         return reply
+
+    def _args(
+        self,
+        record: list[str],
+        forget: list[str],
+        release: list[str],
+        *,
+        reap: bool,
+        live: bool,
+    ) -> list[str | int]:
+        live_ms = round(LIVENESS * self._link.heartbeat * 1000) if live else 0
+        return tick_args(
+            self.worker_id,
+            live_ms,
+            reap=reap,
+            record=record,
+            forget=forget,
+            release=release,
+            pin=sorted(set(self._taken.values())),
+            pin_ms=round(self._link.slot_ttl * 1000),
+        )
+
+    def _call_timeout(self) -> float:
+        """Seconds one ledger write may take: well within a tick (see the invariants)."""
+        return min(redis_link.COMMAND_TIMEOUT, self._link.heartbeat / 2)
 
     def _failed(self, error: Exception, record: list[str]) -> None:
         self._unwritten.update(i for i in record if i in self._held)
@@ -337,16 +318,35 @@ class SharedLedger:
         self._failures += 1
 
     def _judged_dead(self) -> None:
+        # Its ids were taken: the sessions are, or soon will be, destroyed.
+        self._fence(sorted(i for i in self._held if i not in self._taken))
         if self._warned:
             return
         self._warned = True
         logger.warning(
             "Scrappey: another worker judged this one (%(worker)s) dead: no write to "
             "Redis for %(s)gs (Redis unreachable, or the event loop blocked); it may "
-            "have destroyed this worker's sessions. Recording them again.",
+            "have destroyed this worker's sessions. Retiring them: the pools refill.",
             {"worker": self.worker_id, "s": LIVENESS * self._link.heartbeat},
             extra=self._extra,
         )
+
+
+async def _within(call: Awaitable[T], timeout: float) -> T:
+    """Await *call* for *timeout* seconds at most (``ConnectionError`` after).
+
+    Not asyncio.wait_for: before Python 3.12 it can lose a cancel.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ConnectionError(f"Redis: no answer within {timeout:g}s")
+    return task.result()
 
 
 def _log_taken(taken: dict[str, str], extra: dict[str, Any]) -> None:

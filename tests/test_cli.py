@@ -409,12 +409,18 @@ def test_cleanup_with_redis_keeps_what_it_could_not_destroy(
 ) -> None:
     dead = api.create()
     workers.record("w-dead", dead, alive=False)
+    workers.client.zadd(workers.key("alive"), {"w-dead": workers.now_ms() + 1_000})
     api.set_faults(fail_destroys=1)
     argv = ("--redis", workers.url)
     code, out, _ = sessions(capsys, "cleanup", api.url, ledger_dir, *argv)
     assert code == 1
     assert f"failed        {dead}: CODE-0031" in out
     assert api.open_ids() == [dead]
+    # Its session is still open: its slot of the cap keeps counting, pinned
+    # for one slot TTL (15 s), not released.
+    assert workers.client.hkeys(workers.key("slots")) == ["w-dead"]
+    pinned = workers.client.zscore(workers.key("alive"), "w-dead")
+    assert pinned > workers.now_ms() + 10_000
     # Owned by the cleanup that gave up, which is gone: the next one retries.
     (owner,) = workers.owners().values()
     assert owner.startswith("cli-")

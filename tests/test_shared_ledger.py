@@ -14,12 +14,14 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, redis_link
+from scrapy_scrappey._ledger_script import owner_of
+from scrapy_scrappey._tasks import TaskGroup
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import Faults
 from scrapy_scrappey.redis_link import RedisLink, new_worker_id
 from scrapy_scrappey.session_api import SESSION_ID_PREFIX, SessionAPI
 from scrapy_scrappey.sessions import SessionManager
-from scrapy_scrappey.shared_ledger import TICKS_PER_BEAT, owner_of
+from scrapy_scrappey.shared_ledger import TICKS_PER_BEAT, SharedLedger
 from tests.crawl import KEY, PagesSpider, crawl, settings_for
 
 #: A short heartbeat: the tests count ticks, never seconds.
@@ -319,7 +321,7 @@ async def test_after_an_outage_a_worker_waits_for_its_peers_to_beat_again(
 
 
 @deferred_f_from_coro_f
-async def test_a_worker_judged_dead_warns_once_and_records_again(
+async def test_a_worker_judged_dead_warns_once_and_retires_its_sessions(
     redis_server, make_local_server, free_port, caplog
 ):
     server = await make_local_server()
@@ -330,10 +332,18 @@ async def test_a_worker_judged_dead_warns_once_and_records_again(
         held = set(a.ledger._held)
         await _until(lambda: not held & _open_ids(server), "a's sessions reaped")
         await _reconnect(a)
-        await _ticks(a, 3)
+        # Fenced: a no longer uses (nor records) the ids b took; its pool refills.
+        await _until(lambda: not held & a.ledger._held, "a's old ids dropped")
+        assert a.stats.get_value("scrappey/sessions/retired/judged_dead") == 2
+        lease = await a.manager.lease("spider")
+        assert lease.id not in held
+        a.manager.release(lease)
+        await _ticks(a, 2)
         async with _probe(redis_server.url) as (probe, key):
             owners = await probe.hgetall(key("owners"))
-        assert {owners.get(s) for s in held} == {a.link.worker_id}
+        assert not held & set(owners)
+        assert {owners[s] for s in a.ledger._held} == {a.link.worker_id}
+        assert len(a.ledger._held) == 2
         warnings = [r for r in caplog.records if "judged this one" in r.getMessage()]
         assert len(warnings) == 1
         assert warnings[0].levelno == logging.WARNING
@@ -366,3 +376,165 @@ async def test_ids_created_while_redis_is_down_are_written_when_it_is_back(
             await _until(written, "the ids written")
         assert worker.ledger._unwritten == set()
     assert server.stats()["sessions"]["open"] == 0
+
+
+# -- (e) review fixes: close, stalls, the dead worker's slots -------------------------
+
+
+@deferred_f_from_coro_f
+async def test_the_last_worker_closing_during_a_reap_leaves_nothing_open(
+    redis_server, make_local_server
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        (dead,) = await _started(stack, server, redis_server.url, 1, pool_size=3)
+        doomed = _open_ids(server)
+        (last,) = await _started(stack, server, redis_server.url, 1, pool_size=1)
+        await dead.kill()
+        server.faults = Faults(fail_destroys=3)  # the reaper's first destroys fail
+        async with _probe(redis_server.url) as (probe, key):
+
+            async def taken():
+                owners = await probe.hgetall(key("owners"))
+                return {owners.get(s) for s in doomed} == {last.link.worker_id}
+
+            await _until(taken, "taken by the last worker", step=0.01)
+        await _until(
+            lambda: last.stats.get_value("scrappey/sessions/destroy_failed", 0) >= 3,
+            "the first destroys failed",
+        )
+        # The last worker closes now, before its reaper retries.
+    assert server.stats()["sessions"]["open"] == 0, server.stats()["open_sessions"]
+    assert last.stats.get_value("scrappey/sessions/leaked", 0) == 0
+
+
+@deferred_f_from_coro_f
+async def test_what_the_last_worker_cannot_destroy_at_close_is_counted_leaked(
+    redis_server, make_local_server, caplog
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        (dead,) = await _started(stack, server, redis_server.url, 1, pool_size=3)
+        doomed = _open_ids(server)
+        last = await stack.enter_async_context(
+            _worker(server, redis_server.url, pool_size=1, close_timeout=0.5)
+        )
+        await last.manager.start(["spider"])
+        await dead.kill()
+        server.faults = Faults(fail_destroys=10_000)  # the API never destroys
+        await _until(lambda: doomed <= set(last.ledger._taken), "taken")
+        with caplog.at_level(logging.ERROR):
+            await last.manager.close()
+            last.killed = True  # closed already
+    assert doomed <= _open_ids(server)
+    # The 3 taken, and its own session.
+    assert last.stats.get_value("scrappey/sessions/leaked") == 4
+    (line,) = [
+        r.getMessage() for r in caplog.records if "of dead workers" in r.getMessage()
+    ]
+    assert all(s in line for s in doomed)
+
+
+@deferred_f_from_coro_f
+async def test_a_closing_worker_is_not_reaped_while_it_destroys_its_own_sessions(
+    redis_server, make_local_server, api_calls
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        (peer,) = await _started(stack, server, redis_server.url, 1, pool_size=1)
+        (closing,) = await _started(stack, server, redis_server.url, 1, pool_size=3)
+        await _ticks(peer, 6)
+        mine = set(closing.ledger._held)
+        # A slow API at close: 5 heartbeats, far past the liveness.
+        server.faults = Faults(latency={"sessions.destroy": 5 * BEAT})
+        await closing.manager.close()
+        closing.killed = True  # closed already
+        server.faults = Faults()
+        await _ticks(peer, 4)
+        assert peer.stats.get_value("scrappey/redis/reaped", 0) == 0
+        assert all(_destroys(api_calls)[s] == 1 for s in mine), _destroys(api_calls)
+
+
+@deferred_f_from_coro_f
+async def test_one_slow_ledger_write_does_not_make_a_live_worker_dead(
+    redis_server, make_local_server, api_calls, caplog
+):
+    server = await make_local_server()
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = await _started(stack, server, redis_server.url, 2)
+        await _ticks(b, 6)
+        real, stalls = a.ledger._script, []
+
+        def slow_once(**kw):
+            if stalls:
+                return real(**kw)
+            stalls.append(kw)
+
+            async def hang():  # Redis answers after 20 heartbeats, once
+                await asyncio.sleep(20 * BEAT)
+                return await real(**kw)
+
+            return hang()
+
+        a.ledger._script = slow_once
+        await _until(lambda: stalls, "a slow write")
+        await _ticks(a, 3)
+        await _ticks(b, 6)
+        assert b.stats.get_value("scrappey/redis/reaped", 0) == 0
+        assert _destroys(api_calls) == Counter()
+        assert not any("judged this one" in r.getMessage() for r in caplog.records)
+
+
+async def _ledger(url, worker_id, tasks, destroy):
+    link = RedisLink(url, "k", worker_id=worker_id, heartbeat=BEAT)
+    await link.open(4)
+    ledger = SharedLedger(link, MemoryStatsCollector(get_crawler()), extra={})
+    ledger.start(tasks, destroy)
+    return link, ledger
+
+
+@deferred_f_from_coro_f
+async def test_a_dead_workers_slots_count_until_its_sessions_are_destroyed(
+    redis_server,
+):
+    url = redis_server.url
+    claimant = RedisLink(url, "k", worker_id="C", heartbeat=BEAT)
+    await claimant.open(4)
+    dead_tasks, reaper_tasks = TaskGroup(), TaskGroup()
+    dead_link, dead = await _ledger(url, "W", dead_tasks, None)
+    reaper_link, reaper = None, None
+    calls, fail = [], [True]
+
+    async def destroy(ids):
+        calls.append(ids)
+        if fail[0]:
+            return []  # the API fails
+        for session_id in ids:
+            reaper.forget(session_id)
+        return ids
+
+    try:
+        assert await dead_link.claim(3, 4)
+        for session_id in ("w1", "w2", "w3"):
+            dead.hold(session_id)
+        await dead.flush()
+        await dead_tasks.close()  # kill -9: no close, no last write
+        reaper_link, reaper = await _ledger(url, "R", reaper_tasks, destroy)
+        await _until(lambda: calls, "a failed destroy")
+        ticks = reaper.ticks
+        # Longer than a slot TTL (3 heartbeats) after W's last write.
+        await _until(lambda: reaper.ticks >= ticks + 8, "8 ticks")
+        assert len(calls) >= 2  # retried
+        assert not await claimant.claim(4, 4)  # W's slots pinned by the reaper
+        fail[0] = False
+        await _until(lambda: not reaper._taken, "destroyed")
+        ticks = reaper.ticks
+        await _until(lambda: reaper.ticks >= ticks + 2, "the release written")
+        assert await claimant.claim(4, 4)
+    finally:
+        if reaper is not None:
+            reaper.stop()
+        await reaper_tasks.close()
+        for link in (claimant, dead_link, reaper_link):
+            if link is not None:
+                await link.close()

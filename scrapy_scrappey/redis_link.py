@@ -28,6 +28,7 @@ take the last slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -183,8 +184,8 @@ class RedisLink:
         )
         self._script = self._client.register_script(_SLOTS_LUA)
         try:
-            await self._client.ping()
-        except (OSError, aioredis.RedisError) as ex:
+            await command(self._client.ping())
+        except OSError as ex:
             await self.close()
             raise RedisUnreachable(
                 f"SCRAPPEY_REDIS_URL {shown_url(self.url)} is unreachable: {ex}"
@@ -247,7 +248,8 @@ class RedisLink:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            with contextlib.suppress(OSError):  # closed either way
+                await command(client.aclose())
 
     async def _run(self, count: int, cap: int) -> list[int]:
         """Run the script; redis-py's errors become ``OSError`` (retried by callers)."""
@@ -270,7 +272,8 @@ async def command(call: Awaitable[T]) -> T:
     redis-py sends through ``asyncio.wait_for``, which before Python 3.12
     drops a cancel that arrives as the send completes (CPython gh-86296):
     a cancelled heartbeat loop would then never end, and its crawl never
-    close. ``Task.cancelling()`` (3.11+) tells that a cancel was requested.
+    close. ``Task.cancelling()`` (3.11+) tells that a cancel was requested;
+    on 3.10 it cannot be told, and the loops also stop by their own flags.
     """
     from redis.exceptions import RedisError
 
@@ -278,9 +281,11 @@ async def command(call: Awaitable[T]) -> T:
     cancelling = getattr(task, "cancelling", lambda: 0)
     before = cancelling()
     try:
-        result = await call
+        return await call
     except RedisError as ex:
         raise ConnectionError(f"Redis: {ex}") from ex
-    if cancelling() > before:
-        raise asyncio.CancelledError
-    return result
+    finally:
+        # On both paths: a lost cancel turned into a ConnectionError would be
+        # retried by the caller's loop for ever.
+        if cancelling() > before:
+            raise asyncio.CancelledError

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cost import from_micros, to_micros
 from .exceptions import SpiderClosing
-from .redis_link import RedisUnreachable, command, shown_url
+from .redis_link import COMMAND_TIMEOUT, RedisUnreachable, command, shown_url
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -246,7 +246,9 @@ class SharedBudget:
         self._closing = True
         if self._beat is not None:
             self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
+            # Bounded: a send in progress ends within its timeout, then the
+            # loop sees the flag; the close never waits longer than that.
+            await asyncio.wait({self._beat}, timeout=2 * COMMAND_TIMEOUT)
         if self._script is None:
             return
         with contextlib.suppress(OSError):
@@ -297,7 +299,8 @@ class SharedBudget:
             self._seen(reply)
 
     async def _heartbeat(self) -> None:
-        while True:
+        # Stops by its flag too: its cancel may be lost in a Redis command.
+        while not self._closing:
             await asyncio.sleep(self._delay(self._link.heartbeat))
             await self._write()
 

@@ -112,6 +112,23 @@ async def test_a_command_keeps_a_cancel_that_redis_py_dropped():
 
 
 @deferred_f_from_coro_f
+async def test_a_command_keeps_a_dropped_cancel_when_the_command_failed_too():
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    async def dropping():  # the cancel dropped, and the send timed out
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RedisTimeout("Timeout writing to socket") from None
+
+    task = asyncio.ensure_future(redis_link.command(dropping()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@deferred_f_from_coro_f
 async def test_an_unreachable_redis_is_named_without_its_password(free_port):
     link = RedisLink(f"redis://:s3cret@127.0.0.1:{free_port}/0", "k")
     with pytest.raises(RedisUnreachable) as info:

@@ -302,3 +302,31 @@ async def test_a_claim_waits_for_redis_and_ends_when_the_crawl_closes(redis_serv
             await asyncio.wait_for(closed, 10)
         assert budget.commitment == (200_000, 1)  # its booking was undone
         assert budget.reason is None
+
+
+@deferred_f_from_coro_f
+async def test_the_close_ends_when_the_heartbeat_lost_its_cancel_in_a_failing_send(
+    redis_server,
+):
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    sending = asyncio.Event()
+
+    def down(keys, args):  # Redis unreachable: the send drops the cancel, then fails
+        async def send():
+            sending.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(1)
+            raise RedisTimeout("Timeout writing to socket")
+
+        return send()
+
+    async with _shared(redis_server.url, max_cost=1.0) as (_, shared, _):
+        real, shared._script = shared._script, down
+        await asyncio.wait_for(sending.wait(), 10)  # the heartbeat is inside a send
+        closing = asyncio.ensure_future(shared.close())
+        await asyncio.wait({closing}, timeout=20)  # a safeguard against the hang
+        assert closing.done()
+        assert shared._beat is not None
+        assert shared._beat.done()
+        shared._script = real

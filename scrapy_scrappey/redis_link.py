@@ -37,7 +37,7 @@ import re
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ._settings import read_float
 from .exceptions import ScrappeyConfigError, ScrappeyError
@@ -61,6 +61,7 @@ COMMAND_TIMEOUT = 5.0
 
 _SCHEMES = ("redis", "rediss", "unix")
 _HOST_JUNK = re.compile(r"[^a-z0-9-]+")
+_PASSWORD_OPTION = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 # KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
 # -1: read only), ttl ms, the write's sequence number. A write older than the
@@ -106,7 +107,7 @@ def redis_url(settings: BaseSettings) -> str | None:
     value = settings.get("SCRAPPEY_REDIS_URL")
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or urlsplit(value).scheme not in _SCHEMES:
+    if not isinstance(value, str) or _scheme(value) not in _SCHEMES:
         raise ScrappeyConfigError(
             f"SCRAPPEY_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
             f"got {shown_url(str(value))!r}"
@@ -116,7 +117,38 @@ def redis_url(settings: BaseSettings) -> str | None:
             "SCRAPPEY_REDIS_URL needs the redis package: "
             "pip install 'scrapy-scrappey[redis]'"
         )
+    _check_parsable(value)
     return value
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed [ in the host
+        return ""
+
+
+def _check_parsable(url: str) -> None:
+    """Raise :class:`ScrappeyConfigError` when redis-py cannot read *url*.
+
+    redis-py's own errors may quote the password (a non-numeric port), and a
+    password with an unencoded ``/ # ? @`` moves the host into the path.
+    """
+    from redis.connection import parse_url
+
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if _scheme(url) != "unix" and userinfo != urlsplit(url).netloc.rpartition("@")[0]:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_REDIS_URL {shown_url(url)}: percent-encode the / # ? @ "
+            "characters of its user name and password (e.g. %2F for /)"
+        )
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as ex:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_REDIS_URL {shown_url(url)} is not a valid Redis URL "
+            f"({type(ex).__name__}; check its port and database number)"
+        ) from None
 
 
 def redis_heartbeat(settings: BaseSettings) -> float | None:
@@ -127,15 +159,18 @@ def redis_heartbeat(settings: BaseSettings) -> float | None:
 
 
 def shown_url(url: str) -> str:
-    """*url* without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    """*url* without its password, for logs and errors.
+
+    Everything between ``://`` and the last ``@`` is the user info, whatever
+    it holds (a password with an unencoded ``/ # ?`` hides it from urlsplit);
+    only a user name before a ``:`` stays. A ``password=`` option is masked too.
+    """
+    scheme, sep, rest = _PASSWORD_OPTION.sub(r"\1***", url).partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{host}" if colon else f"***@{host}"
+    return scheme + sep + rest
 
 
 def new_worker_id() -> str:
@@ -177,6 +212,7 @@ class RedisLink:
         # redis is an optional extra, needed only with the setting (checked by redis_url).
         import redis.asyncio as aioredis
 
+        _check_parsable(self.url)  # the CLI and tests build links directly
         self._client = aioredis.Redis.from_url(
             self.url,
             socket_timeout=COMMAND_TIMEOUT,

@@ -90,6 +90,51 @@ def test_the_url_is_optional_checked_and_shown_without_its_password():
     assert shown_url("redis://h:6379/0") == "redis://h:6379/0"
 
 
+NASTY = ["YmFy/c2Vj+cmV0", "a#b", "q?x=1", "p@ss:w/rd", "63/79"]
+
+
+@pytest.mark.parametrize("password", NASTY)
+def test_a_password_with_reserved_characters_is_never_shown(password):
+    url = f"redis://user:{password}@10.0.0.1:6379/0"
+    assert shown_url(url) == "redis://user:***@10.0.0.1:6379/0"
+    assert shown_url(f"redis://:{password}@h/0") == "redis://:***@h/0"
+    assert shown_url(f"unix:///s.sock?db=1&password={password}") == (
+        "unix:///s.sock?db=1&password=***"
+    )
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as info:
+        config(SCRAPPEY_REDIS_URL=url)
+    assert password not in str(info.value)
+    assert "percent-encode" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:pw-1x@h:12ab/0", "redis://:pw-1x@[h/0"])
+def test_a_url_redis_py_cannot_read_is_a_config_error_without_its_password(url):
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as info:
+        config(SCRAPPEY_REDIS_URL=url)
+    assert "pw-1x" not in str(info.value)
+
+
+@deferred_f_from_coro_f
+async def test_a_link_to_a_nasty_url_names_the_setting_and_hides_the_password(
+    redis_server, free_port, caplog
+):
+    password = "Y/m#F?y@+:%"
+    encoded = "Y%2Fm%23F%3Fy%40%2B%3A%25"
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as bad:
+        await RedisLink(f"redis://:{password}@127.0.0.1:{free_port}/0", "k").open()
+    with pytest.raises(RedisUnreachable, match="SCRAPPEY_REDIS_URL") as down:
+        await RedisLink(f"redis://:{encoded}@127.0.0.1:{free_port}/0", "k").open()
+    redis_server.command("CONFIG", "SET", "requirepass", password)
+    link = RedisLink(f"redis://:{encoded}@{redis_server.url.split('//')[1]}", "k")
+    with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
+        await link.open(3)  # the password, decoded, is accepted
+    await link.client.config_set("requirepass", "")
+    await link.close()
+    shown = [str(bad.value), str(down.value), caplog.text]
+    assert "shares its sessions" in caplog.text
+    assert not [t for t in shown if password in t or encoded in t]
+
+
 def test_worker_ids_name_the_host_and_pid_and_differ():
     a, b = RedisLink("redis://h", "k"), RedisLink("redis://h", "k")
     assert a.worker_id != b.worker_id

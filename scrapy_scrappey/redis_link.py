@@ -17,6 +17,10 @@ keys in one hash slot:
 * ``scrappey:{<account>}:seq`` — a hash: worker id → the sequence number of
   its last write, so that a late command (timed out on the client, run by
   Redis afterwards) cannot overwrite a newer count.
+* ``scrappey:{<account>}:epoch`` — a marker made when missing. A worker that
+  saw one and finds another (Redis restarted empty: the others' counts are
+  gone until their next heartbeat) sets ``scrappey:{<account>}:grace`` for
+  one TTL, while which no claim is accepted.
 
 Every read and write goes through one Lua script (:data:`_SLOTS_LUA`): it
 drops expired workers, then either sets the caller's count unconditionally
@@ -63,13 +67,28 @@ _SCHEMES = ("redis", "rediss", "unix")
 _HOST_JUNK = re.compile(r"[^a-z0-9-]+")
 _PASSWORD_OPTION = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
-# KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
-# -1: read only), ttl ms, the write's sequence number. A write older than the
-# worker's last one (sent before it, but run after it: a timed-out command
-# still runs) is ignored. Returns {1 if written else 0, the others' total}.
+# KEYS: slots hash, alive zset, seq hash, epoch, grace. ARGV: worker id, count,
+# cap (0: sync, -1: read only), ttl ms, the write's sequence number, the epoch
+# the worker saw last ("": none). A write older than the worker's last one
+# (sent before it, but run after it: a timed-out command still runs) is
+# ignored. An epoch that is missing (Redis lost its state) is made anew; a
+# worker that saw another one starts the grace: for one TTL no claim is
+# accepted, while the live workers' heartbeats write their counts back.
+# Returns {1 if written, 0 if not, -1 if refused for the grace; the others'
+# total; the epoch}.
 _SLOTS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[4])
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', KEYS[4], epoch)
+end
+redis.call('PEXPIRE', KEYS[4], 86400000)
+if ARGV[6] ~= '' and ARGV[6] ~= epoch and redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('SET', KEYS[5], epoch, 'PX', ttl)
+end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
   redis.call('HDEL', KEYS[1], w)
   redis.call('ZREM', KEYS[2], w)
@@ -80,21 +99,24 @@ local others = 0
 for i = 1, #flat, 2 do
   if flat[i] ~= me then others = others + tonumber(flat[i + 1]) end
 end
-if cap < 0 or (cap > 0 and others + n > cap) then return {0, others} end
+if cap > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {-1, others, epoch}
+end
+if cap < 0 or (cap > 0 and others + n > cap) then return {0, others, epoch} end
 local seq = tonumber(ARGV[5])
 if seq <= tonumber(redis.call('HGET', KEYS[3], me) or '0') then
-  return {0, others}
+  return {0, others, epoch}
 end
 redis.call('HSET', KEYS[3], me, seq)
 redis.call('PEXPIRE', KEYS[3], 86400000)
 if n > 0 then
   redis.call('HSET', KEYS[1], me, n)
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), me)
+  redis.call('ZADD', KEYS[2], now + ttl, me)
 else
   redis.call('HDEL', KEYS[1], me)
   redis.call('ZREM', KEYS[2], me)
 end
-return {1, others}
+return {1, others, epoch}
 """
 
 
@@ -198,8 +220,13 @@ class RedisLink:
         self.worker_id = worker_id or new_worker_id()
         self._heartbeat = heartbeat
         self._account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-        self._keys = [self.key(name) for name in ("slots", "alive", "seq")]
+        names = ("slots", "alive", "seq", "epoch", "grace")
+        self._keys = [self.key(name) for name in names]
         self._seq = 0
+        self._epoch = ""
+        #: Whether Redis refused the last claim because it lost its state and
+        #: the workers' counts are being written back (wait, do not evict).
+        self.rebuilding = False
         self._client: Any = None
         self._script: Any = None
 
@@ -293,12 +320,12 @@ class RedisLink:
             raise ConnectionError("the Redis link is closed")
         ttl_ms = int(self.slot_ttl * 1000)
         self._seq += 1
-        reply = await command(
-            self._script(
-                keys=self._keys, args=[self.worker_id, count, cap, ttl_ms, self._seq]
-            )
-        )
-        return [int(x) for x in reply]
+        args = [self.worker_id, count, cap, ttl_ms, self._seq, self._epoch]
+        code, others, epoch = await command(self._script(keys=self._keys, args=args))
+        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if cap > 0:
+            self.rebuilding = int(code) == -1
+        return [max(int(code), 0), int(others)]
 
 
 async def command(call: Awaitable[T]) -> T:

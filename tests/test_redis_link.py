@@ -539,3 +539,36 @@ def test_the_heartbeat_setting_is_checked_and_sets_the_slot_ttl():
         config(SCRAPPEY_REDIS_HEARTBEAT="soon")
     with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_HEARTBEAT"):
         config(SCRAPPEY_REDIS_HEARTBEAT=0)
+
+
+@deferred_f_from_coro_f
+async def test_after_redis_restarts_empty_no_claim_over_fills_the_cap(redis_server):
+    a = RedisLink(redis_server.url, "k", worker_id="a", heartbeat=0.5)
+    b = RedisLink(redis_server.url, "k", worker_id="b", heartbeat=0.5)
+    for link in (a, b):
+        await link.open(8)
+    try:
+        assert await a.claim(6, 8)
+        assert not await b.claim(8, 8)
+        redis_server.stop()
+        redis_server.start()  # empty: a's 6 sessions are not counted there
+        for link in (a, b):  # the first command on a dropped connection fails
+            with contextlib.suppress(OSError):
+                await link.total()
+        assert not await b.claim(8, 8)  # it saw the state before: the grace
+        assert b.rebuilding
+        claims = []
+        while not claims or not claims[-1]:  # the grace ends after one slot TTL
+            await a.sync(6)  # a's heartbeat writes its count back
+            claims.append(await b.claim(2, 8))
+            await asyncio.sleep(0.05)
+        assert len(claims) > 1  # refused during the grace, a's count written or not
+        assert not b.rebuilding
+        assert not await b.claim(3, 8)
+        fresh = RedisLink(redis_server.url, "another-account", heartbeat=0.5)
+        await fresh.open(8)
+        assert await fresh.claim(8, 8)  # a first start does not wait
+        await fresh.close()
+    finally:
+        for link in (a, b):
+            await link.close()

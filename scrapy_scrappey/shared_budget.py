@@ -11,7 +11,9 @@ account's hash slot):
 
 * ``…:budget:<name>`` — a hash: worker id → ``"<seq> <micros> <requests>"``;
   ``!exhausted`` → why the budget ran out (set by the first refusal, kept);
-  ``!wait`` → the Redis-clock time (ms) before which claims wait (see below).
+  ``!wait`` → the Redis-clock time (ms) before which claims wait (see below);
+  ``!at`` → the time of the last write; ``!ended`` → set when the last live
+  member left (closed), cleared by any other write.
 * ``…:budget-members:<name>`` — a sorted set: the live workers (worker id →
   the time their membership expires; each write moves it on by
   :attr:`.RedisLink.slot_ttl`, so three missed heartbeats).
@@ -36,7 +38,13 @@ Invariants (everything below runs on the event loop's thread):
   been charged for what it had reserved. Membership only decides whether a
   crawl is running: a worker that joins when no member is alive starts the
   budget afresh (atomically, so workers starting together share one budget,
-  and yesterday's spent budget does not stop today's crawl).
+  and yesterday's spent budget does not stop today's crawl) only if the last
+  member left by closing (``!ended``) or nobody wrote for four slot TTLs.
+  Members cut off from Redis (their membership expired) or killed and
+  restarted at once thus keep their commitments and ``!exhausted``.
+* A joiner cannot tell an empty Redis that restarted from a first start: a
+  worker that joins then, before the live members write their commitments
+  back, draws on the whole budget again (documented in the README).
 * State lost (Redis restarted empty, or reset by a joiner that saw no live
   member): the first write of a worker that finds its own entry missing sets
   ``!wait`` one slot TTL ahead; claims wait until then, long enough for every
@@ -88,7 +96,10 @@ local me, mode, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl = tonumber(ARGV[8])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if mode == 'join' and redis.call('ZCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
+  local at = tonumber(redis.call('HGET', KEYS[1], '!at') or '0')
+  if redis.call('HEXISTS', KEYS[1], '!ended') == 1 or at + 4 * ttl < now then
+    redis.call('DEL', KEYS[1])
+  end
 end
 local mine = redis.call('HGET', KEYS[1], me)
 local wait = tonumber(redis.call('HGET', KEYS[1], '!wait') or '0')
@@ -124,10 +135,13 @@ elseif mode == 'write' and ARGV[9] ~= '' and spent == '' then
   redis.call('HSET', KEYS[1], '!exhausted', spent)
 end
 redis.call('HSET', KEYS[1], me, ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call('HSET', KEYS[1], '!at', now)
 if mode == 'leave' then
   redis.call('ZREM', KEYS[2], me)
+  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], '!ended', 1) end
 else
   redis.call('ZADD', KEYS[2], now + ttl, me)
+  redis.call('HDEL', KEYS[1], '!ended')
 end
 redis.call('PEXPIRE', KEYS[1], 86400000)
 redis.call('PEXPIRE', KEYS[2], 86400000)

@@ -330,3 +330,23 @@ async def test_the_close_ends_when_the_heartbeat_lost_its_cancel_in_a_failing_se
         assert shared._beat is not None
         assert shared._beat.done()
         shared._script = real
+
+
+@deferred_f_from_coro_f
+async def test_a_joiner_keeps_the_commitments_of_members_cut_off_from_redis(
+    redis_server,
+):
+    async with _shared(redis_server.url, max_cost=1.0) as (a, shared_a, _):
+        for _ in range(3):
+            await _book(a, shared_a)
+        shared_a._closing = True  # a's heartbeat stops: it is cut off from Redis
+        await until(lambda: shared_a._beat.done(), "a's heartbeat stopped")
+        probe = RedisLink(redis_server.url, "k")
+        await probe.open()
+        await probe.client.delete(probe.key("budget-members:spider"))  # expired
+        await probe.close()
+        async with _shared(redis_server.url, max_cost=1.0) as (j, shared_j, _):
+            await _book(j, shared_j)  # a's 0.6 still counts: 0.4 left
+            await _book(j, shared_j)
+            with pytest.raises(BudgetExhausted):
+                await _book(j, shared_j)

@@ -12,8 +12,7 @@ account's hash slot):
 * ``…:budget:<name>`` — a hash: worker id → ``"<seq> <micros> <requests>"``;
   ``!exhausted`` → why the budget ran out (set by the first refusal, kept);
   ``!wait`` → the Redis-clock time (ms) before which claims wait (see below);
-  ``!at`` → the time of the last write; ``!ended`` → set when the last live
-  member left (closed), cleared by any other write.
+  ``!at`` → the last write's time; ``!ended`` → the last member left.
 * ``…:budget-members:<name>`` — a sorted set: the live workers (worker id →
   the time their membership expires; each write moves it on by
   :attr:`.RedisLink.slot_ttl`, so three missed heartbeats).
@@ -38,13 +37,10 @@ Invariants (everything below runs on the event loop's thread):
   been charged for what it had reserved. Membership only decides whether a
   crawl is running: a worker that joins when no member is alive starts the
   budget afresh (atomically, so workers starting together share one budget,
-  and yesterday's spent budget does not stop today's crawl) only if the last
-  member left by closing (``!ended``) or nobody wrote for four slot TTLs.
-  Members cut off from Redis (their membership expired) or killed and
-  restarted at once thus keep their commitments and ``!exhausted``.
-* A joiner cannot tell an empty Redis that restarted from a first start: a
-  worker that joins then, before the live members write their commitments
-  back, draws on the whole budget again (documented in the README).
+  and yesterday's spent budget does not stop today's crawl) if the last
+  member left by closing (``!ended``) or nobody wrote for four slot TTLs:
+  members cut off (expired) keep their commitments and ``!exhausted``. (A
+  joiner cannot tell an empty, restarted Redis from a first start: README.)
 * State lost (Redis restarted empty, or reset by a joiner that saw no live
   member): the first write of a worker that finds its own entry missing sets
   ``!wait`` one slot TTL ahead; claims wait until then, long enough for every
@@ -259,9 +255,7 @@ class SharedBudget:
         """Write the final commitment and leave the live members (one try)."""
         self._closing = True
         if self._beat is not None:
-            self._beat.cancel()
-            # Bounded: a send in progress ends within its timeout, then the
-            # loop sees the flag; the close never waits longer than that.
+            self._beat.cancel()  # its flag ends it too: a send ends in its timeout
             await asyncio.wait({self._beat}, timeout=2 * COMMAND_TIMEOUT)
         if self._script is None:
             return

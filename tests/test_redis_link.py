@@ -572,3 +572,26 @@ async def test_after_redis_restarts_empty_no_claim_over_fills_the_cap(redis_serv
     finally:
         for link in (a, b):
             await link.close()
+
+
+@deferred_f_from_coro_f
+async def test_after_an_empty_restart_a_new_pool_waits_and_evicts_nothing(
+    redis_server, make_local_server, monkeypatch, caplog
+):
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.6)
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.05)
+    server = await make_local_server(max_sessions=3)
+    with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
+        async with _worker(server, redis_server.url, max_sessions=3) as (a, _):
+            await a.start(["x"])
+            await _until(lambda: server.stats()["sessions"]["open"] == 1, "1 open")
+            redis_server.stop()
+            redis_server.start()  # empty: the others' counts are missing
+            session = await asyncio.wait_for(a.lease("z"), 20)
+            a.release(session)
+            assert server.stats()["sessions"]["open"] == 2  # x's idle one stays
+    assert "Redis lost the session counts" in caplog.text
+    destroyed = [
+        e for e in server.stats()["commands"] if e["cmd"] == "sessions.destroy"
+    ]
+    assert len(destroyed) == 2  # both at the close, none evicted

@@ -36,6 +36,19 @@ def _charged(server: Any) -> Any:
     return server.stats()["charged"]
 
 
+def _sent(server: Any) -> int:
+    return server.stats()["requests"]["by_command"].get("request.get", 0)
+
+
+async def _outage(server, redis_server, back_after=None):
+    """Stop Redis once 3 calls were sent; start it again, empty, *back_after* s later."""
+    await until(lambda: _sent(server) >= 3, "3 calls sent")
+    redis_server.stop()
+    if back_after is not None:
+        await asyncio.sleep(back_after)
+        redis_server.start()
+
+
 async def _workers(server, site, redis_url, tmp_path, count=2, pages=20, **extra):
     settings = settings_for(
         server,
@@ -153,17 +166,8 @@ async def test_redis_lost_mid_crawl_never_overspends(
     tmp_path, redis_server, make_local_server, target_site, caplog
 ):
     server = await make_local_server(faults=Faults(latency={"request.get": 0.1}))
-
-    def sent():
-        return server.stats()["requests"]["by_command"].get("request.get", 0)
-
-    async def outage():
-        await until(lambda: sent() >= 3, "3 calls sent")
-        redis_server.stop()
-        await asyncio.sleep(0.5)
-        redis_server.start()  # empty: every worker writes its commitment back
-
-    cut = asyncio.ensure_future(outage())
+    # Back empty after 0.5 s: every worker writes its commitment back.
+    cut = asyncio.ensure_future(_outage(server, redis_server, back_after=0.5))
     with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
         results = await _workers(
             server, target_site, redis_server.url, tmp_path, SCRAPPEY_MAX_COST=2.0
@@ -350,3 +354,20 @@ async def test_a_joiner_keeps_the_commitments_of_members_cut_off_from_redis(
             await _book(j, shared_j)
             with pytest.raises(BudgetExhausted):
                 await _book(j, shared_j)
+
+
+@deferred_f_from_coro_f
+async def test_a_crawl_waiting_for_a_redis_gone_for_good_ends_when_stopped(
+    tmp_path, redis_server, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(latency={"request.get": 0.1}))
+    cut = asyncio.ensure_future(_outage(server, redis_server))  # and never back
+    stop = {"SCRAPPEY_MAX_COST": 10.0, "CLOSESPIDER_TIMEOUT": 3}
+    (result,) = await _workers(
+        server, target_site, redis_server.url, tmp_path, count=1, **stop
+    )
+    await cut
+    sent = _sent(server)
+    assert result.stats["finish_reason"] == "closespider_timeout"
+    assert len(result.items) == sent < 20  # the waiting calls were never sent
+    assert _charged(server)["total"] == pytest.approx(0.2 * sent)

@@ -43,6 +43,12 @@ account's, over every worker sharing the Redis:
   heartbeat rewrites the count every ``SCRAPPEY_REDIS_HEARTBEAT``, which also
   repairs any write lost to a Redis outage, and keeps the slots alive (they
   expire after three missed heartbeats: a dead worker's slots free themselves).
+* Redis restarted empty: the others' counts are missing there until their next
+  heartbeat. A worker that saw the state's epoch (``redis_link.py``) and finds
+  it gone starts a grace of one slot TTL in Redis, during which every claim is
+  refused (``RedisLink.rebuilding``): creates wait, never evict, while every
+  live worker's heartbeat writes its count back. A worker that starts then
+  (it saw no epoch) cannot tell; the first one that saw it starts the grace.
 * Peers holding the rest of the cap make a create wait (polling Redis), except
   the first session of a pool while this worker has an idle session of another
   pool: that one is evicted (least recently used, as the local cap does), so
@@ -140,7 +146,7 @@ class SessionCap:
         while cap and not await self._claim(cap):
             # Redis down: wait for it rather than evict on a count not read.
             if self._count() < cap and (
-                self._redis_failures or not self._idle_elsewhere(pool)
+                self._redis_waits() or not self._idle_elsewhere(pool)
             ):
                 await self._wait_peers()
                 continue
@@ -154,6 +160,12 @@ class SessionCap:
             self._admitted -= 1
             self.notify()
             self._release()
+
+    def _redis_waits(self) -> bool:
+        """Whether Redis fails or rebuilds its counts: wait for it, never evict."""
+        return bool(self._redis_failures) or bool(
+            self._shared is not None and self._shared.rebuilding
+        )
 
     def _count(self) -> int:
         return len(self._open) + self._admitted
@@ -244,7 +256,7 @@ class SessionCap:
         assert self._shared is not None
         try:
             if cap:
-                written = await self._shared.claim(count, cap)
+                written = await self._claim_shared(count, cap)
             else:
                 await self._shared.sync(count)
                 written = True
@@ -255,6 +267,18 @@ class SessionCap:
             self._redis_failures = 0
             logger.warning(
                 "Redis is back: sharing the session cap again", extra=self._extra
+            )
+        return written
+
+    async def _claim_shared(self, count: int, cap: int) -> bool:
+        assert self._shared is not None
+        was_rebuilding = self._shared.rebuilding
+        written = await self._shared.claim(count, cap)
+        if self._shared.rebuilding and not was_rebuilding:
+            logger.info(
+                "Scrappey: Redis lost the session counts (restarted?); new sessions "
+                "wait one slot TTL for every worker to write its count back",
+                extra=self._extra,
             )
         return written
 

@@ -17,6 +17,10 @@ keys in one hash slot:
 * ``scrappey:{<account>}:seq`` — a hash: worker id → the sequence number of
   its last write, so that a late command (timed out on the client, run by
   Redis afterwards) cannot overwrite a newer count.
+* ``scrappey:{<account>}:epoch`` — a marker made when missing. A worker that
+  saw one and finds another (Redis restarted empty: the others' counts are
+  gone until their next heartbeat) sets ``scrappey:{<account>}:grace`` for
+  one TTL, while which no claim is accepted.
 
 Every read and write goes through one Lua script (:data:`_SLOTS_LUA`): it
 drops expired workers, then either sets the caller's count unconditionally
@@ -28,6 +32,7 @@ take the last slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -36,7 +41,7 @@ import re
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ._settings import read_float
 from .exceptions import ScrappeyConfigError, ScrappeyError
@@ -60,14 +65,30 @@ COMMAND_TIMEOUT = 5.0
 
 _SCHEMES = ("redis", "rediss", "unix")
 _HOST_JUNK = re.compile(r"[^a-z0-9-]+")
+_PASSWORD_OPTION = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
-# KEYS: slots hash, alive zset, seq hash. ARGV: worker id, count, cap (0: sync,
-# -1: read only), ttl ms, the write's sequence number. A write older than the
-# worker's last one (sent before it, but run after it: a timed-out command
-# still runs) is ignored. Returns {1 if written else 0, the others' total}.
+# KEYS: slots hash, alive zset, seq hash, epoch, grace. ARGV: worker id, count,
+# cap (0: sync, -1: read only), ttl ms, the write's sequence number, the epoch
+# the worker saw last ("": none). A write older than the worker's last one
+# (sent before it, but run after it: a timed-out command still runs) is
+# ignored. An epoch that is missing (Redis lost its state) is made anew; a
+# worker that saw another one starts the grace: for one TTL no claim is
+# accepted, while the live workers' heartbeats write their counts back.
+# Returns {1 if written, 0 if not, -1 if refused for the grace; the others'
+# total; the epoch}.
 _SLOTS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[4])
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', KEYS[4], epoch)
+end
+redis.call('PEXPIRE', KEYS[4], 86400000)
+if ARGV[6] ~= '' and ARGV[6] ~= epoch and redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('SET', KEYS[5], epoch, 'PX', ttl)
+end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
   redis.call('HDEL', KEYS[1], w)
   redis.call('ZREM', KEYS[2], w)
@@ -78,21 +99,24 @@ local others = 0
 for i = 1, #flat, 2 do
   if flat[i] ~= me then others = others + tonumber(flat[i + 1]) end
 end
-if cap < 0 or (cap > 0 and others + n > cap) then return {0, others} end
+if cap > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {-1, others, epoch}
+end
+if cap < 0 or (cap > 0 and others + n > cap) then return {0, others, epoch} end
 local seq = tonumber(ARGV[5])
 if seq <= tonumber(redis.call('HGET', KEYS[3], me) or '0') then
-  return {0, others}
+  return {0, others, epoch}
 end
 redis.call('HSET', KEYS[3], me, seq)
 redis.call('PEXPIRE', KEYS[3], 86400000)
 if n > 0 then
   redis.call('HSET', KEYS[1], me, n)
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), me)
+  redis.call('ZADD', KEYS[2], now + ttl, me)
 else
   redis.call('HDEL', KEYS[1], me)
   redis.call('ZREM', KEYS[2], me)
 end
-return {1, others}
+return {1, others, epoch}
 """
 
 
@@ -105,7 +129,7 @@ def redis_url(settings: BaseSettings) -> str | None:
     value = settings.get("SCRAPPEY_REDIS_URL")
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or urlsplit(value).scheme not in _SCHEMES:
+    if not isinstance(value, str) or _scheme(value) not in _SCHEMES:
         raise ScrappeyConfigError(
             f"SCRAPPEY_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
             f"got {shown_url(str(value))!r}"
@@ -115,7 +139,38 @@ def redis_url(settings: BaseSettings) -> str | None:
             "SCRAPPEY_REDIS_URL needs the redis package: "
             "pip install 'scrapy-scrappey[redis]'"
         )
+    _check_parsable(value)
     return value
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed [ in the host
+        return ""
+
+
+def _check_parsable(url: str) -> None:
+    """Raise :class:`ScrappeyConfigError` when redis-py cannot read *url*.
+
+    redis-py's own errors may quote the password (a non-numeric port), and a
+    password with an unencoded ``/ # ? @`` moves the host into the path.
+    """
+    from redis.connection import parse_url
+
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if _scheme(url) != "unix" and userinfo != urlsplit(url).netloc.rpartition("@")[0]:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_REDIS_URL {shown_url(url)}: percent-encode the / # ? @ "
+            "characters of its user name and password (e.g. %2F for /)"
+        )
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as ex:
+        raise ScrappeyConfigError(
+            f"SCRAPPEY_REDIS_URL {shown_url(url)} is not a valid Redis URL "
+            f"({type(ex).__name__}; check its port and database number)"
+        ) from None
 
 
 def redis_heartbeat(settings: BaseSettings) -> float | None:
@@ -126,15 +181,18 @@ def redis_heartbeat(settings: BaseSettings) -> float | None:
 
 
 def shown_url(url: str) -> str:
-    """*url* without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    """*url* without its password, for logs and errors.
+
+    Everything between ``://`` and the last ``@`` is the user info, whatever
+    it holds (a password with an unencoded ``/ # ?`` hides it from urlsplit);
+    only a user name before a ``:`` stays. A ``password=`` option is masked too.
+    """
+    scheme, sep, rest = _PASSWORD_OPTION.sub(r"\1***", url).partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{host}" if colon else f"***@{host}"
+    return scheme + sep + rest
 
 
 def new_worker_id() -> str:
@@ -162,8 +220,13 @@ class RedisLink:
         self.worker_id = worker_id or new_worker_id()
         self._heartbeat = heartbeat
         self._account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-        self._keys = [self.key(name) for name in ("slots", "alive", "seq")]
+        names = ("slots", "alive", "seq", "epoch", "grace")
+        self._keys = [self.key(name) for name in names]
         self._seq = 0
+        self._epoch = ""
+        #: Whether Redis refused the last claim because it lost its state and
+        #: the workers' counts are being written back (wait, do not evict).
+        self.rebuilding = False
         self._client: Any = None
         self._script: Any = None
 
@@ -176,6 +239,7 @@ class RedisLink:
         # redis is an optional extra, needed only with the setting (checked by redis_url).
         import redis.asyncio as aioredis
 
+        _check_parsable(self.url)  # the CLI and tests build links directly
         self._client = aioredis.Redis.from_url(
             self.url,
             socket_timeout=COMMAND_TIMEOUT,
@@ -183,8 +247,8 @@ class RedisLink:
         )
         self._script = self._client.register_script(_SLOTS_LUA)
         try:
-            await self._client.ping()
-        except (OSError, aioredis.RedisError) as ex:
+            await command(self._client.ping())
+        except OSError as ex:
             await self.close()
             raise RedisUnreachable(
                 f"SCRAPPEY_REDIS_URL {shown_url(self.url)} is unreachable: {ex}"
@@ -247,7 +311,8 @@ class RedisLink:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            with contextlib.suppress(OSError):  # closed either way
+                await command(client.aclose())
 
     async def _run(self, count: int, cap: int) -> list[int]:
         """Run the script; redis-py's errors become ``OSError`` (retried by callers)."""
@@ -255,12 +320,12 @@ class RedisLink:
             raise ConnectionError("the Redis link is closed")
         ttl_ms = int(self.slot_ttl * 1000)
         self._seq += 1
-        reply = await command(
-            self._script(
-                keys=self._keys, args=[self.worker_id, count, cap, ttl_ms, self._seq]
-            )
-        )
-        return [int(x) for x in reply]
+        args = [self.worker_id, count, cap, ttl_ms, self._seq, self._epoch]
+        code, others, epoch = await command(self._script(keys=self._keys, args=args))
+        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if cap > 0:
+            self.rebuilding = int(code) == -1
+        return [max(int(code), 0), int(others)]
 
 
 async def command(call: Awaitable[T]) -> T:
@@ -270,7 +335,8 @@ async def command(call: Awaitable[T]) -> T:
     redis-py sends through ``asyncio.wait_for``, which before Python 3.12
     drops a cancel that arrives as the send completes (CPython gh-86296):
     a cancelled heartbeat loop would then never end, and its crawl never
-    close. ``Task.cancelling()`` (3.11+) tells that a cancel was requested.
+    close. ``Task.cancelling()`` (3.11+) tells that a cancel was requested;
+    on 3.10 it cannot be told, and the loops also stop by their own flags.
     """
     from redis.exceptions import RedisError
 
@@ -278,9 +344,11 @@ async def command(call: Awaitable[T]) -> T:
     cancelling = getattr(task, "cancelling", lambda: 0)
     before = cancelling()
     try:
-        result = await call
+        return await call
     except RedisError as ex:
         raise ConnectionError(f"Redis: {ex}") from ex
-    if cancelling() > before:
-        raise asyncio.CancelledError
-    return result
+    finally:
+        # On both paths: a lost cancel turned into a ConnectionError would be
+        # retried by the caller's loop for ever.
+        if cancelling() > before:
+            raise asyncio.CancelledError

@@ -11,7 +11,8 @@ account's hash slot):
 
 * ``…:budget:<name>`` — a hash: worker id → ``"<seq> <micros> <requests>"``;
   ``!exhausted`` → why the budget ran out (set by the first refusal, kept);
-  ``!wait`` → the Redis-clock time (ms) before which claims wait (see below).
+  ``!wait`` → the Redis-clock time (ms) before which claims wait (see below);
+  ``!at`` → the last write's time; ``!ended`` → the last member left.
 * ``…:budget-members:<name>`` — a sorted set: the live workers (worker id →
   the time their membership expires; each write moves it on by
   :attr:`.RedisLink.slot_ttl`, so three missed heartbeats).
@@ -36,7 +37,10 @@ Invariants (everything below runs on the event loop's thread):
   been charged for what it had reserved. Membership only decides whether a
   crawl is running: a worker that joins when no member is alive starts the
   budget afresh (atomically, so workers starting together share one budget,
-  and yesterday's spent budget does not stop today's crawl).
+  and yesterday's spent budget does not stop today's crawl) if the last
+  member left by closing (``!ended``) or nobody wrote for four slot TTLs:
+  members cut off (expired) keep their commitments and ``!exhausted``. (A
+  joiner cannot tell an empty, restarted Redis from a first start: README.)
 * State lost (Redis restarted empty, or reset by a joiner that saw no live
   member): the first write of a worker that finds its own entry missing sets
   ``!wait`` one slot TTL ahead; claims wait until then, long enough for every
@@ -57,9 +61,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._budget_lua import BUDGET_LUA
 from .cost import from_micros, to_micros
 from .exceptions import SpiderClosing
-from .redis_link import RedisUnreachable, command, shown_url
+from .redis_link import COMMAND_TIMEOUT, RedisUnreachable, command, shown_url
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -74,65 +79,6 @@ logger = logging.getLogger(__name__)
 WAIT_POLL = 0.25
 #: The longest wait between two tries while Redis fails.
 _BACKOFF_MAX = 5.0
-
-# KEYS: the budget hash, the members zset. ARGV: worker id, mode ("join",
-# "claim", "write", "leave"), seq, micros, requests, max micros (0: none), max
-# requests (0: none), ttl ms, the refusal reason of the cost cap (for a
-# "write": this worker's own exhaustion, or ""), of the requests cap.
-# Returns {code, the others' micros, the others' requests, !exhausted or ""};
-# code 1: written, 0: stale (a newer write ran), -1: refused, -2: wait.
-_BUDGET_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local me, mode, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ttl = tonumber(ARGV[8])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if mode == 'join' and redis.call('ZCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
-end
-local mine = redis.call('HGET', KEYS[1], me)
-local wait = tonumber(redis.call('HGET', KEYS[1], '!wait') or '0')
-if mode ~= 'join' and not mine and wait < now + ttl then
-  wait = now + ttl
-  redis.call('HSET', KEYS[1], '!wait', wait)
-end
-local om, orq = 0, 0
-local flat = redis.call('HGETALL', KEYS[1])
-for i = 1, #flat, 2 do
-  if flat[i] ~= me and string.sub(flat[i], 1, 1) ~= '!' then
-    local _, m, r = string.match(flat[i + 1], '^(%d+) (%d+) (%d+)$')
-    om, orq = om + tonumber(m), orq + tonumber(r)
-  end
-end
-local spent = redis.call('HGET', KEYS[1], '!exhausted') or ''
-if mine and seq <= tonumber(string.match(mine, '^(%d+)')) then
-  return {0, om, orq, spent}
-end
-local m, r = tonumber(ARGV[4]), tonumber(ARGV[5])
-if mode == 'claim' then
-  if spent ~= '' then return {-1, om, orq, spent} end
-  if now < wait then return {-2, om, orq, spent} end
-  local maxm, maxr = tonumber(ARGV[6]), tonumber(ARGV[7])
-  if maxm > 0 and om + m > maxm then spent = ARGV[9]
-  elseif maxr > 0 and orq + r > maxr then spent = ARGV[10] end
-  if spent ~= '' then
-    redis.call('HSET', KEYS[1], '!exhausted', spent)
-    return {-1, om, orq, spent}
-  end
-elseif mode == 'write' and ARGV[9] ~= '' and spent == '' then
-  spent = ARGV[9]
-  redis.call('HSET', KEYS[1], '!exhausted', spent)
-end
-redis.call('HSET', KEYS[1], me, ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-if mode == 'leave' then
-  redis.call('ZREM', KEYS[2], me)
-else
-  redis.call('ZADD', KEYS[2], now + ttl, me)
-end
-redis.call('PEXPIRE', KEYS[1], 86400000)
-redis.call('PEXPIRE', KEYS[2], 86400000)
-return {1, om, orq, spent}
-"""
 
 
 @dataclass(frozen=True)
@@ -194,7 +140,7 @@ class SharedBudget:
     async def open(self) -> None:
         """Join the spider's budget (afresh when no worker is alive) and start
         the heartbeat; :class:`.RedisUnreachable` when Redis fails."""
-        self._script = self._link.client.register_script(_BUDGET_LUA)
+        self._script = self._link.client.register_script(BUDGET_LUA)
         try:
             reply = await self._run("join")
         except OSError as ex:
@@ -245,8 +191,8 @@ class SharedBudget:
         """Write the final commitment and leave the live members (one try)."""
         self._closing = True
         if self._beat is not None:
-            self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
+            self._beat.cancel()  # its flag ends it too: a send ends in its timeout
+            await asyncio.wait({self._beat}, timeout=2 * COMMAND_TIMEOUT)
         if self._script is None:
             return
         with contextlib.suppress(OSError):
@@ -297,7 +243,8 @@ class SharedBudget:
             self._seen(reply)
 
     async def _heartbeat(self) -> None:
-        while True:
+        # Stops by its flag too: its cancel may be lost in a Redis command.
+        while not self._closing:
             await asyncio.sleep(self._delay(self._link.heartbeat))
             await self._write()
 

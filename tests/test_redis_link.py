@@ -90,6 +90,51 @@ def test_the_url_is_optional_checked_and_shown_without_its_password():
     assert shown_url("redis://h:6379/0") == "redis://h:6379/0"
 
 
+NASTY = ["YmFy/c2Vj+cmV0", "a#b", "q?x=1", "p@ss:w/rd", "63/79"]
+
+
+@pytest.mark.parametrize("password", NASTY)
+def test_a_password_with_reserved_characters_is_never_shown(password):
+    url = f"redis://user:{password}@10.0.0.1:6379/0"
+    assert shown_url(url) == "redis://user:***@10.0.0.1:6379/0"
+    assert shown_url(f"redis://:{password}@h/0") == "redis://:***@h/0"
+    assert shown_url(f"unix:///s.sock?db=1&password={password}") == (
+        "unix:///s.sock?db=1&password=***"
+    )
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as info:
+        config(SCRAPPEY_REDIS_URL=url)
+    assert password not in str(info.value)
+    assert "percent-encode" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:pw-1x@h:12ab/0", "redis://:pw-1x@[h/0"])
+def test_a_url_redis_py_cannot_read_is_a_config_error_without_its_password(url):
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as info:
+        config(SCRAPPEY_REDIS_URL=url)
+    assert "pw-1x" not in str(info.value)
+
+
+@deferred_f_from_coro_f
+async def test_a_link_to_a_nasty_url_names_the_setting_and_hides_the_password(
+    redis_server, free_port, caplog
+):
+    password = "Y/m#F?y@+:%"
+    encoded = "Y%2Fm%23F%3Fy%40%2B%3A%25"
+    with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_URL") as bad:
+        await RedisLink(f"redis://:{password}@127.0.0.1:{free_port}/0", "k").open()
+    with pytest.raises(RedisUnreachable, match="SCRAPPEY_REDIS_URL") as down:
+        await RedisLink(f"redis://:{encoded}@127.0.0.1:{free_port}/0", "k").open()
+    redis_server.command("CONFIG", "SET", "requirepass", password)
+    link = RedisLink(f"redis://:{encoded}@{redis_server.url.split('//')[1]}", "k")
+    with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
+        await link.open(3)  # the password, decoded, is accepted
+    await link.client.config_set("requirepass", "")
+    await link.close()
+    shown = [str(bad.value), str(down.value), caplog.text]
+    assert "shares its sessions" in caplog.text
+    assert not [t for t in shown if password in t or encoded in t]
+
+
 def test_worker_ids_name_the_host_and_pid_and_differ():
     a, b = RedisLink("redis://h", "k"), RedisLink("redis://h", "k")
     assert a.worker_id != b.worker_id
@@ -103,6 +148,23 @@ async def test_a_command_keeps_a_cancel_that_redis_py_dropped():
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             return "sent"
+
+    task = asyncio.ensure_future(redis_link.command(dropping()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@deferred_f_from_coro_f
+async def test_a_command_keeps_a_dropped_cancel_when_the_command_failed_too():
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    async def dropping():  # the cancel dropped, and the send timed out
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RedisTimeout("Timeout writing to socket") from None
 
     task = asyncio.ensure_future(redis_link.command(dropping()))
     await asyncio.sleep(0)
@@ -477,3 +539,59 @@ def test_the_heartbeat_setting_is_checked_and_sets_the_slot_ttl():
         config(SCRAPPEY_REDIS_HEARTBEAT="soon")
     with pytest.raises(ScrappeyConfigError, match="SCRAPPEY_REDIS_HEARTBEAT"):
         config(SCRAPPEY_REDIS_HEARTBEAT=0)
+
+
+@deferred_f_from_coro_f
+async def test_after_redis_restarts_empty_no_claim_over_fills_the_cap(redis_server):
+    a = RedisLink(redis_server.url, "k", worker_id="a", heartbeat=0.5)
+    b = RedisLink(redis_server.url, "k", worker_id="b", heartbeat=0.5)
+    for link in (a, b):
+        await link.open(8)
+    try:
+        assert await a.claim(6, 8)
+        assert not await b.claim(8, 8)
+        redis_server.stop()
+        redis_server.start()  # empty: a's 6 sessions are not counted there
+        for link in (a, b):  # the first command on a dropped connection fails
+            with contextlib.suppress(OSError):
+                await link.total()
+        assert not await b.claim(8, 8)  # it saw the state before: the grace
+        assert b.rebuilding
+        claims = []
+        while not claims or not claims[-1]:  # the grace ends after one slot TTL
+            await a.sync(6)  # a's heartbeat writes its count back
+            claims.append(await b.claim(2, 8))
+            await asyncio.sleep(0.05)
+        assert len(claims) > 1  # refused during the grace, a's count written or not
+        assert not b.rebuilding
+        assert not await b.claim(3, 8)
+        fresh = RedisLink(redis_server.url, "another-account", heartbeat=0.5)
+        await fresh.open(8)
+        assert await fresh.claim(8, 8)  # a first start does not wait
+        await fresh.close()
+    finally:
+        for link in (a, b):
+            await link.close()
+
+
+@deferred_f_from_coro_f
+async def test_after_an_empty_restart_a_new_pool_waits_and_evicts_nothing(
+    redis_server, make_local_server, monkeypatch, caplog
+):
+    monkeypatch.setattr(redis_link, "SLOT_TTL", 0.6)
+    monkeypatch.setattr(redis_link, "HEARTBEAT_INTERVAL", 0.05)
+    server = await make_local_server(max_sessions=3)
+    with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
+        async with _worker(server, redis_server.url, max_sessions=3) as (a, _):
+            await a.start(["x"])
+            await _until(lambda: server.stats()["sessions"]["open"] == 1, "1 open")
+            redis_server.stop()
+            redis_server.start()  # empty: the others' counts are missing
+            session = await asyncio.wait_for(a.lease("z"), 20)
+            a.release(session)
+            assert server.stats()["sessions"]["open"] == 2  # x's idle one stays
+    assert "Redis lost the session counts" in caplog.text
+    destroyed = [
+        e for e in server.stats()["commands"] if e["cmd"] == "sessions.destroy"
+    ]
+    assert len(destroyed) == 2  # both at the close, none evicted

@@ -36,6 +36,19 @@ def _charged(server: Any) -> Any:
     return server.stats()["charged"]
 
 
+def _sent(server: Any) -> int:
+    return server.stats()["requests"]["by_command"].get("request.get", 0)
+
+
+async def _outage(server, redis_server, back_after=None):
+    """Stop Redis once 3 calls were sent; start it again, empty, *back_after* s later."""
+    await until(lambda: _sent(server) >= 3, "3 calls sent")
+    redis_server.stop()
+    if back_after is not None:
+        await asyncio.sleep(back_after)
+        redis_server.start()
+
+
 async def _workers(server, site, redis_url, tmp_path, count=2, pages=20, **extra):
     settings = settings_for(
         server,
@@ -153,17 +166,8 @@ async def test_redis_lost_mid_crawl_never_overspends(
     tmp_path, redis_server, make_local_server, target_site, caplog
 ):
     server = await make_local_server(faults=Faults(latency={"request.get": 0.1}))
-
-    def sent():
-        return server.stats()["requests"]["by_command"].get("request.get", 0)
-
-    async def outage():
-        await until(lambda: sent() >= 3, "3 calls sent")
-        redis_server.stop()
-        await asyncio.sleep(0.5)
-        redis_server.start()  # empty: every worker writes its commitment back
-
-    cut = asyncio.ensure_future(outage())
+    # Back empty after 0.5 s: every worker writes its commitment back.
+    cut = asyncio.ensure_future(_outage(server, redis_server, back_after=0.5))
     with caplog.at_level(logging.INFO, logger="scrapy_scrappey"):
         results = await _workers(
             server, target_site, redis_server.url, tmp_path, SCRAPPEY_MAX_COST=2.0
@@ -302,3 +306,68 @@ async def test_a_claim_waits_for_redis_and_ends_when_the_crawl_closes(redis_serv
             await asyncio.wait_for(closed, 10)
         assert budget.commitment == (200_000, 1)  # its booking was undone
         assert budget.reason is None
+
+
+@deferred_f_from_coro_f
+async def test_the_close_ends_when_the_heartbeat_lost_its_cancel_in_a_failing_send(
+    redis_server,
+):
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    sending = asyncio.Event()
+
+    def down(keys, args):  # Redis unreachable: the send drops the cancel, then fails
+        async def send():
+            sending.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(1)
+            raise RedisTimeout("Timeout writing to socket")
+
+        return send()
+
+    async with _shared(redis_server.url, max_cost=1.0) as (_, shared, _):
+        real, shared._script = shared._script, down
+        await asyncio.wait_for(sending.wait(), 10)  # the heartbeat is inside a send
+        closing = asyncio.ensure_future(shared.close())
+        await asyncio.wait({closing}, timeout=20)  # a safeguard against the hang
+        assert closing.done()
+        assert shared._beat is not None
+        assert shared._beat.done()
+        shared._script = real
+
+
+@deferred_f_from_coro_f
+async def test_a_joiner_keeps_the_commitments_of_members_cut_off_from_redis(
+    redis_server,
+):
+    async with _shared(redis_server.url, max_cost=1.0) as (a, shared_a, _):
+        for _ in range(3):
+            await _book(a, shared_a)
+        shared_a._closing = True  # a's heartbeat stops: it is cut off from Redis
+        await until(lambda: shared_a._beat.done(), "a's heartbeat stopped")
+        probe = RedisLink(redis_server.url, "k")
+        await probe.open()
+        await probe.client.delete(probe.key("budget-members:spider"))  # expired
+        await probe.close()
+        async with _shared(redis_server.url, max_cost=1.0) as (j, shared_j, _):
+            await _book(j, shared_j)  # a's 0.6 still counts: 0.4 left
+            await _book(j, shared_j)
+            with pytest.raises(BudgetExhausted):
+                await _book(j, shared_j)
+
+
+@deferred_f_from_coro_f
+async def test_a_crawl_waiting_for_a_redis_gone_for_good_ends_when_stopped(
+    tmp_path, redis_server, make_local_server, target_site
+):
+    server = await make_local_server(faults=Faults(latency={"request.get": 0.1}))
+    cut = asyncio.ensure_future(_outage(server, redis_server))  # and never back
+    stop = {"SCRAPPEY_MAX_COST": 10.0, "CLOSESPIDER_TIMEOUT": 3}
+    (result,) = await _workers(
+        server, target_site, redis_server.url, tmp_path, count=1, **stop
+    )
+    await cut
+    sent = _sent(server)
+    assert result.stats["finish_reason"] == "closespider_timeout"
+    assert len(result.items) == sent < 20  # the waiting calls were never sent
+    assert _charged(server)["total"] == pytest.approx(0.2 * sent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,11 +122,9 @@ def _leave(
     """The last write (forget, release, pin, leave), tried again on a new
     connection: until it runs, the ids taken stay this command's, held for
     :data:`_CLI_LIVENESS_MS`."""
-    left = {w for i, w in taken.items() if i not in gone}
-    freed = sorted(set(taken.values()) - left)
-    args = tick_args(
-        me, 0, forget=sorted(gone), release=freed, pin=sorted(left), pin_ms=pin
-    )
+    left = Counter(w for i, w in taken.items() if i not in gone)
+    freed = sorted(set(taken.values()) - set(left))
+    args = tick_args(me, 0, forget=sorted(gone), release=freed, pin=left, pin_ms=pin)
     for _ in range(_LEAVE_TRIES - 1):
         if _written(link, args):
             return

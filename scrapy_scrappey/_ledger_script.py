@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from .redis_link import RedisLink
 
@@ -19,7 +19,10 @@ _KEY_NAMES = ("owners", "workers", "reaped", "slots", "alive")
 # KEYS: owners, workers, reaped, the cap's slots and alive (redis_link.py).
 # ARGV: me, liveness ms (0: leave), reap (1/0), #records, #forgets, #releases,
 # pin ms, then the ids to record, the ids to forget, the dead workers whose
-# slots to release, the dead workers whose slots to pin. Returns {judged dead
+# slots to release, then (dead worker, its ids still taken) pairs whose slots
+# to pin. A pin keeps the worker's slots counting until pin ms from now, and
+# at least as many as its taken ids (they were lost if Redis restarted
+# empty); a release spares a worker alive again. Returns {judged dead
 # since the last write (1/0), {id, owner, ...} taken, {dead worker, ...}}.
 TICK_LUA = """
 local t = redis.call('TIME')
@@ -27,9 +30,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me, live = ARGV[1], tonumber(ARGV[2])
 local nrec, nfor, nrel = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local pin = now + tonumber(ARGV[7])
-local function keep(w)
+local function keep(w, n)
   local s = redis.call('ZSCORE', KEYS[5], w)
-  if s and tonumber(s) < pin then redis.call('ZADD', KEYS[5], pin, w) end
+  if not s or tonumber(s) < pin then redis.call('ZADD', KEYS[5], pin, w) end
+  if tonumber(redis.call('HGET', KEYS[4], w) or '0') < n then
+    redis.call('HSET', KEYS[4], w, n)
+  end
 end
 if live > 0 then
   redis.call('ZADD', KEYS[2], now + live, me)
@@ -48,10 +54,13 @@ for i = f, l - 1 do
   end
 end
 for i = l, l + nrel - 1 do
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  redis.call('ZREM', KEYS[5], ARGV[i])
+  local back = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if not back or tonumber(back) < now then
+    redis.call('HDEL', KEYS[4], ARGV[i])
+    redis.call('ZREM', KEYS[5], ARGV[i])
+  end
 end
-for i = l + nrel, #ARGV do keep(ARGV[i]) end
+for i = l + nrel, #ARGV, 2 do keep(ARGV[i], tonumber(ARGV[i + 1])) end
 local taken, dead = {}, {}
 if ARGV[3] == '1' then
   local gone = {}
@@ -60,6 +69,7 @@ if ARGV[3] == '1' then
     gone[w] = true
   end
   local flat = redis.call('HGETALL', KEYS[1])
+  local count = {}
   for i = 1, #flat, 2 do
     local w = flat[i + 1]
     if w ~= me then
@@ -68,10 +78,11 @@ if ARGV[3] == '1' then
         redis.call('HSET', KEYS[1], flat[i], me)
         table.insert(taken, flat[i])
         table.insert(taken, w)
-        keep(w)
+        count[w] = (count[w] or 0) + 1
       end
     end
   end
+  for w, n in pairs(count) do keep(w, n) end
   for w, d in pairs(gone) do
     if d then
       table.insert(dead, w)
@@ -92,11 +103,13 @@ def tick_args(
     record: Sequence[str] = (),
     forget: Sequence[str] = (),
     release: Sequence[str] = (),
-    pin: Sequence[str] = (),
+    pin: Mapping[str, int] | None = None,
     pin_ms: int = 0,
 ) -> list[str | int]:
-    """The ARGV of :data:`TICK_LUA` (*pin_ms*: how long the slots of *pin* and
-    of the workers whose ids are taken keep counting)."""
+    """The ARGV of :data:`TICK_LUA` (*pin*: dead worker → its ids still taken;
+    *pin_ms*: how long their slots, and those of the workers whose ids are
+    taken, keep counting)."""
+    pairs = [x for w, n in sorted((pin or {}).items()) for x in (w, n)]
     head: list[str | int] = [
         me,
         live_ms,
@@ -106,7 +119,7 @@ def tick_args(
         len(release),
         pin_ms,
     ]
-    return [*head, *record, *forget, *release, *pin]
+    return [*head, *record, *forget, *release, *pairs]
 
 
 def parse_tick(reply: Any) -> tuple[bool, dict[str, str], list[str]]:

@@ -239,10 +239,16 @@ class SessionManager(PoolFilling):
         if self._shared is None:
             await self._cap.close()
             return
-        async with self._shared.kept():  # peers must not reap a closing worker
-            timeout = self._config.close_timeout
-            await asyncio.gather(self._cap.close(), self._shared.destroy_taken(timeout))
-        await self._shared.close()
+        try:
+            async with self._shared.kept():  # peers must not reap a closing worker
+                timeout = self._config.close_timeout
+                closing = self._cap.close(), self._shared.destroy_taken(timeout)
+                failed = await asyncio.gather(*closing, return_exceptions=True)
+        finally:
+            await self._shared.close()  # leave, whatever happened above
+        for error in failed:
+            if isinstance(error, BaseException):
+                raise error
 
     async def destroy_ids(self, session_ids: list[str]) -> list[str]:
         """Destroy sessions by id (orphans of a dead run); return those destroyed."""

@@ -45,7 +45,10 @@ Invariants:
   confirmed; each write pins (keeps counting) the cap slots of their dead
   owners for one slot TTL, and a dead worker's slots are released only once
   none of its ids is left in ``_taken``. If this worker dies too, the pin
-  expires and the next reaper takes the ids (and pins again).
+  expires and the next reaper takes the ids (and pins again). A pin also
+  writes the dead worker's slot count back up to its taken ids (Redis may
+  have lost it: restarted empty, or the slots expired), and a release spares
+  a worker that is alive in the ledger again (judged dead, then back).
 * At close the worker keeps beating (without reaping) while its sessions and
   ``_taken`` are destroyed, then writes its last state and leaves
   ``workers``: what it could not destroy is at once a dead worker's, for a
@@ -57,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import redis_link
@@ -297,7 +301,7 @@ class SharedLedger:
             record=record,
             forget=forget,
             release=release,
-            pin=sorted(set(self._taken.values())),
+            pin=Counter(self._taken.values()),
             pin_ms=round(self._link.slot_ttl * 1000),
         )
 

@@ -14,7 +14,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_scrappey import Config, redis_link
-from scrapy_scrappey._ledger_script import owner_of
+from scrapy_scrappey._ledger_script import TICK_LUA, ledger_keys, owner_of, tick_args
 from scrapy_scrappey._tasks import TaskGroup
 from scrapy_scrappey.client import ScrappeyClient
 from scrapy_scrappey.local import Faults
@@ -538,3 +538,53 @@ async def test_a_dead_workers_slots_count_until_its_sessions_are_destroyed(
         for link in (claimant, dead_link, reaper_link):
             if link is not None:
                 await link.close()
+
+
+# -- the tick script's pins and releases of a dead worker's cap slots ---------
+
+
+async def _tick(link, me, **kw):
+    script = link.client.register_script(TICK_LUA)
+    return await script(keys=ledger_keys(link), args=tick_args(me, **kw))
+
+
+@deferred_f_from_coro_f
+async def test_a_release_spares_a_worker_alive_again(redis_server):
+    # W was judged dead, came back (fenced, writing again) and holds 3 slots:
+    # the reaper's release of its old ids must not delete them.
+    w, peer = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
+    for link in (w, peer):
+        await link.open()
+    try:
+        assert await w.claim(3, 4)
+        await _tick(w, w.worker_id, live_ms=60_000)  # in the ledger's workers again
+        await _tick(peer, "R", live_ms=60_000, release=[w.worker_id])
+        assert not await peer.claim(4, 4)  # W's 3 still count
+        assert await peer.total() == 3
+        await _tick(w, w.worker_id, live_ms=0)  # W leaves: now it may be released
+        await _tick(peer, "R", live_ms=60_000, release=[w.worker_id])
+        assert await peer.claim(4, 4)
+    finally:
+        for link in (w, peer):
+            await link.close()
+
+
+@deferred_f_from_coro_f
+async def test_a_pin_writes_back_the_slots_of_a_dead_workers_taken_sessions(
+    redis_server,
+):
+    # Redis lost the dead worker's slots (restarted empty, or they expired)
+    # while its 3 sessions are still being destroyed: the pin counts them.
+    reaper, peer = RedisLink(redis_server.url, "k"), RedisLink(redis_server.url, "k")
+    for link in (reaper, peer):
+        await link.open()
+    try:
+        await _tick(reaper, "R", live_ms=60_000, pin={"dead": 3}, pin_ms=60_000)
+        assert not await peer.claim(2, 4)  # 3 + 2 > 4
+        assert await peer.claim(1, 4)
+        # Once its sessions are gone the dead worker's slots are released.
+        await _tick(reaper, "R", live_ms=60_000, release=["dead"])
+        assert await peer.claim(4, 4)
+    finally:
+        for link in (reaper, peer):
+            await link.close()

@@ -256,7 +256,7 @@ class SessionCap:
         assert self._shared is not None
         try:
             if cap:
-                written = await self._claim_shared(count, cap)
+                written = await self._shared.claim(count, cap)
             else:
                 await self._shared.sync(count)
                 written = True
@@ -267,18 +267,6 @@ class SessionCap:
             self._redis_failures = 0
             logger.warning(
                 "Redis is back: sharing the session cap again", extra=self._extra
-            )
-        return written
-
-    async def _claim_shared(self, count: int, cap: int) -> bool:
-        assert self._shared is not None
-        was_rebuilding = self._shared.rebuilding
-        written = await self._shared.claim(count, cap)
-        if self._shared.rebuilding and not was_rebuilding:
-            logger.info(
-                "Scrappey: Redis lost the session counts (restarted?); new sessions "
-                "wait one slot TTL for every worker to write its count back",
-                extra=self._extra,
             )
         return written
 

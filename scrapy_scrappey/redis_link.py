@@ -227,6 +227,7 @@ class RedisLink:
         #: Whether Redis refused the last claim because it lost its state and
         #: the workers' counts are being written back (wait, do not evict).
         self.rebuilding = False
+        self._extra: dict[str, Any] | None = None
         self._client: Any = None
         self._script: Any = None
 
@@ -236,6 +237,7 @@ class RedisLink:
         *cap* (``SCRAPPEY_MAX_SESSIONS``) is only logged: without one, the
         workers' sessions are not capped together, which is worth a warning.
         """
+        self._extra = extra
         # redis is an optional extra, needed only with the setting (checked by redis_url).
         import redis.asyncio as aioredis
 
@@ -322,7 +324,16 @@ class RedisLink:
         self._seq += 1
         args = [self.worker_id, count, cap, ttl_ms, self._seq, self._epoch]
         code, others, epoch = await command(self._script(keys=self._keys, args=args))
-        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if self._epoch and epoch != self._epoch:
+            # Whichever write first sees the new epoch (claim or heartbeat):
+            # the script has just started the grace for it.
+            logger.info(
+                "Scrappey: Redis lost the session counts (restarted?); new sessions "
+                "wait one slot TTL for every worker to write its count back",
+                extra=self._extra,
+            )
+        self._epoch = epoch
         if cap > 0:
             self.rebuilding = int(code) == -1
         return [max(int(code), 0), int(others)]

@@ -8,7 +8,6 @@ destroy one session.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -125,10 +124,10 @@ def _leave(
     left = Counter(w for i, w in taken.items() if i not in gone)
     freed = sorted(set(taken.values()) - set(left))
     args = tick_args(me, 0, forget=sorted(gone), release=freed, pin=left, pin_ms=pin)
+    # Each try opens a new connection: a reset one is the usual failure.
     for _ in range(_LEAVE_TRIES - 1):
         if _written(link, args):
             return
-        time.sleep(1.0)  # the command line blocks anyway: no reactor here
     with _blocking_client(link) as client:
         client.register_script(TICK_LUA)(keys=ledger_keys(link), args=args)
 
